@@ -1,0 +1,54 @@
+# Huizhen — the two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export FLASK_APP := wsgi.py
+HOST ?= 127.0.0.1
+PORT ?= 5000
+WORKER_PORT ?= 5001
+
+.PHONY: run test install install-dev lint migrate seed bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.runtime: $(BIN)/python requirements.txt
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+## make run: set up the virtualenv, build the SQLite database, load demo data, start the media
+## worker (pre-call check) and serve on http://127.0.0.1:5000 (Ctrl-C stops both)
+run: install
+	$(BIN)/flask db upgrade
+	$(BIN)/flask seed-demo --if-empty
+	@echo "Huizhen on http://$(HOST):$(PORT) — demo logins: rural@demo.test / specialist@demo.test / coordinator@demo.test, password huizhen-demo"
+	@export MEDIA_WORKER_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))') \
+	  MEDIA_WORKER_URL=http://127.0.0.1:$(WORKER_PORT); \
+	$(BIN)/python -m mediaworker --port $(WORKER_PORT) & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/flask run --host $(HOST) --port $(PORT)
+
+## make test: install test dependencies, lint, run the whole suite (TEST_DATABASE_URL picks the database)
+test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+migrate: install
+	$(BIN)/flask db upgrade
+
+seed: install
+	$(BIN)/flask seed-demo --if-empty
+
+clean:
+	rm -rf $(VENV) instance test-artifacts .pytest_cache .ruff_cache
