@@ -1,0 +1,489 @@
+"""Fixtures for every test layer: app, database, clients, factories, live server."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.globals import _cv_app
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, inspect, text
+from werkzeug.serving import make_server
+
+from config import TestingConfig
+from webapp import create_app
+from webapp.auth.services import Registration, create_user
+from webapp.consults import services as consults
+from webapp.extensions import db, limiter
+from webapp.models import AccountStatus, Consult, Facility, FacilityLevel, Partnership, Role, Sex, Urgency, User
+from webapp.scheduling import services as scheduling
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+PASSWORD = "correct-horse-battery"
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/huizhen_test"
+)
+
+
+# --- CI: a skipped test is a failure ----------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.longrepr = f"skipped under CI=true, which counts as a failure: {reason}"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip with a clear reason on a laptop; under CI=true the skip becomes a failure."""
+    if not condition:
+        pytest.skip(reason)
+
+
+# --- database ---------------------------------------------------------------------------------
+
+
+def _reset_schema(url: str) -> None:
+    """Drop every table so the migrations build the schema from empty."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        else:
+            for table in inspect(conn).get_table_names():
+                conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+    engine.dispose()
+
+
+def postgres_available(url: str = POSTGRES_URL) -> bool:
+    """Whether the test PostgreSQL server answers (creating the test database if needed)."""
+    try:
+        engine = create_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"'))
+            return True
+        except Exception:
+            return False
+        finally:
+            admin.dispose()
+
+
+def build_app(database_url: str, tmp: Path, **overrides) -> Flask:
+    """A test app on the given database, schema built by the Alembic migrations."""
+    if database_url.startswith("postgresql"):
+        postgres_available(database_url)
+    _reset_schema(database_url)
+    config = {
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "UPLOAD_DIR": str(tmp / "uploads"),
+        "LOGIN_RATE_LIMIT": "1000 per minute",
+    }
+    config.update(overrides)
+    app = create_app(TestingConfig, config)
+    app.test_client_class = IsolatedClient
+    with app.app_context():
+        upgrade(directory=str(Path(__file__).resolve().parent.parent / "migrations"))
+    return app
+
+
+def truncate_all(app: Flask) -> None:
+    """Empty every table between tests (the schema stays)."""
+    with app.app_context():
+        tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+        with db.engine.begin() as conn:
+            if db.engine.dialect.name == "postgresql":
+                conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+            else:
+                for t in tables:
+                    conn.execute(text(f'DELETE FROM "{t}"'))
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'huizhen-test.db'}"
+
+
+@pytest.fixture(scope="session")
+def _app(database_url, tmp_path_factory) -> Flask:
+    return build_app(database_url, tmp_path_factory.mktemp("files"))
+
+
+def _unmock_socketio(app: Flask) -> None:
+    """Point Flask-SocketIO back at this app's server and undo its test client's patching.
+
+    The SocketIO object is a singleton whose ``server`` is the one built by the LAST app
+    created; another test that builds an app (a "restarted" server, PostgreSQL) would leave it
+    pointing elsewhere, and events for this app would be ignored. The test client also patches
+    the server so that packets for real clients are swallowed.
+    """
+    from webapp.extensions import socketio
+    from webapp.realtime import SERVER_KEY
+
+    server = app.extensions[SERVER_KEY]
+    socketio.server = server
+    for name in ("_send_packet", "_send_eio_packet"):
+        server.__dict__.pop(name, None)
+
+
+@pytest.fixture
+def app(_app: Flask) -> Iterator[Flask]:
+    """The app with empty tables and a fresh rate limiter, inside an app context."""
+    truncate_all(_app)
+    limiter.reset()
+    _unmock_socketio(_app)
+    _app.config["LOGIN_RATE_LIMIT"] = "1000 per minute"
+    with _app.app_context():
+        yield _app
+        db.session.rollback()
+        db.session.remove()
+    _unmock_socketio(_app)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+# --- factories ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Factory:
+    """Builds a world through the real services."""
+
+    counter: int = 0
+    facilities: dict[str, Facility] = field(default_factory=dict)
+
+    def _n(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def facility(self, name: str | None = None, level: FacilityLevel = FacilityLevel.COUNTY_HOSPITAL) -> Facility:
+        f = Facility(name=name or f"Facility {self._n()}", level=level, region="Gansu")
+        db.session.add(f)
+        db.session.commit()
+        return f
+
+    def partnership(self, facility: Facility, partner: Facility) -> Partnership:
+        p = Partnership(facility_id=facility.id, partner_id=partner.id)
+        db.session.add(p)
+        db.session.commit()
+        return p
+
+    def user(self, role: Role, *, facility: Facility | None = None, specialty: str | None = None,
+             status: AccountStatus = AccountStatus.APPROVED, email: str | None = None,
+             timezone: str = "Asia/Shanghai", name: str | None = None) -> User:
+        n = self._n()
+        if facility is None and role != Role.COORDINATOR:
+            facility = self.facility()
+        if role == Role.SPECIALIST and specialty is None:
+            specialty = "cardiology"
+        user = create_user(Registration(
+            email=email or f"{role.value}{n}@test.example", password=PASSWORD,
+            full_name=name or f"{role.label} {n}", role=role,
+            facility_id=facility.id if facility else 0, licence_number=f"LIC{n:05d}",
+            timezone=timezone, languages=("zh-CN", "en"), specialty=specialty,
+        ), status=status)
+        db.session.commit()
+        return user
+
+    def rural(self, **kw) -> User:
+        return self.user(Role.RURAL_DOCTOR, **kw)
+
+    def specialist(self, **kw) -> User:
+        return self.user(Role.SPECIALIST, **kw)
+
+    def coordinator(self, **kw) -> User:
+        return self.user(Role.COORDINATOR, **kw)
+
+    def availability(self, specialist: User, hours: tuple[int, int] = (0, 24)) -> None:
+        scheduling.set_availability(specialist, [
+            scheduling.Window(day, hours[0] * 60, hours[1] * 60) for day in range(7)
+        ])
+
+    def case(self, **overrides) -> consults.CaseData:
+        data = consults.CaseData(
+            specialty="cardiology", urgency=Urgency.URGENT, patient_age_years=60, patient_sex=Sex.MALE,
+            chief_complaint="Chest pain", history="Three weeks of exertional chest pain.",
+            findings="ST depression V4-V6", question="Angiography or medical management?",
+        )
+        for key, value in overrides.items():
+            setattr(data, key, value)
+        return data
+
+    def draft(self, requester: User, **overrides) -> Consult:
+        return consults.create_draft(requester, self.case(**overrides))
+
+    def requested(self, requester: User, **overrides) -> Consult:
+        c = self.draft(requester, **overrides)
+        return consults.submit(requester, c.ref)
+
+    def accepted(self, requester: User, specialist: User, **overrides) -> Consult:
+        c = self.requested(requester, **overrides)
+        return consults.accept(specialist, c.ref)
+
+    def scheduled(self, requester: User, specialist: User, **overrides) -> Consult:
+        c = self.requested(requester, **overrides)
+        if not scheduling.windows_of(specialist):
+            self.availability(specialist)
+        slot = scheduling.open_slots(specialist)[1]  # not the first: it may fall inside the lead time a moment later
+        return consults.accept(specialist, c.ref, slot.starts_at)
+
+
+@pytest.fixture
+def make(app) -> Factory:
+    return Factory()
+
+
+# --- HTTP helpers ---------------------------------------------------------------------------------
+
+CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+def csrf_token(client: FlaskClient, path: str = "/login") -> str:
+    """A CSRF token for the client's current session, read from a page like a browser would."""
+    response = client.get(path, follow_redirects=True)
+    match = CSRF_RE.search(response.get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def login(client: FlaskClient, user_or_email, password: str = PASSWORD, *, remember: bool = False):
+    """Sign in through the real login form."""
+    email = user_or_email if isinstance(user_or_email, str) else user_or_email.email
+    token = csrf_token(client, "/login")
+    data = {"email": email, "password": password, "csrf_token": token}
+    if remember:
+        data["remember"] = "y"
+    return client.post("/login", data=data)
+
+
+def post_form(client: FlaskClient, path: str, data: dict | None = None, *, token_from: str = "/", **kw):
+    """POST a form with a valid CSRF token, as the page would."""
+    payload = {"csrf_token": csrf_token(client, token_from)}
+    payload.update(data or {})
+    return client.post(path, data=payload, **kw)
+
+
+# --- a real server on a loopback port --------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The app served by a threaded Werkzeug server on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: Flask) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = make_server("127.0.0.1", self.port, app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[LiveServer]:
+    server = LiveServer(app)
+    origins = list(app.config["ALLOWED_ORIGINS"])
+    app.config["ALLOWED_ORIGINS"] = [*origins, server.url]  # the WebSocket Origin allow-list
+    server.start()
+    yield server
+    server.stop()
+    app.config["ALLOWED_ORIGINS"] = origins
+
+
+# --- headless Chromium ---------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    require(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover
+        require(False, "the playwright package is not installed (pip install -r requirements-dev.txt)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shots() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+# --- HTTP tests: one application context per request ------------------------------------------------
+
+
+class IsolatedClient(FlaskClient):
+    """A test client whose every request (and every redirect hop) runs in an app context of its own.
+
+    The ``app`` fixture keeps an application context pushed for the whole test, and Flask reuses
+    it for test-client requests: ``g`` (where Flask-Login caches the signed-in user and Flask-WTF
+    the CSRF token) and the scoped database session then leak from one request, one client and one
+    user to the next. Production never shares them, so HTTP tests should not either.
+    """
+
+    def run_wsgi_app(self, environ, buffered: bool = False):
+        if _cv_app.get(None) is not None:
+            db.session.commit()  # like a browser, the request sees what the test set up; no open snapshot
+        with self.application.app_context():
+            result = super().run_wsgi_app(environ, buffered=buffered)
+        if _cv_app.get(None) is not None:
+            db.session.expire_all()  # the test body reads what the request committed
+        return result
+
+
+@pytest.fixture
+def isolated_requests(app, monkeypatch) -> None:
+    """Kept for tests that ask for it: every test app already uses IsolatedClient (see build_app)."""
+    monkeypatch.setattr(app, "test_client_class", IsolatedClient)
+
+
+
+class IsolatedSocketClient:
+    """A Flask-SocketIO test client whose connect and events each run in a fresh app context.
+
+    On a real server every Socket.IO event gets its own app context (its own ``g``, where
+    Flask-Login caches the user, and its own database session). The test client would reuse the
+    test's app context instead, so two clients would share one ``current_user``. The test's
+    session is committed before each event and expired after it, as for HTTP requests.
+    """
+
+    def __init__(self, app: Flask, flask_client: FlaskClient, namespace: str) -> None:
+        from webapp.extensions import socketio
+        from webapp.realtime import SERVER_KEY
+
+        socketio.server = app.extensions[SERVER_KEY]  # several apps exist in one test session
+        self.app = app
+        self.namespace = namespace
+        self._client = self._isolated(socketio.test_client, app, namespace=namespace,
+                                      flask_test_client=flask_client)
+
+    def _isolated(self, fn, *args, **kwargs):
+        outer = _cv_app.get(None) is not None
+        if outer:
+            db.session.commit()
+        with self.app.app_context():
+            result = fn(*args, **kwargs)
+        if outer:
+            db.session.expire_all()
+        return result
+
+    def emit(self, *args, **kwargs):
+        return self._isolated(self._client.emit, *args, **kwargs)
+
+    def disconnect(self, *args, **kwargs):
+        return self._isolated(self._client.disconnect, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def committing(socket_client):
+    """Kept for older call sites: the clients built by IsolatedSocketClient already isolate events."""
+    return socket_client
+
+
+# --- coturn (a real TURN server on loopback) --------------------------------------------------------
+
+
+@dataclass
+class Coturn:
+    """A running coturn with use-auth-secret."""
+
+    port: int
+    secret: str
+    realm: str
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+
+def _wait_udp_listening(port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"turnserver exited with {proc.returncode}")
+        out = subprocess.run(["ss", "-lun"], capture_output=True, text=True).stdout
+        if f"127.0.0.1:{port} " in out:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("turnserver did not start listening")
+
+
+@pytest.fixture(scope="session")
+def coturn() -> Iterator[Coturn]:
+    binary = shutil.which("turnserver")
+    require(binary is not None, "coturn is not installed (apt-get install coturn)")
+    port = free_port()
+    secret = secrets.token_hex(16)
+    relay_lo = 40000 + (port % 1000) * 20
+    cmd = [
+        binary, "-n", "--use-auth-secret", f"--static-auth-secret={secret}", "--realm=huizhen.test",
+        "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
+        "--allow-loopback-peers", "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay",
+        f"--min-port={relay_lo}", f"--max-port={relay_lo + 19}", "--log-file=stdout", "--simple-log",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        if shutil.which("ss"):
+            _wait_udp_listening(port, proc)
+        else:  # pragma: no cover - ss is in iproute2
+            time.sleep(1.0)
+        yield Coturn(port=port, secret=secret, realm="huizhen.test")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,261 @@
+"""Huizhen: the application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+from flask import Flask, flash, has_request_context, redirect, request, session, url_for
+from flask_login import current_user, login_url, logout_user
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
+
+from config import BASE_DIR, Config, TestingConfig, config_from_env
+
+from .extensions import csrf, db, limiter, login_manager, migrate, socketio
+
+
+def create_app(config: type[Config] | None = None, overrides: dict[str, Any] | None = None) -> Flask:
+    """Build a configured Huizhen application."""
+    app = Flask(__name__, static_folder="../static", static_url_path="/static")
+    app.config.from_object(config or config_from_env())
+    if overrides:
+        app.config.update(overrides)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"] + 1024 * 1024
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(minutes=app.config["IDLE_TIMEOUT_MINUTES"])
+    check_production_config(app)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _local_secret_key()
+    _ensure_sqlite_dir(app.config["SQLALCHEMY_DATABASE_URI"])
+    if app.config["PROXY_FIX_HOPS"]:
+        hops = app.config["PROXY_FIX_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    logging.basicConfig(level=logging.INFO)
+
+    app.url_map.converters["int"] = DatabaseIdConverter
+    register_extensions(app)
+    register_blueprints(app)
+    register_namespaces(app)
+    register_request_hooks(app)
+    from .errors import register_error_handlers
+
+    register_error_handlers(app)
+    from .cli import register_cli
+
+    register_cli(app)
+    from .templating import register_templating
+
+    register_templating(app)
+    return app
+
+
+class DatabaseIdConverter(IntegerConverter):
+    """``<int:...>`` URL parts are database ids: beyond 32 bits they match no route (404) instead
+    of overflowing the database driver (500)."""
+
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**31 - 1,
+                 signed: bool = False) -> None:
+        super().__init__(map, fixed_digits, min, max, signed)
+
+
+def _local_secret_key() -> str:
+    """A random key kept in instance/secret_key so development sessions survive restarts."""
+    path = BASE_DIR / "instance" / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _ensure_sqlite_dir(uri: str) -> None:
+    if uri.startswith("sqlite:///") and uri != "sqlite://":
+        os.makedirs(os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///"))), exist_ok=True)
+
+
+def check_production_config(app: Flask) -> None:
+    """Refuse to start production with DEBUG, a default secret, wildcard CORS or Werkzeug."""
+    if app.config.get("ENV_NAME") != "production":
+        return
+    problems = []
+    if app.config.get("DEBUG"):
+        problems.append("DEBUG is on")
+    secret = app.config.get("SECRET_KEY") or ""
+    if len(secret) < 32 or len(set(secret)) < 10 or secret == TestingConfig.SECRET_KEY:
+        problems.append("SECRET_KEY is unset, shorter than 32 characters, not random or published in the source")
+    if "*" in app.config.get("ALLOWED_ORIGINS", []):
+        problems.append("ALLOWED_ORIGINS contains '*'")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite") and not os.environ.get(
+        "HUIZHEN_ALLOW_SQLITE"
+    ):
+        problems.append("DATABASE_URL points at SQLite; production runs on PostgreSQL")
+    ctx = click.get_current_context(silent=True)
+    if (ctx is not None and ctx.info_name == "run") or (
+        os.path.basename(sys.argv[0]) == "flask" and "run" in sys.argv[1:]
+    ):
+        problems.append("the Werkzeug development server ('flask run') is not for production")
+    if problems:
+        raise RuntimeError("Refusing to start in production: " + "; ".join(problems) + ".")
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        # Let SQLAlchemy emit BEGIN itself so SAVEPOINTs and transactions behave.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(conn) -> None:
+    if conn.dialect.name == "sqlite":
+        # Requests and socket events take the write lock up front (IMMEDIATE), so concurrent
+        # requests queue on busy_timeout instead of failing with "database is locked" when a
+        # read transaction later writes. Outside a request (CLI, scripts) a plain BEGIN is enough.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if has_request_context() else "BEGIN")
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the extension singletons to this app."""
+    from . import models  # noqa: F401  (every table known to Alembic)
+
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "basic"
+
+    @login_manager.user_loader
+    def load_user(token: str):
+        from sqlalchemy import select
+
+        from .models import User
+
+        user = db.session.scalar(select(User).where(User.login_token == token))
+        return user if user is not None and user.is_active else None
+
+    @login_manager.unauthorized_handler
+    def _unauthorized():
+        """Pages send the browser to sign in; scripts and fetch() get a 401 JSON body."""
+        from .errors import error_response, wants_json
+
+        if wants_json(request):
+            return error_response(401, "unauthorized", "Sign in to continue.")
+        flash(login_manager.login_message, login_manager.login_message_category)
+        return redirect(login_url(login_manager.login_view, next_url=request.url))
+
+    socketio.init_app(
+        app,
+        async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+        cors_allowed_origins=lambda origin, environ=None: origin in app.config["ALLOWED_ORIGINS"],
+        message_queue=app.config["REDIS_URL"] or None,
+        manage_session=False,
+        max_http_buffer_size=app.config["SOCKET_MAX_PAYLOAD_BYTES"],
+        # One client's events are handled in the order sent: ICE candidates follow their offer,
+        # and a sender's chat messages keep their order. Other clients are not held up.
+        async_handlers=False,
+    )
+    from .realtime import remember_server
+
+    remember_server(app, socketio.server)
+
+
+def register_namespaces(app: Flask) -> None:
+    """Register each domain's Socket.IO namespace explicitly."""
+    from .rooms.events import NAMESPACE, RoomNamespace, presence_of
+
+    presence_of(app)  # who is in which room: one table per app, i.e. per process
+    if NAMESPACE not in socketio.server.namespace_handlers:
+        socketio.on_namespace(RoomNamespace(NAMESPACE))
+    from .notes.events import NAMESPACE as NOTES_NAMESPACE
+    from .notes.events import NotesNamespace
+
+    if NOTES_NAMESPACE not in socketio.server.namespace_handlers:
+        socketio.on_namespace(NotesNamespace(NOTES_NAMESPACE))
+    from .video.events import NAMESPACE as CALL_NAMESPACE
+    from .video.events import CallNamespace
+
+    if CALL_NAMESPACE not in socketio.server.namespace_handlers:
+        socketio.on_namespace(CallNamespace(CALL_NAMESPACE))
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount each domain's HTTP routes."""
+    from .admin.routes import bp as admin_bp
+    from .auth.routes import bp as auth_bp
+    from .consults.routes import bp as consults_bp
+    from .dashboard.routes import bp as dashboard_bp
+    from .notes.routes import bp as notes_bp
+    from .rooms.routes import bp as rooms_bp
+    from .scheduling.routes import bp as scheduling_bp
+    from .video.routes import bp as video_bp
+
+    for bp in (auth_bp, dashboard_bp, consults_bp, rooms_bp, notes_bp, scheduling_bp, admin_bp, video_bp):
+        app.register_blueprint(bp)
+
+
+def register_request_hooks(app: Flask) -> None:
+    """Idle sign-out and security headers."""
+
+    @app.before_request
+    def _refuse_nul_characters():
+        """A NUL character is never valid text, and PostgreSQL refuses it outright (a 500)."""
+        values = [request.path, *request.args.keys(), *request.args.values()]
+        if request.method in ("POST", "PUT", "PATCH"):
+            values += [*request.form.keys(), *request.form.values()]
+        if any("\x00" in value for value in values):
+            from .errors import error_response
+
+            return error_response(400, "bad_request", "The request contains a character that is not allowed.")
+        return None
+
+    @app.before_request
+    def _idle_timeout():
+        if request.endpoint == "static" or not current_user.is_authenticated:
+            return None
+        now = datetime.now(UTC).timestamp()
+        last = session.get("_last_seen")
+        limit = app.config["IDLE_TIMEOUT_MINUTES"] * 60
+        if last is not None and now - float(last) > limit:
+            logout_user()
+            session.pop("_last_seen", None)
+            flash("You were signed out after a period of inactivity. Please sign in again.", "info")
+            from .errors import error_response, wants_json
+
+            if wants_json(request):
+                return error_response(401, "session_expired", "Your session expired. Sign in again.")
+            return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+        session["_last_seen"] = now
+        session.permanent = True
+        return None
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+            "connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; "
+            "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+        )
+        if request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response

@@ -1,0 +1,28 @@
+"""Coordinator forms."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length
+
+from ..models import FacilityLevel
+
+
+class FacilityForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=160)])
+    level = SelectField("Level", choices=[(lv.value, lv.label) for lv in FacilityLevel])
+    region = StringField("Region", validators=[DataRequired(), Length(max=120)])
+
+
+class PartnershipForm(FlaskForm):
+    facility_id = SelectField("Facility", coerce=int)
+    partner_id = SelectField("Partner hospital", coerce=int)
+
+
+class AssignForm(FlaskForm):
+    specialist_id = SelectField("Specialist", coerce=int)
+
+
+class RejectForm(FlaskForm):
+    note = TextAreaField("Reason", validators=[DataRequired("Give a reason."), Length(max=500)])

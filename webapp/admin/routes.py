@@ -1,0 +1,138 @@
+"""Coordinator pages: registrations, facilities, partnerships, queue, audit log."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+
+from ..audit import services as audit
+from ..auth import services as accounts
+from ..auth.decorators import me, role_required
+from ..consults import services as consults
+from ..consults.forms import EmptyForm
+from ..errors import NotFound, ValidationFailed
+from ..extensions import db
+from ..models import Facility, FacilityLevel, Role
+from . import services
+from .forms import AssignForm, FacilityForm, PartnershipForm, RejectForm
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+coordinator_only = role_required(Role.COORDINATOR)
+
+
+def _first_error(form) -> str:
+    return next((e for errs in form.errors.values() for e in errs), "Check the form.")
+
+
+@bp.get("/registrations")
+@coordinator_only
+def registrations():
+    return render_template("admin/registrations.html", pending=accounts.pending_registrations(),
+                           users=services.list_users(), empty_form=EmptyForm(), reject_form=RejectForm())
+
+
+@bp.post("/registrations/<int:user_id>/approve")
+@coordinator_only
+def approve(user_id: int):
+    user = accounts.approve(me(), user_id)
+    flash(f"{user.full_name} can now sign in.", "success")
+    return redirect(url_for(".registrations"))
+
+
+@bp.post("/registrations/<int:user_id>/reject")
+@coordinator_only
+def reject(user_id: int):
+    form = RejectForm()
+    if not form.validate():
+        raise ValidationFailed(_first_error(form), fields={"note": "required"})
+    user = accounts.reject(me(), user_id, form.note.data)
+    flash(f"The registration of {user.full_name} was rejected.", "info")
+    return redirect(url_for(".registrations"))
+
+
+def _facility_choices() -> list[tuple[int, str]]:
+    return [(f.id, f"{f.name} ({f.level.label})") for f in services.list_facilities()]
+
+
+@bp.route("/facilities", methods=["GET", "POST"])
+@coordinator_only
+def facilities():
+    form = FacilityForm()
+    pair_form = PartnershipForm()
+    pair_form.facility_id.choices = pair_form.partner_id.choices = _facility_choices()
+    status = 200
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            raise ValidationFailed(_first_error(form))
+        services.save_facility(me(), form.name.data, FacilityLevel(form.level.data), form.region.data)
+        flash("Facility added.", "success")
+        return redirect(url_for(".facilities"))
+    return render_template("admin/facilities.html", form=form, pair_form=pair_form,
+                           facilities=services.list_facilities(),
+                           partnerships=services.list_partnerships(), empty_form=EmptyForm()), status
+
+
+@bp.route("/facilities/<int:facility_id>/edit", methods=["GET", "POST"])
+@coordinator_only
+def edit_facility(facility_id: int):
+    facility = db.session.get(Facility, facility_id)
+    if facility is None:
+        raise NotFound("No such facility.")
+    form = FacilityForm(obj=facility if request.method == "GET" else None)
+    if request.method == "GET":
+        form.level.data = facility.level.value
+    if form.validate_on_submit():
+        services.save_facility(me(), form.name.data, FacilityLevel(form.level.data), form.region.data,
+                               facility_id=facility_id)
+        flash("Facility saved.", "success")
+        return redirect(url_for(".facilities"))
+    return render_template("admin/facility_edit.html", form=form, facility=facility)
+
+
+@bp.post("/partnerships")
+@coordinator_only
+def add_partnership():
+    form = PartnershipForm()
+    form.facility_id.choices = form.partner_id.choices = _facility_choices()
+    if not form.validate():
+        raise ValidationFailed(_first_error(form))
+    services.add_partnership(me(), form.facility_id.data, form.partner_id.data)
+    flash("Partnership added: routing now prefers the partner's specialists.", "success")
+    return redirect(url_for(".facilities"))
+
+
+@bp.post("/partnerships/<int:partnership_id>/delete")
+@coordinator_only
+def remove_partnership(partnership_id: int):
+    services.remove_partnership(me(), partnership_id)
+    flash("Partnership removed.", "info")
+    return redirect(url_for(".facilities"))
+
+
+@bp.get("/queue")
+@coordinator_only
+def queue():
+    return render_template("admin/queue.html", queue=consults.unassigned_queue(),
+                           figures=services.figures())
+
+
+@bp.post("/consults/<ref>/assign")
+@coordinator_only
+def assign(ref: str):
+    form = AssignForm()
+    form.specialist_id.choices = [(s.id, s.full_name) for s in services.approved_specialists()]
+    if not form.validate():
+        raise ValidationFailed("Choose an approved specialist.", fields={"specialist_id": "invalid"})
+    consults.assign(me(), ref, form.specialist_id.data)
+    flash("Consult assigned.", "success")
+    return redirect(url_for("consults.view", ref=ref))
+
+
+@bp.get("/audit")
+@coordinator_only
+def audit_log():
+    page = min(max(1, request.args.get("page", 1, type=int) or 1), 1_000_000)  # the offset must fit the database
+    events, total = audit.list_events(
+        page=page, consult_ref=request.args.get("consult") or None,
+        action=request.args.get("action") or None, actor_email=request.args.get("actor") or None,
+    )
+    return render_template("admin/audit.html", events=events, total=total, page=page, per_page=50)

@@ -1,0 +1,69 @@
+"""Recording and reading the append-only audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import has_request_context, request
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from ..extensions import db
+from ..models import AuditEvent, Consult, User
+
+
+def _actor() -> User | None:
+    if has_request_context() and current_user and current_user.is_authenticated:
+        return current_user._get_current_object()  # type: ignore[attr-defined]
+    return None
+
+
+def record(
+    action: str,
+    *,
+    actor: User | None = None,
+    consult: Consult | None = None,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add an audit entry to the current transaction; the caller's commit persists it."""
+    actor = actor or _actor()
+    event = AuditEvent(
+        action=action,
+        actor_id=actor.id if actor else None,
+        actor_email=actor.email if actor else None,
+        consult_id=consult.id if consult is not None else None,
+        target=target,
+        ip=request.remote_addr if has_request_context() else None,
+        detail=detail or {},
+    )
+    db.session.add(event)
+    return event
+
+
+def record_now(action: str, **kwargs: Any) -> AuditEvent:
+    """Record an audit entry in a transaction of its own (views and refused access)."""
+    event = record(action, **kwargs)
+    db.session.commit()
+    return event
+
+
+def list_events(
+    *, page: int = 1, per_page: int = 50, consult_ref: str | None = None,
+    action: str | None = None, actor_email: str | None = None,
+) -> tuple[list[AuditEvent], int]:
+    """One page of audit entries, newest first, with the total count."""
+    query = select(AuditEvent)
+    if consult_ref:
+        query = query.join(Consult, Consult.id == AuditEvent.consult_id).where(
+            Consult.ref == consult_ref
+        )
+    if action:
+        query = query.where(AuditEvent.action.startswith(action, autoescape=True))
+    if actor_email:
+        query = query.where(AuditEvent.actor_email == actor_email.strip().lower())
+    total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = db.session.scalars(
+        query.order_by(AuditEvent.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    ).all()
+    return list(rows), total

@@ -1,0 +1,289 @@
+"""Consult pages: request, view, attachments, accept or decline, book, answer, acknowledge."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
+
+from ..auth.decorators import me, role_required
+from ..errors import DomainError, ValidationFailed, wants_json
+from ..extensions import db
+from ..files.services import path_of
+from ..models import ConsultStatus, Role
+from ..rooms import services as room_services
+from ..scheduling import services as scheduling
+from ..timefmt import format_local
+from ..video import services as video_services
+from . import policy, services
+from .forms import AcceptForm, AttachmentForm, CaseForm, EmptyForm, ReasonForm, RecommendationForm, SlotForm
+from .matching import eligible_specialists
+
+bp = Blueprint("consults", __name__, url_prefix="/consults")
+ANY_SIGNED_IN = (Role.RURAL_DOCTOR, Role.SPECIALIST, Role.COORDINATOR)
+
+
+def _check_visible(ref: str, **_: object) -> None:
+    services.check_visible(me(), ref, (request.endpoint or "").rsplit(".", 1)[-1])
+
+
+def consult_role(*roles: Role):
+    """role_required for a consult's pages: a user who may not see the consult gets its 404 first."""
+    return role_required(*roles, check_first=_check_visible)
+
+
+def _parse_slot(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed("That time could not be read; choose one of the listed slots.") from None
+    if parsed.tzinfo is None:
+        raise ValidationFailed("That time has no time zone; choose one of the listed slots.")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59-23:59 lies beyond what datetime can hold in UTC
+        raise ValidationFailed("That time could not be read; choose one of the listed slots.") from None
+
+
+def _slot_choices(specialist, viewer_tz: str) -> list[tuple[str, str]]:
+    return [(s.starts_at.isoformat(), format_local(s.starts_at, viewer_tz))
+            for s in scheduling.open_slots(specialist)]
+
+
+def _form_error(form, exc: DomainError) -> int:
+    db.session.rollback()
+    if wants_json(request):
+        raise exc  # scripts get the JSON error body from the one error handler
+    for field in exc.fields:
+        if field in form:
+            form[field].errors = [*form[field].errors, exc.message]
+    flash(exc.message, "error")
+    return exc.status
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@role_required(Role.RURAL_DOCTOR)
+def new():
+    form = CaseForm()
+    if form.validate_on_submit():
+        consult = services.create_draft(me(), form.to_case())
+        if form.send.data:
+            try:
+                services.submit(me(), consult.ref)
+            except DomainError as exc:
+                flash(exc.message + " Your draft was saved.", "error")
+                return redirect(url_for(".edit", ref=consult.ref))
+            flash("Your request was sent to the matching specialists.", "success")
+            return redirect(url_for(".view", ref=consult.ref))
+        flash("Draft saved. Add attachments below, then send the request.", "success")
+        return redirect(url_for(".edit", ref=consult.ref))
+    status = 422 if request.method == "POST" else 200
+    return render_template("consults/edit.html", form=form, consult=None), status
+
+
+@bp.route("/<ref>/edit", methods=["GET", "POST"])
+@consult_role(Role.RURAL_DOCTOR)
+def edit(ref: str):
+    consult = services.view_consult(me(), ref)
+    if not policy.can_edit_case(me(), consult):
+        flash("This request can no longer be edited: a specialist has taken it.", "info")
+        return redirect(url_for(".view", ref=ref))
+    form = CaseForm(obj=consult if request.method == "GET" else None)
+    if request.method == "GET":
+        form.urgency.data = consult.urgency.value
+        form.patient_sex.data = consult.patient_sex.value if consult.patient_sex else ""
+        form.specialty.data = consult.specialty or ""
+    status = 200
+    if form.validate_on_submit():
+        try:
+            services.update_case(me(), ref, form.to_case())
+            if form.send.data and consult.status == ConsultStatus.DRAFT:
+                services.submit(me(), ref)
+                flash("Your request was sent to the matching specialists.", "success")
+                return redirect(url_for(".view", ref=ref))
+            flash("Saved.", "success")
+            return redirect(url_for(".edit", ref=ref) if consult.status == ConsultStatus.DRAFT
+                            else url_for(".view", ref=ref))
+        except DomainError as exc:
+            status = _form_error(form, exc)
+    elif request.method == "POST":
+        status = 422
+    return render_template("consults/edit.html", form=form, consult=consult,
+                           upload_form=AttachmentForm(), preview=eligible_specialists(consult)), status
+
+
+@bp.get("/<ref>")
+@consult_role(*ANY_SIGNED_IN)
+def view(ref: str):
+    user = me()
+    consult = services.view_consult(user, ref)
+    context = {
+        "consult": consult,
+        "upload_form": AttachmentForm(),
+        "reason_form": ReasonForm(),
+        "empty_form": EmptyForm(),
+        "can_attach": policy.can_attach(user, consult),
+        "can_edit": policy.can_edit_case(user, consult),
+        "can_cancel": policy.can_cancel(user, consult),
+        "can_book": policy.can_book(user, consult),
+        "can_answer": policy.can_answer(user, consult),
+        "offer": policy.pending_offer(user, consult),
+        "can_enter_room": room_services.can_enter(user, consult),
+        "show_matching": user.role == Role.COORDINATOR or user.id == consult.requester_id,
+        "preview": eligible_specialists(consult) if consult.status == ConsultStatus.DRAFT else [],
+        "signature_ok": (services.verify_signature(consult.recommendation)
+                         if consult.recommendation and consult.recommendation.is_signed else None),
+    }
+    if user.role == Role.COORDINATOR:
+        context["calls"] = video_services.calls_of(consult)
+    if user.role == Role.COORDINATOR and consult.is_open:
+        context["assign_choices"] = eligible_specialists(consult)
+    return render_template("consults/view.html", **context)
+
+
+@bp.post("/<ref>/submit")
+@consult_role(Role.RURAL_DOCTOR)
+def submit(ref: str):
+    services.submit(me(), ref)
+    flash("Your request was sent to the matching specialists.", "success")
+    return redirect(url_for(".view", ref=ref))
+
+
+@bp.post("/<ref>/attachments")
+@consult_role(*ANY_SIGNED_IN)
+def upload(ref: str):
+    form = AttachmentForm()
+    if not form.validate():
+        raise ValidationFailed("; ".join(e for errs in form.errors.values() for e in errs))
+    item = services.add_attachment(me(), ref, form.file.data.stream, form.file.data.filename,
+                                   form.description.data or "")
+    if wants_json(request):
+        return jsonify({"id": item.id, "name": item.original_name, "content_type": item.content_type,
+                        "size": item.size_bytes,
+                        "url": url_for(".attachment", ref=ref, attachment_id=item.id)}), 201
+    flash("File attached.", "success")
+    back = request.form.get("back")
+    return redirect(url_for(".edit", ref=ref) if back == "edit" else url_for(".view", ref=ref) + "#attachments")
+
+
+@bp.get("/<ref>/attachments/<int:attachment_id>")
+@consult_role(*ANY_SIGNED_IN)
+def attachment(ref: str, attachment_id: int):
+    item = services.open_attachment(me(), ref, attachment_id)
+    try:
+        path = path_of(item.stored_name)
+    except ValueError:
+        abort(404)
+    if not path.exists():
+        abort(404)
+    response = send_file(path, mimetype=item.content_type, download_name=item.original_name,
+                         as_attachment=request.args.get("download") == "1", max_age=0)
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.route("/<ref>/accept", methods=["GET", "POST"])
+@consult_role(Role.SPECIALIST)
+def accept(ref: str):
+    consult = services.review_offer(me(), ref)
+    form = AcceptForm()
+    form.slot.choices = [("", "Answer in writing — no call needed")] + _slot_choices(me(), me().timezone)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            services.accept(me(), ref, _parse_slot(form.slot.data))
+        except DomainError as exc:
+            status = _form_error(form, exc)
+        else:
+            flash("You accepted the consult." + (" The time is booked." if form.slot.data else
+                  " Write your recommendation when ready."), "success")
+            return redirect(url_for(".view", ref=ref))
+    elif request.method == "POST":
+        status = 422
+    return render_template("consults/accept.html", consult=consult, form=form,
+                           reason_form=ReasonForm()), status
+
+
+@bp.post("/<ref>/decline")
+@consult_role(Role.SPECIALIST)
+def decline(ref: str):
+    form = ReasonForm()
+    if not form.validate():
+        raise ValidationFailed("Say why you decline, so the coordinator can route the case.",
+                               fields={"reason": "required"})
+    services.decline(me(), ref, form.reason.data)
+    flash("You declined the request. The coordinator can see your reason.", "info")
+    return redirect(url_for("dashboard.index"))
+
+
+@bp.route("/<ref>/book", methods=["GET", "POST"])
+@consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def book(ref: str):
+    consult = services.view_consult(me(), ref)
+    if not policy.can_book(me(), consult) or consult.specialist is None:
+        flash("A time can be booked once a specialist has accepted, and only once.", "info")
+        return redirect(url_for(".view", ref=ref))
+    form = SlotForm()
+    form.slot.choices = _slot_choices(consult.specialist, me().timezone)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            when = _parse_slot(form.slot.data)
+            if when is None:
+                raise ValidationFailed("Choose a time.", fields={"slot": "required"})
+            services.book(me(), ref, when)
+        except DomainError as exc:
+            status = _form_error(form, exc)
+            form.slot.choices = _slot_choices(consult.specialist, me().timezone)
+        else:
+            flash("The consultation time is booked.", "success")
+            return redirect(url_for(".view", ref=ref))
+    elif request.method == "POST":
+        status = 422
+    return render_template("consults/book.html", consult=consult, form=form), status
+
+
+@bp.route("/<ref>/answer", methods=["GET", "POST"])
+@consult_role(Role.SPECIALIST)
+def answer(ref: str):
+    consult = services.view_consult(me(), ref)
+    if not policy.can_answer(me(), consult):
+        flash("Only the consult's specialist can answer it, before it is signed.", "info")
+        return redirect(url_for(".view", ref=ref))
+    form = RecommendationForm(obj=consult.recommendation if request.method == "GET" else None)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            services.save_recommendation(me(), ref, form.to_data(), sign=bool(form.sign.data))
+        except DomainError as exc:
+            status = _form_error(form, exc)
+        else:
+            if form.sign.data:
+                flash("Recommendation signed and sent. The consult is now read-only.", "success")
+                return redirect(url_for(".view", ref=ref))
+            flash("Draft saved.", "success")
+            return redirect(url_for(".answer", ref=ref))
+    elif request.method == "POST":
+        status = 422
+    return render_template("consults/answer.html", consult=consult, form=form), status
+
+
+@bp.post("/<ref>/acknowledge")
+@consult_role(Role.RURAL_DOCTOR)
+def acknowledge(ref: str):
+    services.acknowledge(me(), ref)
+    flash("Recommendation acknowledged.", "success")
+    return redirect(url_for(".view", ref=ref))
+
+
+@bp.post("/<ref>/cancel")
+@consult_role(Role.RURAL_DOCTOR, Role.COORDINATOR)
+def cancel(ref: str):
+    form = ReasonForm()
+    if not form.validate():
+        raise ValidationFailed("Give a reason for cancelling.", fields={"reason": "required"})
+    services.cancel(me(), ref, form.reason.data)
+    flash("The consult was cancelled.", "info")
+    return redirect(url_for(".view", ref=ref))

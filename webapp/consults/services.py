@@ -1,0 +1,504 @@
+"""Consult use cases: request, match, accept, book, answer, acknowledge, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+
+from ..audit.services import record, record_now
+from ..errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
+from ..extensions import db
+from ..files import services as files
+from ..models import (
+    SPECIALTIES,
+    AccountStatus,
+    Attachment,
+    CallSession,
+    Consult,
+    ConsultMode,
+    ConsultOffer,
+    ConsultStatus,
+    OfferStatus,
+    Recommendation,
+    Role,
+    Sex,
+    Urgency,
+    User,
+    utcnow,
+)
+from ..scheduling import services as scheduling
+from . import policy
+from .matching import eligible_specialists
+from .state import Event, apply
+
+
+@dataclass
+class CaseData:
+    """The structured case a rural doctor fills in."""
+
+    specialty: str | None = None
+    urgency: Urgency = Urgency.ROUTINE
+    patient_age_years: int | None = None
+    patient_sex: Sex | None = None
+    chief_complaint: str = ""
+    history: str = ""
+    findings: str = ""
+    current_treatment: str = ""
+    question: str = ""
+    preferred_times: str = ""
+    bp_systolic: int | None = None
+    bp_diastolic: int | None = None
+    heart_rate: int | None = None
+    respiratory_rate: int | None = None
+    temperature_c: Decimal | None = None
+    spo2: int | None = None
+    weight_kg: Decimal | None = None
+
+
+REQUIRED_TO_SUBMIT = {
+    "specialty": "the specialty needed",
+    "patient_age_years": "the patient's age",
+    "patient_sex": "the patient's sex",
+    "chief_complaint": "the chief complaint",
+    "history": "the history",
+    "question": "your question for the specialist",
+}
+
+
+@dataclass
+class RecommendationData:
+    """The specialist's structured answer."""
+
+    assessment: str = ""
+    plan: str = ""
+    refer_up: bool = False
+    refer_reason: str = ""
+    follow_up: str = ""
+
+
+# --- loading with permissions -------------------------------------------------------------
+
+
+def _by_ref(ref: str, *, lock: bool = False) -> Consult:
+    query = select(Consult).where(Consult.ref == ref)
+    if lock:
+        query = query.with_for_update()
+    consult = db.session.scalar(query)
+    if consult is None:
+        raise NotFound("No such consult.")
+    return consult
+
+
+def _deny(user: User, consult: Consult, action: str) -> NotFound:
+    record_now("consult.access_denied", actor=user, consult=consult, detail={"action": action})
+    return NotFound("No such consult.")
+
+
+def view_consult(user: User, ref: str) -> Consult:
+    """A consult its viewer may see; the view is audited, a refusal too (as 404)."""
+    consult = _by_ref(ref)
+    if not policy.can_view(user, consult):
+        raise _deny(user, consult, "view")
+    record_now("consult.viewed", actor=user, consult=consult)
+    return consult
+
+
+def check_visible(user: User, ref: str, action: str) -> Consult:
+    """The consult if the user may see it; otherwise the same audited 404 as view_consult."""
+    consult = _by_ref(ref)
+    if not policy.can_view(user, consult):
+        raise _deny(user, consult, action)
+    return consult
+
+
+def review_offer(specialist: User, ref: str) -> Consult:
+    """The request a specialist opens to accept or decline it (the view is audited).
+
+    A specialist it was offered to, who may no longer see it (another specialist took it, or
+    they declined), is told so (409) rather than shown a bare 404.
+    """
+    consult = _by_ref(ref)
+    if not policy.can_view(specialist, consult):
+        if _was_offered(specialist, consult):
+            raise Conflict("This request is no longer open to you; another specialist may have taken it.")
+        raise _deny(specialist, consult, "view")
+    record_now("consult.viewed", actor=specialist, consult=consult)
+    return consult
+
+
+def _for_action(user: User, ref: str, allowed, action: str, *, lock: bool = False) -> Consult:
+    consult = _by_ref(ref, lock=lock)
+    if not policy.can_view(user, consult):
+        raise _deny(user, consult, action)
+    if not allowed(user, consult):
+        raise Forbidden(f"You cannot {action.replace('_', ' ')} this consult now.")
+    return consult
+
+
+def _commit_or_conflict(message: str) -> None:
+    try:
+        db.session.commit()
+    except StaleDataError:
+        db.session.rollback()
+        raise Conflict(message) from None
+
+
+# --- the request --------------------------------------------------------------------------
+
+
+def _apply_case(consult: Consult, data: CaseData) -> None:
+    if data.specialty is not None and data.specialty not in SPECIALTIES:
+        raise ValidationFailed("Choose a specialty from the list.", fields={"specialty": "unknown"})
+    for key, value in asdict(data).items():
+        setattr(consult, key, value.strip() if isinstance(value, str) else value)
+
+
+def create_draft(requester: User, data: CaseData) -> Consult:
+    """Start a consult request as a draft owned by the rural doctor."""
+    if requester.role != Role.RURAL_DOCTOR:
+        raise Forbidden("Only rural doctors file consult requests.")
+    consult = Consult(requester_id=requester.id, status=ConsultStatus.DRAFT)
+    _apply_case(consult, data)
+    db.session.add(consult)
+    db.session.flush()
+    record("consult.created", actor=requester, consult=consult)
+    db.session.commit()
+    return consult
+
+
+def update_case(requester: User, ref: str, data: CaseData) -> Consult:
+    """Edit the case while no specialist has taken it yet."""
+    consult = _for_action(requester, ref, policy.can_edit_case, "edit")
+    if consult.status != ConsultStatus.DRAFT and data.specialty != consult.specialty:
+        raise ValidationFailed(
+            "The request was already offered to the specialists of its specialty. To ask another "
+            "specialty, cancel this request and file a new one.", fields={"specialty": "locked"})
+    _apply_case(consult, data)
+    if consult.status != ConsultStatus.DRAFT:
+        _check_complete(consult)
+    record("consult.edited", actor=requester, consult=consult)
+    _commit_or_conflict("The consult changed while you were editing it. Reload and try again.")
+    return consult
+
+
+def _check_complete(consult: Consult) -> None:
+    missing = {k: "required" for k in REQUIRED_TO_SUBMIT if getattr(consult, k) in (None, "")}
+    if missing:
+        names = ", ".join(REQUIRED_TO_SUBMIT[k] for k in missing)
+        raise ValidationFailed(f"Before sending the request, fill in {names}.", fields=missing)
+
+
+def submit(requester: User, ref: str) -> Consult:
+    """Send a complete draft and offer it to the eligible specialists."""
+    consult = _for_action(requester, ref, lambda u, c: u.id == c.requester_id, "submit")
+    _check_complete(consult)
+    apply(consult, Event.SUBMIT)
+    consult.submitted_at = utcnow()
+    candidates = eligible_specialists(consult)
+    for rank, cand in enumerate(candidates, start=1):
+        db.session.add(ConsultOffer(consult_id=consult.id, specialist_id=cand.specialist.id,
+                                    rank=rank, is_partner=cand.is_partner))
+    record("consult.submitted", actor=requester, consult=consult,
+           detail={"offered_to": [c.specialist.id for c in candidates]})
+    _commit_or_conflict("The consult changed while you were submitting it. Reload and try again.")
+    return consult
+
+
+def add_attachment(user: User, ref: str, stream: BinaryIO, filename: str | None,
+                   description: str = "") -> Attachment:
+    """Check, clean and store a file for the consult; nothing is kept if any step fails."""
+    consult = _for_action(user, ref, policy.can_attach, "attach files to")
+    from flask import current_app
+
+    if len(consult.attachments) >= current_app.config["MAX_ATTACHMENTS_PER_CONSULT"]:
+        raise ValidationFailed("This consult already has the maximum number of attachments.")
+    checked = files.check_upload(stream, filename)
+    stored_name = files.store(checked)
+    try:
+        attachment = Attachment(
+            consult_id=consult.id, uploaded_by_id=user.id, stored_name=stored_name,
+            original_name=checked.original_name, content_type=checked.content_type,
+            size_bytes=len(checked.data), sha256=checked.sha256, width=checked.width,
+            height=checked.height, page_count=checked.page_count,
+            description=description.strip()[:200],
+        )
+        db.session.add(attachment)
+        db.session.flush()
+        record("attachment.added", actor=user, consult=consult, target=f"attachment:{attachment.id}",
+               detail={"type": checked.content_type, "bytes": len(checked.data)})
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        files.discard(stored_name)
+        raise
+    return attachment
+
+
+def open_attachment(user: User, ref: str, attachment_id: int) -> Attachment:
+    """An attachment of a consult the user may see; the download is audited."""
+    consult = _by_ref(ref)
+    if not policy.can_view(user, consult):
+        raise _deny(user, consult, "attachment")
+    attachment = db.session.get(Attachment, attachment_id)
+    if attachment is None or attachment.consult_id != consult.id:
+        raise NotFound("No such attachment.")
+    record_now("attachment.viewed", actor=user, consult=consult, target=f"attachment:{attachment.id}")
+    return attachment
+
+
+# --- routing and acceptance ----------------------------------------------------------------
+
+
+def accept(specialist: User, ref: str, starts_at: datetime | None = None) -> Consult:
+    """A specialist takes an offered request, optionally booking a slot at once."""
+    consult = _by_ref(ref, lock=True)
+    offer = policy.pending_offer(specialist, consult)
+    if offer is None:
+        if not (policy.can_view(specialist, consult) or _was_offered(specialist, consult)):
+            raise _deny(specialist, consult, "accept")
+        raise Conflict("This request is no longer open to you; another specialist may have taken it.")
+    apply(consult, Event.ACCEPT)
+    _take(consult, specialist, offer)
+    if starts_at is not None:
+        try:
+            scheduling.reserve(consult, specialist, starts_at, booked_by=specialist)
+        except DomainError:
+            db.session.rollback()  # accepting and booking stand or fall together
+            raise
+        apply(consult, Event.BOOK)
+    record("consult.accepted", actor=specialist, consult=consult,
+           detail={"starts_at": starts_at.isoformat() if starts_at else None})
+    _commit_or_conflict("Another specialist accepted this request a moment ago.")
+    return consult
+
+
+def _was_offered(specialist: User, consult: Consult) -> bool:
+    """Whether the request was ever offered to this specialist (they may know it exists)."""
+    return any(o.specialist_id == specialist.id for o in consult.offers)
+
+
+def _take(consult: Consult, specialist: User, offer: ConsultOffer | None) -> None:
+    now = utcnow()
+    consult.specialist_id = specialist.id
+    consult.accepted_at = now
+    for other in consult.offers:
+        if other is offer:
+            other.status, other.responded_at = OfferStatus.ACCEPTED, now
+        elif other.status == OfferStatus.OFFERED:
+            other.status = OfferStatus.WITHDRAWN
+
+
+def decline(specialist: User, ref: str, reason: str) -> Consult:
+    """A specialist declines an offer with a reason; when nobody is left the request is flagged."""
+    if not reason.strip():
+        raise ValidationFailed("Say why you decline, so the coordinator can route the case.",
+                               fields={"reason": "required"})
+    consult = _by_ref(ref, lock=True)
+    offer = policy.pending_offer(specialist, consult)
+    if offer is None:
+        if not (policy.can_view(specialist, consult) or _was_offered(specialist, consult)):
+            raise _deny(specialist, consult, "decline")
+        raise Conflict("This request is no longer open to you.")
+    offer.status = OfferStatus.DECLINED
+    offer.decline_reason = reason.strip()[:500]
+    offer.responded_at = utcnow()
+    if consult.status == ConsultStatus.REQUESTED and not any(
+        o.status == OfferStatus.OFFERED for o in consult.offers
+    ):
+        apply(consult, Event.ALL_DECLINED)
+    record("consult.declined", actor=specialist, consult=consult, detail={"reason": offer.decline_reason})
+    _commit_or_conflict("The request changed meanwhile. Reload and try again.")
+    return consult
+
+
+def assign(coordinator: User, ref: str, specialist_id: int) -> Consult:
+    """A coordinator assigns an open request to an approved specialist."""
+    if coordinator.role != Role.COORDINATOR:
+        raise Forbidden("Only coordinators assign consults.")
+    consult = _by_ref(ref, lock=True)
+    specialist = db.session.get(User, specialist_id)
+    if specialist is None or specialist.role != Role.SPECIALIST or specialist.status != AccountStatus.APPROVED:
+        raise ValidationFailed("Choose an approved specialist.", fields={"specialist_id": "invalid"})
+    if specialist.id == consult.requester_id:
+        raise ValidationFailed("A consult cannot be assigned to its requester.")
+    apply(consult, Event.ASSIGN)
+    offer = next((o for o in consult.offers if o.specialist_id == specialist.id), None)
+    if offer is None:
+        offer = ConsultOffer(consult_id=consult.id, specialist_id=specialist.id,
+                             rank=len(consult.offers) + 1)
+        consult.offers.append(offer)
+    _take(consult, specialist, offer)
+    consult.assigned_by_id = coordinator.id
+    record("consult.assigned", actor=coordinator, consult=consult,
+           detail={"specialist_id": specialist.id})
+    _commit_or_conflict("The request changed meanwhile. Reload and try again.")
+    return consult
+
+
+def book(user: User, ref: str, starts_at: datetime) -> Consult:
+    """Either party books a slot from the specialist's availability."""
+    consult = _for_action(user, ref, policy.can_book, "book a time for", lock=True)
+    assert consult.specialist is not None
+    scheduling.reserve(consult, consult.specialist, starts_at, booked_by=user)
+    apply(consult, Event.BOOK)
+    record("consult.booked", actor=user, consult=consult, detail={"starts_at": starts_at.isoformat()})
+    _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    return consult
+
+
+def cancel(user: User, ref: str, reason: str) -> Consult:
+    """The requester or a coordinator withdraws a consult; a booked slot is released."""
+    if not reason.strip():
+        raise ValidationFailed("Give a reason for cancelling.", fields={"reason": "required"})
+    consult = _for_action(user, ref, policy.can_cancel, "cancel", lock=True)
+    apply(consult, Event.CANCEL)
+    consult.cancelled_at = utcnow()
+    consult.cancel_reason = reason.strip()[:500]
+    if consult.appointment is not None:
+        scheduling.release(consult.appointment)
+    for offer in consult.offers:
+        if offer.status == OfferStatus.OFFERED:
+            offer.status = OfferStatus.WITHDRAWN
+    record("consult.cancelled", actor=user, consult=consult, detail={"reason": consult.cancel_reason})
+    _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    return consult
+
+
+# --- the answer ---------------------------------------------------------------------------
+
+
+def _content_hash(rec: Recommendation) -> str:
+    payload = {
+        "consult": rec.consult.ref, "author": rec.author_id, "mode": rec.mode.value,
+        "assessment": rec.assessment, "plan": rec.plan, "refer_up": rec.refer_up,
+        "refer_reason": rec.refer_reason, "follow_up": rec.follow_up,
+        "signed_at": rec.signed_at.isoformat() if rec.signed_at else None,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _had_call(consult: Consult) -> bool:
+    return db.session.scalar(select(CallSession.id).where(
+        CallSession.consult_id == consult.id, CallSession.connected_at.is_not(None)).limit(1)) is not None
+
+
+def save_recommendation(specialist: User, ref: str, data: RecommendationData, *, sign: bool) -> Recommendation:
+    """Save the specialist's answer as a draft, or sign it and complete the consult."""
+    consult = _for_action(specialist, ref, policy.can_answer, "answer", lock=True)
+    rec = consult.recommendation
+    if rec is None:
+        rec = Recommendation(consult=consult, author_id=specialist.id)
+        db.session.add(rec)
+    rec.assessment = data.assessment.strip()
+    rec.plan = data.plan.strip()
+    rec.refer_up = data.refer_up
+    rec.refer_reason = data.refer_reason.strip() if data.refer_up else ""
+    rec.follow_up = data.follow_up.strip()
+    # A video consultation only if a call actually connected; otherwise it is a written answer.
+    rec.mode = ConsultMode.VIDEO if _had_call(consult) else ConsultMode.WRITTEN
+    if sign:
+        missing = {}
+        if not rec.assessment:
+            missing["assessment"] = "required"
+        if not rec.plan:
+            missing["plan"] = "required"
+        if rec.refer_up and not rec.refer_reason:
+            missing["refer_reason"] = "required"
+        if missing:
+            raise ValidationFailed("To sign, write the assessment and the plan"
+                                   + (" and the reason for referral." if "refer_reason" in missing else "."),
+                                   fields=missing)
+        apply(consult, Event.SIGN_OFF)
+        now = utcnow()
+        rec.signed_at = now
+        consult.completed_at = now
+        db.session.flush()
+        rec.content_sha256 = _content_hash(rec)
+        record("consult.signed", actor=specialist, consult=consult,
+               detail={"mode": rec.mode.value, "refer_up": rec.refer_up, "sha256": rec.content_sha256})
+        from ..notes.services import sign_notes  # the shared notes are fixed with the signature
+        sign_notes(consult)
+    else:
+        record("recommendation.draft_saved", actor=specialist, consult=consult)
+    _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    return rec
+
+
+def acknowledge(requester: User, ref: str) -> Recommendation:
+    """The rural doctor confirms having read the signed recommendation."""
+    consult = _for_action(requester, ref, lambda u, c: u.id == c.requester_id, "acknowledge")
+    rec = consult.recommendation
+    if consult.status != ConsultStatus.COMPLETED or rec is None or not rec.is_signed:
+        raise Conflict("There is no signed recommendation to acknowledge yet.")
+    if rec.acknowledged_at is not None:
+        raise Conflict("You have already acknowledged this recommendation.")
+    rec.acknowledged_at = utcnow()
+    rec.acknowledged_by_id = requester.id
+    record("consult.acknowledged", actor=requester, consult=consult)
+    _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    return rec
+
+
+def verify_signature(rec: Recommendation) -> bool:
+    """Whether the signed recommendation still matches the hash taken at signing."""
+    return rec.is_signed and rec.content_sha256 == _content_hash(rec)
+
+
+# --- lists for dashboards -------------------------------------------------------------------
+
+
+def requests_of(requester: User) -> list[Consult]:
+    """A rural doctor's consults, newest first."""
+    return list(db.session.scalars(
+        select(Consult).where(Consult.requester_id == requester.id).order_by(Consult.created_at.desc())
+    ))
+
+
+def offers_for(specialist: User) -> list[Consult]:
+    """Requests currently offered to the specialist, most urgent and oldest first."""
+    rows = db.session.scalars(
+        select(Consult)
+        .join(ConsultOffer, ConsultOffer.consult_id == Consult.id)
+        .where(
+            ConsultOffer.specialist_id == specialist.id,
+            ConsultOffer.status == OfferStatus.OFFERED,
+            Consult.status.in_((ConsultStatus.REQUESTED, ConsultStatus.DECLINED)),
+        )
+    ).all()
+    order = {Urgency.EMERGENCY: 0, Urgency.URGENT: 1, Urgency.ROUTINE: 2}
+    return sorted(rows, key=lambda c: (order[c.urgency], c.submitted_at or c.created_at))
+
+
+def active_for_specialist(specialist: User) -> list[Consult]:
+    """Consults the specialist has taken and not yet answered."""
+    return list(db.session.scalars(
+        select(Consult).where(
+            Consult.specialist_id == specialist.id,
+            Consult.status.in_((ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)),
+        ).order_by(Consult.accepted_at)
+    ))
+
+
+def answered_by(specialist: User, limit: int = 20) -> list[Consult]:
+    """The specialist's recently answered consults."""
+    return list(db.session.scalars(
+        select(Consult).where(
+            Consult.specialist_id == specialist.id, Consult.status == ConsultStatus.COMPLETED
+        ).order_by(Consult.completed_at.desc()).limit(limit)
+    ))
+
+
+def unassigned_queue() -> list[Consult]:
+    """Requests no specialist has taken yet, the longest-waiting first."""
+    rows = db.session.scalars(
+        select(Consult).where(Consult.status.in_((ConsultStatus.REQUESTED, ConsultStatus.DECLINED)))
+    ).all()
+    order = {Urgency.EMERGENCY: 0, Urgency.URGENT: 1, Urgency.ROUTINE: 2}
+    return sorted(rows, key=lambda c: (order[c.urgency], c.submitted_at or c.created_at))

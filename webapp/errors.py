@@ -1,0 +1,122 @@
+"""Domain exceptions and the one place that maps them to HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Request, jsonify, render_template, request
+from flask_limiter.errors import RateLimitExceeded
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """A use case refused: carries an HTTP status, a machine code and a human message."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.fields:
+            body["fields"] = self.fields
+        return body
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+
+
+class InvalidTransition(DomainError):
+    status = 409
+    code = "invalid_transition"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+class ValidationFailed(DomainError):
+    status = 422
+    code = "invalid_input"
+
+
+class UnsupportedFile(DomainError):
+    status = 415
+    code = "unsupported_file"
+
+
+class FileTooLarge(DomainError):
+    status = 413
+    code = "file_too_large"
+
+
+def wants_json(req: Request) -> bool:
+    """True when the caller is a script or fetch() rather than a page."""
+    if req.is_json or req.path.startswith("/api/"):
+        return True
+    best = req.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json" and req.accept_mimetypes[best] > req.accept_mimetypes["text/html"]
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None):
+    """Render an error as JSON or as a page, with its status."""
+    if wants_json(request):
+        body: dict[str, Any] = {"error": code, "message": message}
+        if fields:
+            body["fields"] = fields
+        return jsonify(body), status
+    return render_template("error.html", status=status, message=message), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Turn domain errors, CSRF failures, throttling and HTTP errors into clear responses."""
+
+    @app.errorhandler(DomainError)
+    def _domain(exc: DomainError):
+        return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError):
+        return error_response(
+            400, "csrf_failed",
+            "This form has expired or was not sent from Huizhen. Reload the page and try again.",
+        )
+
+    @app.errorhandler(RateLimitExceeded)
+    def _throttled(exc: RateLimitExceeded):
+        return error_response(
+            429, "too_many_requests", "Too many attempts. Wait a minute and try again."
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        messages = {
+            404: "This page does not exist, or you do not have access to it.",
+            405: "That action is not allowed here.",
+            413: "The upload is larger than the limit.",
+        }
+        message = messages.get(exc.code or 500, exc.description or exc.name)
+        return error_response(exc.code or 500, exc.name.lower().replace(" ", "_"), message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(
+            500, "server_error", "Something went wrong on our side and it has been logged. Please try again."
+        )

@@ -1,0 +1,50 @@
+"""All models, imported so that Alembic and the app see every table."""
+
+from .audit import AuditEvent
+from .consult import (
+    Attachment,
+    Consult,
+    ConsultMode,
+    ConsultOffer,
+    ConsultStatus,
+    OfferStatus,
+    Recommendation,
+    Sex,
+    Urgency,
+)
+from .facility import Facility, FacilityLevel, Partnership
+from .room import CallSession, Message, NoteSnapshot, NoteUpdate, ReadReceipt, RoomCounter
+from .scheduling import BLOCK_MINUTES, Appointment, AvailabilityWindow, BookedBlock
+from .types import utcnow
+from .user import LANGUAGES, SPECIALTIES, AccountStatus, Role, User
+
+__all__ = [
+    "BLOCK_MINUTES",
+    "LANGUAGES",
+    "SPECIALTIES",
+    "AccountStatus",
+    "Appointment",
+    "Attachment",
+    "AuditEvent",
+    "AvailabilityWindow",
+    "BookedBlock", "CallSession",
+    "Consult",
+    "ConsultMode",
+    "ConsultOffer",
+    "ConsultStatus",
+    "Facility",
+    "FacilityLevel",
+    "Message",
+    "NoteSnapshot",
+    "NoteUpdate",
+    "OfferStatus",
+    "Partnership",
+    "ReadReceipt",
+    "Recommendation",
+    "Role",
+    "RoomCounter",
+    "Sex",
+    "Urgency",
+    "User",
+    "utcnow",
+]

@@ -1,0 +1,75 @@
+"""Specialists' weekly availability and booked appointments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, PrimaryKeyConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .types import UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from .consult import Consult
+
+BLOCK_MINUTES = 15
+
+
+class AvailabilityWindow(db.Model):
+    """A weekly window, in the specialist's own time zone, when consults can be booked."""
+
+    __tablename__ = "availability_windows"
+    __table_args__ = (
+        CheckConstraint("weekday >= 0 AND weekday <= 6", name="weekday_range"),
+        CheckConstraint(
+            "start_minute >= 0 AND end_minute <= 1440 AND start_minute < end_minute",
+            name="minute_range",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    specialist_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday
+    start_minute: Mapped[int] = mapped_column(Integer)  # minutes after local midnight
+    end_minute: Mapped[int] = mapped_column(Integer)
+
+
+class Appointment(db.Model):
+    """A booked consult time. Overlaps are prevented by BookedBlock's primary key."""
+
+    __tablename__ = "appointments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    consult_id: Mapped[int] = mapped_column(ForeignKey("consults.id"), index=True)
+    specialist_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    booked_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    consult: Mapped[Consult] = relationship(viewonly=True)
+    blocks: Mapped[list[BookedBlock]] = relationship(
+        cascade="all, delete-orphan", back_populates="appointment"
+    )
+
+
+class BookedBlock(db.Model):
+    """One 15-minute block of a specialist's time held by an appointment.
+
+    The primary key (specialist, block start) makes the database itself refuse any
+    two appointments of one specialist that overlap, on SQLite and PostgreSQL alike.
+    """
+
+    __tablename__ = "booked_blocks"
+    __table_args__ = (PrimaryKeyConstraint("specialist_id", "block_start"),)
+
+    specialist_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    block_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    appointment_id: Mapped[int] = mapped_column(
+        ForeignKey("appointments.id", ondelete="CASCADE"), index=True
+    )
+
+    appointment: Mapped[Appointment] = relationship(back_populates="blocks")

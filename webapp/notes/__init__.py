@@ -1,0 +1,1 @@
+"""Shared case notes: a CRDT document per consult, edited live by both parties."""

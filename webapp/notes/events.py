@@ -1,0 +1,200 @@
+"""The /notes Socket.IO namespace: Yjs sync over thin handlers, access checked on every event.
+
+Protocol (binary travels as base64 strings):
+
+- ``join {ref, state_vector}`` -> ``{ok, update, state_vector, read_only, can_edit, editors}``:
+  ``update`` is what the client lacks; the client then sends ``update`` with
+  ``Y.encodeStateAsUpdate(doc, state_vector)``: its offline edits, merged by the CRDT.
+- ``sync {ref, state_vector}``: the same exchange without the audit entry (periodic/after an error).
+- ``update {ref, update}`` -> persisted, then ``{ok, id}``; the room gets ``update`` after the commit.
+- ``focus {ref, section, cursor}``: the others see who edits which section (cursor: an encoded
+  Yjs relative position, relayed as is). Server -> client: ``update``, ``focus``, ``read_only``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from flask import has_app_context, request
+from flask_login import current_user
+from flask_socketio import Namespace, join_room, leave_room
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from ..errors import Forbidden, ValidationFailed
+from ..realtime import emit, error_ack, handler  # noqa: F401  (error_ack re-exported)
+from . import services
+
+log = logging.getLogger(__name__)
+NAMESPACE = "/notes"
+CURSOR_RE = re.compile(r"^[A-Za-z0-9+/=]{1,256}$")
+
+
+def room_name(consult_id: int) -> str:
+    """The Socket.IO room of one consult's notes."""
+    return f"notes:{consult_id}"
+
+
+@dataclass
+class Editor:
+    consult_id: int
+    user_id: int
+    name: str
+    section: str | None = None
+    cursor: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "name": self.name, "section": self.section, "cursor": self.cursor}
+
+
+class Editors:
+    """Which connection is in which consult's notes and where it is typing, in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_sid: dict[str, Editor] = {}
+
+    def join(self, sid: str, consult_id: int, user_id: int, name: str) -> None:
+        with self._lock:
+            self._by_sid[sid] = Editor(consult_id, user_id, name)
+
+    def remove(self, sid: str) -> Editor | None:
+        with self._lock:
+            return self._by_sid.pop(sid, None)
+
+    def consult_of(self, sid: str) -> int | None:
+        with self._lock:
+            entry = self._by_sid.get(sid)
+            return entry.consult_id if entry else None
+
+    def focus(self, sid: str, section: str | None, cursor: str | None) -> None:
+        with self._lock:
+            entry = self._by_sid.get(sid)
+            if entry is not None:
+                entry.section, entry.cursor = section, cursor
+
+    def in_consult(self, consult_id: int, *, except_sid: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e.wire() for sid, e in self._by_sid.items()
+                    if e.consult_id == consult_id and sid != except_sid and e.section]
+
+
+editors = Editors()
+
+
+def decode_b64(value: Any, what: str, *, limit: int, optional: bool = False) -> bytes | None:
+    """Binary sent as a base64 string (bytes are accepted too, from Python clients)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{what} must be a base64 string.")
+    if len(value) > limit * 4 // 3 + 4:
+        raise ValidationFailed(f"{what} is too large.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationFailed(f"{what} is not valid base64.") from None
+
+
+def b64(data: bytes) -> str:
+    """Bytes as a base64 string for the wire."""
+    return base64.b64encode(data).decode("ascii")
+
+
+class NotesNamespace(Namespace):
+    """Live shared notes for one consult per connection."""
+
+    def on_connect(self, auth: Any = None) -> None:
+        if not current_user.is_authenticated:
+            raise ConnectionRefusedError("unauthorized")
+
+    def on_disconnect(self, reason: Any = None) -> None:
+        left = editors.remove(request.sid)
+        if left is not None and left.section:
+            emit("focus", {**left.wire(), "section": None, "cursor": None},
+                 to=room_name(left.consult_id), namespace=NAMESPACE)
+
+    def _joined_consult(self, data: dict[str, Any]):
+        consult = services.member_consult(current_user, data.get("ref"))
+        if editors.consult_of(request.sid) != consult.id:
+            raise ValidationFailed("Join the notes before sending to them.")
+        return consult
+
+    def _sync_reply(self, consult, data: dict[str, Any]) -> dict[str, Any]:
+        vector = decode_b64(data.get("state_vector"), "state_vector", limit=64 * 1024, optional=True)
+        diff, server_vector = services.sync(consult, vector)
+        return {
+            "ok": True,
+            "update": b64(diff),
+            "state_vector": b64(server_vector),
+            "read_only": consult.status in services.CLOSED,
+            "can_edit": services.can_edit(current_user, consult),
+        }
+
+    @handler(remove_session=True)
+    def on_join(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = services.open_notes(current_user, data.get("ref"))
+        previous = editors.consult_of(request.sid)
+        if previous is not None and previous != consult.id:
+            leave_room(room_name(previous))
+        join_room(room_name(consult.id))  # before the diff: nothing committed later is missed
+        editors.join(request.sid, consult.id, current_user.id, current_user.full_name)
+        reply = self._sync_reply(consult, data)
+        reply.update({"me": current_user.id, "sections": list(services.SECTIONS),
+                      "editors": editors.in_consult(consult.id, except_sid=request.sid)})
+        return reply
+
+    @handler(remove_session=True)
+    def on_sync(self, data: dict[str, Any]) -> dict[str, Any]:
+        return self._sync_reply(self._joined_consult(data), data)
+
+    @handler(remove_session=True)
+    def on_update(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined_consult(data)
+        raw = decode_b64(data.get("update"), "update", limit=services.setting("NOTES_MAX_UPDATE_BYTES"))
+        services.check_rate(current_user)
+        applied = services.apply_update(current_user, consult, raw)
+        if applied.id is not None:  # emitted after the commit; a repeated update is not sent twice
+            emit("update", {"update": b64(applied.update), "id": applied.id, "user_id": current_user.id,
+                            "name": current_user.full_name, "sections": list(applied.sections)},
+                 to=room_name(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
+        return {"ok": True, "id": applied.id, "duplicate": applied.duplicate}
+
+    @handler(remove_session=True)
+    def on_focus(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined_consult(data)
+        if not services.can_edit(current_user, consult):
+            raise Forbidden("Only the consult's doctors edit its notes.")
+        section, cursor = data.get("section"), data.get("cursor")
+        if section is not None and section not in services.SECTIONS:
+            raise ValidationFailed("Unknown notes section.")
+        if cursor is not None and (section is None or not isinstance(cursor, str) or not CURSOR_RE.match(cursor)):
+            raise ValidationFailed("The cursor must be an encoded position in a section.")
+        editors.focus(request.sid, section, cursor)
+        emit("focus", {"user_id": current_user.id, "name": current_user.full_name,
+                       "section": section, "cursor": cursor},
+             to=room_name(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
+        return {"ok": True}
+
+
+@event.listens_for(Session, "after_commit")
+def _announce_signed(session: Session) -> None:
+    """After a sign-off commits, tell open notes panels that the notes are now read-only."""
+    signed = session.info.pop(services.SIGNED_KEY, None)
+    if not signed or not has_app_context():
+        return
+    for consult_id in signed:
+        emit("read_only", {"signed": True}, to=room_name(consult_id), namespace=NAMESPACE)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_signed(session: Session) -> None:
+    session.info.pop(services.SIGNED_KEY, None)

@@ -1,0 +1,137 @@
+"""The /room Socket.IO namespace: thin handlers over rooms.services, membership checked on every event."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Flask, current_app, request
+from flask_login import current_user
+from flask_socketio import Namespace, join_room, leave_room
+
+from ..errors import ValidationFailed
+from ..realtime import emit, error_ack, handler  # noqa: F401  (re-exported)
+from . import services
+
+log = logging.getLogger(__name__)
+NAMESPACE = "/room"
+
+
+def room_name(consult_id: int) -> str:
+    """The Socket.IO room of one consult."""
+    return f"consult:{consult_id}"
+
+
+class Presence:
+    """Who is connected to which consult room, in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_sid: dict[str, tuple[int, int, str]] = {}  # sid -> (consult_id, user_id, name)
+
+    def add(self, sid: str, consult_id: int, user_id: int, name: str) -> None:
+        with self._lock:
+            self._by_sid[sid] = (consult_id, user_id, name)
+
+    def remove(self, sid: str) -> tuple[int, int, str] | None:
+        with self._lock:
+            return self._by_sid.pop(sid, None)
+
+    def consult_of(self, sid: str) -> int | None:
+        with self._lock:
+            entry = self._by_sid.get(sid)
+            return entry[0] if entry else None
+
+    def people(self, consult_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            seen: dict[int, dict[str, Any]] = {}
+            for cid, uid, name in self._by_sid.values():
+                if cid == consult_id:
+                    seen.setdefault(uid, {"user_id": uid, "name": name, "connections": 0})
+                    seen[uid]["connections"] += 1
+            return sorted(seen.values(), key=lambda p: p["user_id"])
+
+
+PRESENCE_KEY = "huizhen.room_presence"
+
+
+def presence_of(app: Flask) -> Presence:
+    """This app's (this process's) presence table, created on first use."""
+    return app.extensions.setdefault(PRESENCE_KEY, Presence())
+
+
+def _presence() -> Presence:
+    return presence_of(current_app._get_current_object())
+
+
+class RoomNamespace(Namespace):
+    """Chat, presence, typing and read receipts for one consult room per connection."""
+
+    def on_connect(self, auth: Any = None) -> None:
+        if not current_user.is_authenticated:
+            raise ConnectionRefusedError("unauthorized")
+
+    def on_disconnect(self, reason: Any = None) -> None:
+        left = _presence().remove(request.sid)
+        if left is not None:
+            emit("presence", {"people": _presence().people(left[0])}, to=room_name(left[0]), namespace=NAMESPACE)
+
+    def _joined_consult(self, data: dict[str, Any]):
+        consult = services.member_consult(current_user, data.get("ref"))
+        if _presence().consult_of(request.sid) != consult.id:
+            raise ValidationFailed("Join the room before sending to it.")
+        return consult
+
+    @handler
+    def on_join(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = services.enter_room(current_user, data.get("ref"))
+        previous = _presence().consult_of(request.sid)
+        if previous is not None and previous != consult.id:
+            leave_room(room_name(previous))
+        join_room(room_name(consult.id))
+        _presence().add(request.sid, consult.id, current_user.id, current_user.full_name)
+        backlog = services.messages_after(consult, data.get("after_seq", 0))
+        people = _presence().people(consult.id)
+        emit("presence", {"people": people}, to=room_name(consult.id), namespace=NAMESPACE)
+        return {
+            "ok": True,
+            "me": current_user.id,
+            "messages": [services.to_wire(m) for m in backlog],
+            "receipts": {str(k): v for k, v in services.read_receipts(consult).items()},
+            "people": people,
+            "read_only": consult.status in services.CLOSED,
+        }
+
+    @handler
+    def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined_consult(data)
+        with services.loaded_after_commit():  # the ack and broadcast below need no reload
+            posted = services.post_message(current_user, consult, data.get("client_id"), data.get("body"),
+                                           data.get("attachment_id"))
+        wire = services.to_wire(posted.message)
+        if posted.created:  # emitted after the commit; a retried send is not broadcast twice
+            emit("message", wire, to=room_name(consult.id), namespace=NAMESPACE)
+        return {"ok": True, "message": wire, "duplicate": not posted.created}
+
+    @handler
+    def on_backfill(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined_consult(data)
+        backlog = services.messages_after(consult, data.get("after_seq", 0))
+        return {"ok": True, "messages": [services.to_wire(m) for m in backlog]}
+
+    @handler
+    def on_typing(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined_consult(data)
+        emit("typing", {"user_id": current_user.id, "name": current_user.full_name,
+                                 "typing": bool(data.get("typing"))},
+             to=room_name(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
+        return {"ok": True}
+
+    @handler
+    def on_read(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined_consult(data)
+        seq = services.mark_read(current_user, consult, data.get("seq"))
+        emit("read", {"user_id": current_user.id, "seq": seq},
+             to=room_name(consult.id), namespace=NAMESPACE)
+        return {"ok": True, "seq": seq}

@@ -1,0 +1,26 @@
+"""The consult room page."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from ..auth.decorators import me, role_required
+from ..consults.forms import AttachmentForm
+from ..models import Role
+from ..video import services as video_services
+from ..video.services import CALL_STATUSES
+from . import services
+
+bp = Blueprint("rooms", __name__, url_prefix="/consults")
+
+
+@bp.get("/<ref>/room")
+@role_required(Role.RURAL_DOCTOR, Role.SPECIALIST, Role.COORDINATOR)
+def room(ref: str):
+    consult = services.enter_room(me(), ref)
+    call_allowed = me().id in (consult.requester_id, consult.specialist_id) and consult.status in CALL_STATUSES
+    return render_template("rooms/room.html", call_allowed=call_allowed,
+                           ice_servers=video_services.ice_servers(me()) if call_allowed else [],
+                           polite=me().id != consult.specialist_id, consult=consult, upload_form=AttachmentForm(),
+                           read_only=consult.status in services.CLOSED,
+                           can_post=me().id in (consult.requester_id, consult.specialist_id))

@@ -1,0 +1,261 @@
+"""Consult-room chat: persisted, sequenced, idempotent messages; read receipts."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app, url_for
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..audit.services import record_now
+from ..consults import policy
+from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
+from ..extensions import db
+from ..models import Attachment, Consult, ConsultStatus, Message, ReadReceipt, Role, RoomCounter, User
+
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
+OPEN_ROOM = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
+
+
+class TooManyMessages(DomainError):
+    status = 429
+    code = "rate_limited"
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A stored message and whether this call created it (False: an idempotent retry)."""
+
+    message: Message
+    created: bool
+
+
+def can_enter(user: User, consult: Consult) -> bool:
+    """The consult's parties, and coordinators (who are audited), may open its room."""
+    return (policy.is_party(user, consult) or user.role == Role.COORDINATOR) and consult.status in OPEN_ROOM
+
+
+def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
+    """The consult whose room the user may open; a refusal is audited and looks like 404."""
+    if not isinstance(ref, str) or not ref or len(ref) > 32:
+        raise ValidationFailed("A consult reference is required.")
+    consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
+    if consult is None:
+        raise NotFound("No such consult.")
+    if not can_enter(user, consult):
+        record_now("room.access_denied", actor=user, consult=consult)
+        raise NotFound("No such consult.")
+    if audit:
+        record_now("room.entered", actor=user, consult=consult)
+    return consult
+
+
+def member_consult(user: User, ref: Any) -> Consult:
+    """Re-check membership for one event (no audit entry unless refused)."""
+    return enter_room(user, ref, audit=False)
+
+
+class LocalMovingWindow:
+    """The moving-window limit of one process, for RATELIMIT_STORAGE_URI=memory://.
+
+    Same rule as limits' MovingWindowRateLimiter (at most `amount` hits per key in any window of
+    `expiry` seconds), without limits' MemoryStorage, which restarts a 10 ms timer after hits and
+    walks every key (making a lock per key) each time: with 1,000 users chatting that walk was the
+    largest single cost of a chat message (measured with bench/chat_bench.py and py-spy).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: dict[str, deque[float]] = {}
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        key, now = item.key_for(*identifiers), time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - item.get_expiry():
+                hits.popleft()
+            if len(hits) + cost > item.amount:
+                return False
+            hits.extend([now] * cost)
+            return True
+
+
+_limiter: dict[str, MovingWindowRateLimiter | LocalMovingWindow] = {}
+
+
+def _rate_limiter() -> MovingWindowRateLimiter | LocalMovingWindow:
+    uri = current_app.config["RATELIMIT_STORAGE_URI"]
+    if uri not in _limiter:
+        _limiter[uri] = (LocalMovingWindow() if uri.startswith("memory://")
+                         else MovingWindowRateLimiter(storage_from_string(uri)))
+    return _limiter[uri]
+
+
+def check_rate(user: User) -> None:
+    """Refuse a sender over CHAT_MESSAGES_PER_SECOND (per user, across processes with Redis)."""
+    limit = RateLimitItemPerSecond(current_app.config["CHAT_MESSAGES_PER_SECOND"])
+    try:
+        allowed = _rate_limiter().hit(limit, "chat", str(user.id))
+    except Exception:  # the limiter's storage is down: do not lose clinical messages over it
+        current_app.logger.warning("chat rate limiter unavailable; allowing message")
+        return
+    if not allowed:
+        raise TooManyMessages("You are sending messages too fast; wait a moment.")
+
+
+def _next_seq(consult_id: int) -> int:
+    stmt = (update(RoomCounter).where(RoomCounter.consult_id == consult_id)
+            .values(last_seq=RoomCounter.last_seq + 1).returning(RoomCounter.last_seq)
+            .execution_options(synchronize_session=False))  # counters are never loaded as objects
+    seq = db.session.execute(stmt).scalar()
+    if seq is not None:
+        return seq
+    try:
+        with db.session.begin_nested():
+            db.session.execute(insert(RoomCounter).values(consult_id=consult_id, last_seq=1))
+        return 1
+    except IntegrityError:  # another sender created the counter first
+        return db.session.execute(stmt).scalar_one()
+
+
+def _existing(consult: Consult, sender: User, client_id: str) -> Message | None:
+    return db.session.scalar(select(Message).where(
+        Message.consult_id == consult.id, Message.sender_id == sender.id, Message.client_id == client_id))
+
+
+@contextmanager
+def loaded_after_commit() -> Iterator[None]:
+    """Keep the session's objects loaded across commits inside this block (a rollback still expires).
+
+    For the chat hot path: the ack and the broadcast are built from the message just written, its
+    sender and the consult read a moment before; reloading them after each commit cost three
+    SELECTs per message. Use only where the block's result is sent and the session then removed.
+    """
+    session = db.session()
+    previous = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = previous
+
+
+def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
+                 attachment_id: Any = None) -> Posted:
+    """Store a message with the next sequence number; a repeated client_id returns the original."""
+    if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
+        raise ValidationFailed("Each message needs a client id of 8–64 letters, digits, '-' or '_'.")
+    if body is None:
+        body = ""
+    if not isinstance(body, str):
+        raise ValidationFailed("The message text must be a string.")
+    body = body.strip()
+    limit = current_app.config["CHAT_MAX_CHARS"]
+    if len(body) > limit:
+        raise ValidationFailed(f"Messages are limited to {limit} characters.")
+    attachment = None
+    if attachment_id is not None:
+        if not isinstance(attachment_id, int) or isinstance(attachment_id, bool):
+            raise ValidationFailed("attachment_id must be a number.")
+        attachment = db.session.get(Attachment, attachment_id)
+        if attachment is None or attachment.consult_id != consult.id:
+            raise ValidationFailed("That attachment does not belong to this consult.")
+    if not body and attachment is None:
+        raise ValidationFailed("The message is empty.")
+    if not policy.is_party(sender, consult):
+        raise Forbidden("Only the consult's doctors can write in its chat.")
+    existing = _existing(consult, sender, client_id)
+    if existing is not None:
+        return Posted(existing, False)
+    if consult.status in CLOSED:
+        raise Forbidden("This consult is closed; its chat is read-only.")
+    check_rate(sender)
+    consult_id, sender_id = consult.id, sender.id
+    attachment_id = attachment.id if attachment else None
+    # End the read-only transaction so the counter UPDATE below opens a fresh one: SQLite then
+    # waits for the writer lock (busy_timeout) instead of failing at once with "database is
+    # locked" because another sender committed after this snapshot. Harmless on PostgreSQL.
+    db.session.commit()
+    message = Message(consult_id=consult_id, seq=_next_seq(consult_id), sender_id=sender_id,
+                      client_id=client_id, body=body, attachment_id=attachment_id)
+    db.session.add(message)
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same client id raced in on another connection
+        db.session.rollback()
+        existing = _existing(consult, sender, client_id)
+        if existing is None:
+            raise
+        return Posted(existing, False)
+    return Posted(message, True)
+
+
+def messages_after(consult: Consult, after_seq: Any, limit: int = 500) -> list[Message]:
+    """Messages with a sequence number above after_seq, in order (backfill after a reconnect)."""
+    if after_seq is None:
+        after_seq = 0
+    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < 0:
+        raise ValidationFailed("after_seq must be a non-negative number.")
+    return list(db.session.scalars(
+        select(Message).where(Message.consult_id == consult.id, Message.seq > after_seq)
+        .order_by(Message.seq).limit(limit)
+    ))
+
+
+def mark_read(user: User, consult: Consult, seq: Any) -> int:
+    """Record that the user has seen messages up to seq; receipts only move forward.
+
+    Only the two parties send receipts (a coordinator looking in must not show as "Seen by" the
+    other doctor), and a receipt never runs ahead of the last message actually sent.
+    """
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ValidationFailed("seq must be a non-negative number.")
+    if not policy.is_party(user, consult):
+        raise Forbidden("Only the consult's doctors send read receipts.")
+    last = db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id)) or 0
+    seq = min(seq, last)
+    receipt = db.session.get(ReadReceipt, (consult.id, user.id))
+    if receipt is None:
+        receipt = ReadReceipt(consult_id=consult.id, user_id=user.id, last_read_seq=0)
+        db.session.add(receipt)
+    receipt.last_read_seq = max(receipt.last_read_seq, seq)
+    db.session.commit()
+    return receipt.last_read_seq
+
+
+def read_receipts(consult: Consult) -> dict[int, int]:
+    """The parties' user id -> last sequence number that user has seen."""
+    parties = [uid for uid in (consult.requester_id, consult.specialist_id) if uid is not None]
+    return dict(db.session.execute(
+        select(ReadReceipt.user_id, ReadReceipt.last_read_seq)
+        .where(ReadReceipt.consult_id == consult.id, ReadReceipt.user_id.in_(parties))
+    ).all())
+
+
+def to_wire(message: Message) -> dict[str, Any]:
+    """The JSON form of a message sent to clients (text is rendered as text by the client)."""
+    data: dict[str, Any] = {
+        "id": message.id, "seq": message.seq, "client_id": message.client_id,
+        "sender_id": message.sender_id, "sender_name": message.sender.full_name,
+        "body": message.body, "created_at": message.created_at.isoformat(),
+    }
+    if message.attachment is not None:
+        a = message.attachment
+        consult_ref = db.session.scalar(select(Consult.ref).where(Consult.id == message.consult_id))
+        data["attachment"] = {
+            "id": a.id, "name": a.original_name, "content_type": a.content_type, "size": a.size_bytes,
+            "url": url_for("consults.attachment", ref=consult_ref, attachment_id=a.id),
+        }
+    return data

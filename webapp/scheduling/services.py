@@ -1,0 +1,231 @@
+"""Availability and booking: a specialist is never double-booked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
+
+from flask import current_app
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from ..audit.services import record
+from ..errors import Conflict, Forbidden, ValidationFailed
+from ..extensions import db
+from ..models import (
+    BLOCK_MINUTES,
+    Appointment,
+    AvailabilityWindow,
+    BookedBlock,
+    Consult,
+    ConsultStatus,
+    Role,
+    User,
+    utcnow,
+)
+from ..timefmt import zone
+
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+@dataclass(frozen=True, order=True)
+class Slot:
+    """A bookable interval in UTC."""
+
+    starts_at: datetime
+    ends_at: datetime
+
+
+@dataclass(frozen=True)
+class Window:
+    """A weekly availability window in the specialist's local time."""
+
+    weekday: int
+    start_minute: int
+    end_minute: int
+
+
+def windows_of(specialist: User) -> list[AvailabilityWindow]:
+    """The specialist's weekly windows, in week order."""
+    return list(db.session.scalars(
+        select(AvailabilityWindow)
+        .where(AvailabilityWindow.specialist_id == specialist.id)
+        .order_by(AvailabilityWindow.weekday, AvailabilityWindow.start_minute)
+    ))
+
+
+def _validate_windows(windows: list[Window]) -> None:
+    slot = current_app.config["SLOT_MINUTES"]
+    by_day: dict[int, list[Window]] = {}
+    for w in windows:
+        if not 0 <= w.weekday <= 6:
+            raise ValidationFailed("Weekday must be Monday to Sunday.")
+        if not (0 <= w.start_minute < w.end_minute <= 1440):
+            raise ValidationFailed(f"On {WEEKDAYS[w.weekday]} the end must be after the start.")
+        if w.start_minute % BLOCK_MINUTES or w.end_minute % BLOCK_MINUTES:
+            raise ValidationFailed(f"Times must be on the quarter hour ({WEEKDAYS[w.weekday]}).")
+        if w.end_minute - w.start_minute < slot:
+            raise ValidationFailed(
+                f"A window must fit at least one {slot}-minute consult ({WEEKDAYS[w.weekday]})."
+            )
+        by_day.setdefault(w.weekday, []).append(w)
+    for day, items in by_day.items():
+        items.sort(key=lambda w: w.start_minute)
+        for a, b in pairwise(items):
+            if b.start_minute < a.end_minute:
+                raise ValidationFailed(f"Two windows overlap on {WEEKDAYS[day]}.")
+
+
+def set_availability(specialist: User, windows: list[Window]) -> list[AvailabilityWindow]:
+    """Replace the specialist's weekly availability (booked consults are kept)."""
+    if specialist.role != Role.SPECIALIST:
+        raise Forbidden("Only specialists publish availability.")
+    _validate_windows(windows)
+    db.session.execute(
+        delete(AvailabilityWindow).where(AvailabilityWindow.specialist_id == specialist.id)
+    )
+    rows = [
+        AvailabilityWindow(specialist_id=specialist.id, weekday=w.weekday,
+                           start_minute=w.start_minute, end_minute=w.end_minute)
+        for w in windows
+    ]
+    db.session.add_all(rows)
+    record("availability.updated", actor=specialist, target=f"user:{specialist.id}",
+           detail={"windows": len(rows)})
+    db.session.commit()
+    return rows
+
+
+def _clock_runs_straight(cursor: datetime, s: datetime, length: timedelta) -> bool:
+    """Whether the local wall time `cursor` exists and no DST change falls inside the slot.
+
+    Around a DST change a wall-clock time may not exist (it maps to an instant an hour
+    later) or a slot may span the change; either would put the slot partly outside the
+    specialist's window, so such slots are not offered.
+    """
+    tz = cursor.tzinfo
+    exists = s.astimezone(tz).replace(tzinfo=None) == cursor.replace(tzinfo=None)
+    last = s + length - timedelta(microseconds=1)
+    return exists and s.astimezone(tz).utcoffset() == last.astimezone(tz).utcoffset()
+
+
+def _candidate_slots(specialist: User, start: datetime, end: datetime) -> list[Slot]:
+    tz = zone(specialist.timezone)
+    length = timedelta(minutes=current_app.config["SLOT_MINUTES"])
+    windows = windows_of(specialist)
+    slots: set[Slot] = set()
+    first_day: date = start.astimezone(tz).date() - timedelta(days=1)
+    last_day: date = end.astimezone(tz).date() + timedelta(days=1)
+    day = first_day
+    while day <= last_day:
+        for w in windows:
+            if w.weekday != day.weekday():
+                continue
+            local_start = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=w.start_minute)
+            local_end = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=w.end_minute)
+            cursor = local_start
+            while cursor + length <= local_end:
+                s = cursor.astimezone(UTC)
+                if start <= s and s + length <= end and _clock_runs_straight(cursor, s, length):
+                    slots.add(Slot(s, s + length))
+                cursor += length
+        day += timedelta(days=1)
+    return sorted(slots)
+
+
+def _booked_blocks(specialist: User, start: datetime, end: datetime) -> set[datetime]:
+    return set(db.session.scalars(
+        select(BookedBlock.block_start).where(
+            BookedBlock.specialist_id == specialist.id,
+            BookedBlock.block_start >= start - timedelta(days=1),
+            BookedBlock.block_start < end,
+        )
+    ))
+
+
+def _blocks_of(slot: Slot) -> list[datetime]:
+    blocks, cursor = [], slot.starts_at
+    while cursor < slot.ends_at:
+        blocks.append(cursor)
+        cursor += timedelta(minutes=BLOCK_MINUTES)
+    return blocks
+
+
+def open_slots(specialist: User, *, now: datetime | None = None, days: int | None = None) -> list[Slot]:
+    """Free slots inside the specialist's availability over the booking horizon."""
+    now = now or utcnow()
+    start = now + timedelta(minutes=current_app.config["BOOKING_MIN_LEAD_MINUTES"])
+    end = now + timedelta(days=days or current_app.config["BOOKING_HORIZON_DAYS"])
+    taken = _booked_blocks(specialist, start, end)
+    return [s for s in _candidate_slots(specialist, start, end)
+            if not any(b in taken for b in _blocks_of(s))]
+
+
+def is_bookable(specialist: User, starts_at: datetime, *, now: datetime | None = None) -> Slot:
+    """The slot starting at starts_at if it lies in the specialist's availability."""
+    now = now or utcnow()
+    starts_at = starts_at.astimezone(UTC)
+    lead = now + timedelta(minutes=current_app.config["BOOKING_MIN_LEAD_MINUTES"])
+    horizon = now + timedelta(days=current_app.config["BOOKING_HORIZON_DAYS"])
+    if starts_at < lead:
+        raise ValidationFailed("That time has passed or is too soon; choose a later slot.")
+    if starts_at > horizon:
+        raise ValidationFailed("That time is beyond the booking horizon.")
+    for slot in _candidate_slots(specialist, starts_at, starts_at + timedelta(days=1)):
+        if slot.starts_at == starts_at:
+            return slot
+    raise ValidationFailed("That time is outside the specialist's availability.")
+
+
+def reserve(consult: Consult, specialist: User, starts_at: datetime, booked_by: User) -> Appointment:
+    """Hold a slot for the consult in the current transaction (no commit).
+
+    Raises Conflict when another appointment holds any part of the slot: the
+    booked_blocks primary key makes the database the final judge.
+    """
+    slot = is_bookable(specialist, starts_at)
+    appointment = Appointment(
+        consult_id=consult.id,
+        specialist_id=specialist.id,
+        starts_at=slot.starts_at,
+        ends_at=slot.ends_at,
+        booked_by_id=booked_by.id,
+    )
+    appointment.blocks = [
+        BookedBlock(specialist_id=specialist.id, block_start=b) for b in _blocks_of(slot)
+    ]
+    try:
+        # begin_nested() first flushes what is pending, so the appointment is added inside
+        # the savepoint: a clash then rolls back only the savepoint, not the caller's work.
+        with db.session.begin_nested():
+            db.session.add(appointment)
+            db.session.flush()
+    except IntegrityError:
+        raise Conflict(
+            "That time has just been booked for another consult. Choose another time."
+        ) from None
+    return appointment
+
+
+def release(appointment: Appointment) -> None:
+    """Cancel an appointment and free its blocks (no commit)."""
+    appointment.cancelled_at = utcnow()
+    appointment.blocks.clear()
+
+
+def upcoming_for(user: User, *, now: datetime | None = None) -> list[Appointment]:
+    """The user's booked consults that have not ended, soonest first."""
+    now = now or utcnow()
+    query = (
+        select(Appointment)
+        .join(Consult, Consult.id == Appointment.consult_id)
+        .where(Appointment.cancelled_at.is_(None), Appointment.ends_at > now,
+               Consult.status == ConsultStatus.SCHEDULED)
+        .order_by(Appointment.starts_at)
+    )
+    if user.role == Role.SPECIALIST:
+        query = query.where(Appointment.specialist_id == user.id)
+    elif user.role == Role.RURAL_DOCTOR:
+        query = query.where(Consult.requester_id == user.id)
+    return list(db.session.scalars(query))

@@ -1,0 +1,40 @@
+"""Jinja filters and globals: times in the viewer's zone, labels, badges."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Flask
+from flask_login import current_user
+
+from .models import utcnow
+from .timefmt import format_duration, format_local
+
+
+def _viewer_tz() -> str | None:
+    return current_user.timezone if current_user and current_user.is_authenticated else None
+
+
+def register_templating(app: Flask) -> None:
+    """Register the filters used by the templates."""
+
+    @app.template_filter("localtime")
+    def localtime(dt: datetime | None, tz: str | None = None) -> str:
+        return format_local(dt, tz or _viewer_tz())
+
+    @app.template_filter("waited")
+    def waited(dt: datetime | None) -> str:
+        if dt is None:
+            return "—"
+        seconds = (utcnow() - dt).total_seconds()
+        return "< 1 min" if seconds < 60 else format_duration(seconds)
+
+    @app.template_filter("filesize")
+    def filesize(n: int) -> str:
+        if n >= 1024 * 1024:
+            return f"{n / (1024 * 1024):.1f} MB"
+        return f"{max(1, n // 1024)} KB"
+
+    @app.context_processor
+    def _globals() -> dict:
+        return {"now_utc": utcnow()}

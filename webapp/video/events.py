@@ -1,0 +1,138 @@
+"""The /call Socket.IO namespace: WebRTC signaling relayed only between a consult's two doctors."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import request
+from flask_login import current_user
+from flask_socketio import Namespace, join_room, leave_room
+
+from ..audit.services import record_now
+from ..consults import policy
+from ..errors import NotFound, ValidationFailed
+from ..models import Consult
+from ..realtime import emit, handler
+from ..rooms import services as rooms
+from . import services
+
+NAMESPACE = "/call"
+
+
+def call_room(consult_id: int) -> str:
+    """The Socket.IO room of one consult's call."""
+    return f"call:{consult_id}"
+
+
+class _Members:
+    """sid -> (consult id, user id) for the calls in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_sid: dict[str, tuple[int, int]] = {}
+
+    def add(self, sid: str, consult_id: int, user_id: int) -> None:
+        with self._lock:
+            self._by_sid[sid] = (consult_id, user_id)
+
+    def pop(self, sid: str) -> tuple[int, int] | None:
+        with self._lock:
+            return self._by_sid.pop(sid, None)
+
+    def consult_of(self, sid: str) -> int | None:
+        with self._lock:
+            entry = self._by_sid.get(sid)
+            return entry[0] if entry else None
+
+    def others(self, consult_id: int, sid: str) -> list[int]:
+        with self._lock:
+            return [uid for s, (cid, uid) in self._by_sid.items() if cid == consult_id and s != sid]
+
+
+members = _Members()
+
+
+def _call_consult(ref: Any) -> Consult:
+    consult = rooms.member_consult(current_user, ref)
+    if not policy.is_party(current_user, consult):
+        record_now("call.access_denied", actor=current_user, consult=consult)
+        raise NotFound("No such consult.")
+    services.require_call_party(current_user, consult)
+    return consult
+
+
+class CallNamespace(Namespace):
+    """Join a call, relay offers/answers/ICE candidates and media state to the other party."""
+
+    def on_connect(self, auth: Any = None) -> None:
+        if not current_user.is_authenticated:
+            raise ConnectionRefusedError("unauthorized")
+
+    def on_disconnect(self, reason: Any = None) -> None:
+        left = members.pop(request.sid)
+        if left is not None:
+            emit("peer-left", {"user_id": left[1], "reason": "disconnected"}, to=call_room(left[0]),
+                 namespace=NAMESPACE)
+
+    def _joined(self, data: dict[str, Any]) -> Consult:
+        consult = _call_consult(data.get("ref"))
+        if members.consult_of(request.sid) != consult.id:
+            raise ValidationFailed("Join the call before signaling.")
+        return consult
+
+    @handler
+    def on_join(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = _call_consult(data.get("ref"))
+        offer = data.get("offer")
+        if offer is not None:
+            if not isinstance(offer, dict) or offer.get("type") != "offer":
+                raise ValidationFailed("The offer sent with a join must be an SDP offer.")
+            offer = services.validate_signal(offer)
+        call = services.start_call(current_user, consult, audit="call.joined")  # one commit
+        previous = members.consult_of(request.sid)
+        if previous is not None and previous != consult.id:
+            leave_room(call_room(previous))
+        join_room(call_room(consult.id))
+        members.add(request.sid, consult.id, current_user.id)
+        emit("peer-joined", {"user_id": current_user.id, "name": current_user.full_name},
+             to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
+        if offer is not None:  # after peer-joined, so the other side has reset its connection
+            emit("signal", {**offer, "from": current_user.id}, to=call_room(consult.id), skip_sid=request.sid,
+                 namespace=NAMESPACE)
+        return {"ok": True, "me": current_user.id, "call_id": call.id,
+                "ice_servers": services.ice_servers(current_user),
+                "peers": members.others(consult.id, request.sid),
+                "polite": current_user.id != consult.specialist_id}
+
+    @handler
+    def on_signal(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined(data)
+        clean = services.validate_signal(data)
+        clean["from"] = current_user.id
+        emit("signal", clean, to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
+        return {"ok": True}
+
+    @handler
+    def on_state(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined(data)
+        state = services.validate_state(data)
+        emit("peer-state", {"user_id": current_user.id, **state}, to=call_room(consult.id),
+             skip_sid=request.sid, namespace=NAMESPACE)
+        return {"ok": True}
+
+    @handler
+    def on_stats(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined(data)
+        call = services.record_stats(current_user, consult, data)
+        return {"ok": True, "call_id": call.id}
+
+    @handler
+    def on_leave(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined(data)
+        services.end_call(current_user, consult)
+        members.pop(request.sid)
+        leave_room(call_room(consult.id))
+        emit("peer-left", {"user_id": current_user.id, "reason": "hung_up"}, to=call_room(consult.id),
+             namespace=NAMESPACE)
+        return {"ok": True}

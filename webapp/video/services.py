@@ -1,0 +1,203 @@
+"""Video calls: per-user TURN credentials, signaling validation, call records."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..audit.services import record
+from ..consults import policy
+from ..errors import DomainError, Forbidden, ValidationFailed
+from ..extensions import db
+from ..models import CallSession, Consult, ConsultStatus, User, utcnow
+
+CALL_STATUSES = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)
+SIGNAL_TYPES = ("offer", "answer", "candidate", "bye")
+STATE_KEYS = {"muted": bool, "camera": bool, "audio_only": bool, "screen": bool, "reconnecting": bool}
+
+
+def turn_credentials(user: User, *, now: float | None = None) -> dict[str, Any] | None:
+    """Short-lived TURN REST credentials (coturn use-auth-secret); the secret never leaves the server."""
+    secret = current_app.config["TURN_SECRET"]
+    if not secret or not current_app.config["TURN_URLS"]:
+        return None
+    ttl = current_app.config["TURN_TTL_SECONDS"]
+    expiry = int(now if now is not None else time.time()) + ttl
+    username = f"{expiry}:{user.id}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return {"username": username, "credential": base64.b64encode(digest).decode(), "ttl": ttl}
+
+
+def ice_servers(user: User) -> list[dict[str, Any]]:
+    """The RTCIceServer list for this user: configured STUN, and TURN with fresh credentials."""
+    servers: list[dict[str, Any]] = []
+    if current_app.config["STUN_URLS"]:
+        servers.append({"urls": list(current_app.config["STUN_URLS"])})
+    creds = turn_credentials(user)
+    if creds:
+        servers.append({"urls": list(current_app.config["TURN_URLS"]),
+                        "username": creds["username"], "credential": creds["credential"]})
+    return servers
+
+
+def require_call_party(user: User, consult: Consult) -> None:
+    """Only the consult's two doctors take part in its call, while it is open."""
+    if not policy.is_party(user, consult):
+        raise Forbidden("Only the consult's doctors can join its call.")
+    if consult.status not in CALL_STATUSES:
+        raise Forbidden("The call is available once the consult is accepted and until it is signed off.")
+
+
+def validate_signal(data: dict[str, Any]) -> dict[str, Any]:
+    """A clean copy of an offer/answer/candidate message, or ValidationFailed."""
+    kind = data.get("type")
+    if kind not in SIGNAL_TYPES:
+        raise ValidationFailed(f"Signal type must be one of {', '.join(SIGNAL_TYPES)}.")
+    if kind in ("offer", "answer"):
+        sdp = data.get("sdp")
+        if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+            raise ValidationFailed("The session description is not valid SDP.")
+        if len(sdp.encode()) > current_app.config["SIGNAL_MAX_SDP_BYTES"]:
+            raise ValidationFailed("The session description is too large.")
+        if any(ord(ch) < 9 for ch in sdp):
+            raise ValidationFailed("The session description contains control characters.")
+        return {"type": kind, "sdp": sdp}
+    if kind == "candidate":
+        cand = data.get("candidate")
+        if cand is None:  # end of candidates
+            return {"type": kind, "candidate": None}
+        if not isinstance(cand, dict):
+            raise ValidationFailed("An ICE candidate must be an object.")
+        text = cand.get("candidate")
+        mid = cand.get("sdpMid")
+        index = cand.get("sdpMLineIndex")
+        if not isinstance(text, str) or len(text) > 1024 or (text and not text.startswith("candidate:")):
+            raise ValidationFailed("The ICE candidate is not valid.")
+        if mid is not None and (not isinstance(mid, str) or len(mid) > 64):
+            raise ValidationFailed("sdpMid must be a short string.")
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 64):
+            raise ValidationFailed("sdpMLineIndex must be a small number.")
+        return {"type": kind, "candidate": {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index}}
+    return {"type": "bye"}
+
+
+def validate_state(data: dict[str, Any]) -> dict[str, bool]:
+    """The media state a party announces (muted, camera, audio-only, screen share, reconnecting)."""
+    state = {}
+    for key, kind in STATE_KEYS.items():
+        if key in data:
+            if not isinstance(data[key], kind):
+                raise ValidationFailed(f"{key} must be true or false.")
+            state[key] = data[key]
+    return state
+
+
+def start_call(user: User, consult: Consult, *, audit: str | None = None) -> CallSession:
+    """Open a call record (or reuse the open one), auditing the join in the same commit."""
+    require_call_party(user, consult)
+    call = db.session.scalar(
+        select(CallSession).where(CallSession.consult_id == consult.id, CallSession.ended_at.is_(None))
+        .order_by(CallSession.id.desc())
+    )
+    if call is None:
+        call = CallSession(consult_id=consult.id, started_by_id=user.id)
+        db.session.add(call)
+    if audit:
+        record(audit, actor=user, consult=consult)
+    if call.id is None or audit:
+        db.session.commit()
+    return call
+
+
+def _number(data: dict[str, Any], key: str, hi: float) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= hi:
+        raise ValidationFailed(f"{key} is out of range.")
+    return value
+
+
+def record_stats(user: User, consult: Consult, data: dict[str, Any]) -> CallSession:
+    """Store what a browser measured: setup time, TURN relay, round trip, loss, bitrate."""
+    call = start_call(user, consult)
+    setup = _number(data, "setup_ms", 600_000)
+    relayed = data.get("relayed")
+    if relayed is not None and not isinstance(relayed, bool):
+        raise ValidationFailed("relayed must be true or false.")
+    if data.get("connected") is True and call.connected_at is None:
+        call.connected_at = utcnow()
+        if setup is not None:
+            call.setup_ms = int(setup)
+    if relayed is not None:
+        call.relayed = bool(call.relayed) or relayed
+    rtt = _number(data, "rtt_ms", 60_000)
+    loss = _number(data, "packet_loss_pct", 100)
+    bitrate = _number(data, "bitrate_kbps", 100_000)
+    if rtt is not None:
+        call.rtt_ms = int(rtt)
+    if loss is not None:
+        call.packet_loss_pct = float(loss)
+    if bitrate is not None:
+        call.bitrate_kbps = int(bitrate)
+    if data.get("audio_only") is True:
+        call.audio_only = True
+    db.session.commit()
+    return call
+
+
+def end_call(user: User, consult: Consult) -> CallSession | None:
+    """Close the open call record when a party hangs up."""
+    call = db.session.scalar(
+        select(CallSession).where(CallSession.consult_id == consult.id, CallSession.ended_at.is_(None))
+    )
+    if call is None or not policy.is_party(user, consult):
+        return None
+    call.ended_at = utcnow()
+    db.session.commit()
+    return call
+
+
+def calls_of(consult: Consult) -> list[CallSession]:
+    """The consult's calls, newest first."""
+    return list(db.session.scalars(
+        select(CallSession).where(CallSession.consult_id == consult.id).order_by(CallSession.id.desc())
+    ))
+
+
+class MediaWorkerUnavailable(DomainError):
+    status = 503
+    code = "media_worker_unavailable"
+
+
+def precall_echo(user: User, offer: Any) -> dict[str, str]:
+    """Hand a browser's offer to the media worker's echo peer, with this user's ICE servers."""
+    if not isinstance(offer, dict) or offer.get("type") != "offer":
+        raise ValidationFailed("Send an SDP offer.")
+    clean = validate_signal(offer)
+    body = json.dumps({"type": "offer", "sdp": clean["sdp"], "ice_servers": ice_servers(user)}).encode()
+    request = urllib.request.Request(
+        current_app.config["MEDIA_WORKER_URL"].rstrip("/") + "/echo/offer", data=body, method="POST",
+        headers={"Content-Type": "application/json", "X-Worker-Token": current_app.config["MEDIA_WORKER_TOKEN"]},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=current_app.config["MEDIA_WORKER_TIMEOUT"]) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 400:
+            raise ValidationFailed("The test server could not use that offer.") from None
+        raise MediaWorkerUnavailable("The connection test server is busy or misconfigured; try again.") from None
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError):
+        raise MediaWorkerUnavailable("The connection test server is not reachable right now.") from None
+    if not isinstance(answer, dict) or answer.get("type") != "answer" or not isinstance(answer.get("sdp"), str):
+        raise MediaWorkerUnavailable("The connection test server gave an unexpected answer.")
+    return {"type": "answer", "sdp": answer["sdp"]}
