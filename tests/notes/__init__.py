@@ -1,0 +1,1 @@
+"""Shared case notes: services, Socket.IO handlers, real server, Yjs interop."""

@@ -1,0 +1,81 @@
+"""Fixtures for the shared notes: Socket.IO test clients, real clients, a fresh notes cache."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD, login
+from tests.notes.realserver import unpatch_socket_server
+from webapp.extensions import socketio
+from webapp.notes import services
+from webapp.realtime import SERVER_KEY
+
+NS = "/notes"
+
+
+@pytest.fixture(autouse=True)
+def fresh_notes(app, monkeypatch):
+    """Empty tables mean empty documents: drop cached ones, reset the rate limit (generous)."""
+    services.forget()
+    services._limiters.clear()
+    monkeypatch.setitem(app.config, "NOTES_UPDATES_PER_SECOND", 10_000)
+    yield
+    services.forget()
+
+
+PATCHED = ("_send_packet", "_send_eio_packet", "async_handlers")
+
+
+@pytest.fixture
+def sio(app):
+    """Flask-SocketIO test clients on /notes for logged-in Flask test clients.
+
+    The test client patches the shared Socket.IO server (packets go to its queue, handlers run
+    synchronously); the patches are undone afterwards, or a later real-server test in the same
+    session could not talk to real clients.
+    """
+    server = socketio.server = app.extensions[SERVER_KEY]  # several apps exist in one test session
+    saved = {name: server.__dict__[name] for name in PATCHED if name in server.__dict__}
+    eio_async = server.eio.async_handlers
+    made = []
+
+    def connect(user=None, *, flask_client=None):
+        flask_client = flask_client or app.test_client()
+        if user is not None:
+            login(flask_client, user)
+        client = socketio.test_client(app, namespace=NS, flask_test_client=flask_client)
+        made.append(client)
+        return client
+
+    yield connect
+    for client in made:
+        if client.is_connected(NS):
+            client.disconnect(NS)
+    for name in PATCHED:
+        server.__dict__.pop(name, None)
+    server.__dict__.update(saved)
+    server.eio.async_handlers = eio_async
+
+
+@pytest.fixture
+def real_socket_server(app):
+    """The app's Socket.IO server with no test-client patches left over from earlier tests."""
+    return unpatch_socket_server(app)
+
+
+def http_session(base_url: str, email: str, password: str = PASSWORD) -> requests.Session:
+    """A requests session signed in through the real login form (CSRF token from /login)."""
+    session = requests.Session()
+    page = session.get(f"{base_url}/login", timeout=10).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    r = session.post(f"{base_url}/login", data={"email": email, "password": password, "csrf_token": token},
+                     allow_redirects=False, timeout=10)
+    assert r.status_code == 302, r.text[:300]
+    return session
+
+
+def cookie_header(session: requests.Session) -> str:
+    return "; ".join(f"{c.name}={c.value}" for c in session.cookies)

@@ -1,0 +1,420 @@
+"""The /room Socket.IO namespace with the Flask-SocketIO test client: auth, membership, validation."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import post_form
+from webapp.consults import services as consults
+from webapp.extensions import db
+from webapp.models import AuditEvent, Message
+from webapp.rooms import services
+
+NS = "/room"
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limit(app, monkeypatch):
+    """A fresh chat rate-limit window per test, generous unless a test sets its own."""
+    services._limiter.clear()
+    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 1000)
+
+
+@pytest.fixture
+def room(make, sio):
+    """A scheduled consult with both parties connected to /room (not yet joined)."""
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    return rural, specialist, consult, sio(rural), sio(specialist)
+
+
+def events(client, name: str) -> list:
+    """The payloads of one event received since the last call (the queue is drained)."""
+    # the test client stores a "message" event's single argument unwrapped
+    return [e["args"] if e["name"] == "message" else e["args"][0]
+            for e in client.get_received(NS) if e["name"] == name]
+
+
+def all_events(client) -> list[str]:
+    return [e["name"] for e in client.get_received(NS)]
+
+
+def join(client, ref: str, after_seq: int = 0) -> dict:
+    ack = client.emit("join", {"ref": ref, "after_seq": after_seq}, namespace=NS, callback=True)
+    assert ack["ok"] is True, ack
+    return ack
+
+
+def send(client, ref: str, client_id: str, body: str = "hello", **extra) -> dict:
+    return client.emit("send", {"ref": ref, "client_id": client_id, "body": body, **extra},
+                       namespace=NS, callback=True)
+
+
+def assert_error(ack, status: int, error: str | None = None) -> None:
+    assert isinstance(ack, dict), ack
+    assert ack["ok"] is False and ack["status"] == status, ack
+    assert isinstance(ack["message"], str) and ack["message"]
+    if error is not None:
+        assert ack["error"] == error, ack
+
+
+def message_count() -> int:
+    db.session.rollback()
+    return db.session.scalar(select(func.count()).select_from(Message))
+
+
+def audit(action: str, consult=None) -> list[AuditEvent]:
+    db.session.rollback()
+    query = select(AuditEvent).where(AuditEvent.action == action)
+    if consult is not None:
+        query = query.where(AuditEvent.consult_id == consult.id)
+    return list(db.session.scalars(query))
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+def test_connect_without_a_session_is_refused(sio):
+    anonymous = sio()
+    assert not anonymous.is_connected(NS)
+
+
+def test_connect_with_a_session_is_accepted(make, sio):
+    assert sio(make.rural()).is_connected(NS)
+
+
+def test_after_logout_the_next_event_is_refused(app, make, sio):
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    browser = app.test_client()
+    rural_sock = sio(rural, flask_client=browser)
+    specialist_sock = sio(specialist)
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    assert send(rural_sock, consult.ref, "before-logout")["ok"] is True
+    specialist_sock.get_received(NS)
+
+    response = post_form(browser, "/logout", token_from="/")
+    assert response.status_code == 302
+    ack = send(rural_sock, consult.ref, "after-logout-1", "sent with a dead session")
+    assert_error(ack, 422)
+    assert "session" in ack["message"].lower()
+    for event in ("join", "backfill", "typing", "read"):
+        refused = rural_sock.emit(event, {"ref": consult.ref, "after_seq": 0, "seq": 1, "typing": True},
+                                  namespace=NS, callback=True)
+        assert refused["ok"] is False, (event, refused)
+    assert message_count() == 1
+    assert all_events(specialist_sock) == []  # nothing of the dead session reached the room
+
+
+# --- membership ----------------------------------------------------------------------------------
+
+
+def test_a_non_party_join_is_refused_audited_and_hears_nothing(make, room, sio):
+    rural, specialist, consult, rural_sock, specialist_sock = room
+    stranger = make.specialist()
+    stranger_sock = sio(stranger)
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+
+    ack = stranger_sock.emit("join", {"ref": consult.ref}, namespace=NS, callback=True)
+    assert_error(ack, 404, "not_found")
+    assert "messages" not in ack and "people" not in ack
+    denied = audit("room.access_denied", consult)
+    assert [e.actor_id for e in denied] == [stranger.id]
+    # an unknown consult gives the very same answer
+    unknown = stranger_sock.emit("join", {"ref": "NOSUCHREF"}, namespace=NS, callback=True)
+    assert (unknown["status"], unknown["error"], unknown["message"]) == (404, "not_found", ack["message"])
+
+    stranger_sock.get_received(NS)
+    assert send(rural_sock, consult.ref, "secret-001", "patient history")["ok"] is True
+    rural_sock.emit("typing", {"ref": consult.ref, "typing": True}, namespace=NS, callback=True)
+    specialist_sock.emit("read", {"ref": consult.ref, "seq": 1}, namespace=NS, callback=True)
+    assert stranger_sock.get_received(NS) == []  # no message, typing, read or presence
+    # the stranger is not listed as present and cannot act on the room either
+    people = join(specialist_sock, consult.ref)["people"]
+    assert {p["user_id"] for p in people} == {rural.id, specialist.id}
+    for event, payload in [("send", {"ref": consult.ref, "client_id": "stranger-01", "body": "hi"}),
+                           ("backfill", {"ref": consult.ref, "after_seq": 0}),
+                           ("typing", {"ref": consult.ref, "typing": True}),
+                           ("read", {"ref": consult.ref, "seq": 1})]:
+        refused = stranger_sock.emit(event, payload, namespace=NS, callback=True)
+        assert_error(refused, 404, "not_found")
+        assert "messages" not in refused
+    assert len(audit("room.access_denied", consult)) == 1 + 4  # every refused event is audited
+    assert message_count() == 1
+
+
+def test_party_join_is_audited_and_returns_state(room):
+    rural, _specialist, consult, rural_sock, _specialist_sock = room
+    ack = join(rural_sock, consult.ref)
+    assert ack["me"] == rural.id
+    assert ack["messages"] == [] and ack["receipts"] == {} and ack["read_only"] is False
+    assert [p["user_id"] for p in ack["people"]] == [rural.id]
+    assert [e.actor_id for e in audit("room.entered", consult)] == [rural.id]
+
+
+def test_send_before_join_is_refused(room):
+    _, _, consult, rural_sock, specialist_sock = room
+    join(specialist_sock, consult.ref)
+    specialist_sock.get_received(NS)
+    ack = send(rural_sock, consult.ref, "too-early-1")
+    assert_error(ack, 422, "invalid_input")
+    for event in ("backfill", "typing", "read"):
+        refused = rural_sock.emit(event, {"ref": consult.ref, "after_seq": 0, "seq": 0}, namespace=NS,
+                                  callback=True)
+        assert_error(refused, 422, "invalid_input")
+    assert message_count() == 0
+    assert all_events(specialist_sock) == []
+
+
+def test_joining_one_room_does_not_allow_sending_to_another_of_your_consults(make, room):
+    rural, specialist, consult, rural_sock, specialist_sock = room
+    other = make.scheduled(rural, specialist)
+    join(rural_sock, consult.ref)
+    assert_error(send(rural_sock, other.ref, "wrong-room-1"), 422)
+    # switching rooms leaves the first one: its messages no longer arrive
+    join(rural_sock, other.ref)
+    join(specialist_sock, consult.ref)
+    rural_sock.get_received(NS)
+    assert send(specialist_sock, consult.ref, "first-room-1")["ok"] is True
+    assert events(rural_sock, "message") == []
+
+
+def test_coordinator_may_watch_audited_but_not_send(make, room, sio):
+    _rural, _specialist, consult, rural_sock, _specialist_sock = room
+    coordinator = make.coordinator()
+    coord_sock = sio(coordinator)
+    join(rural_sock, consult.ref)
+    assert send(rural_sock, consult.ref, "for-the-record")["ok"] is True
+    ack = join(coord_sock, consult.ref)
+    assert [m["body"] for m in ack["messages"]] == ["hello"]
+    assert coordinator.id in [e.actor_id for e in audit("room.entered", consult)]
+    rural_sock.get_received(NS)
+    refused = send(coord_sock, consult.ref, "coordinator-1", "may I?")
+    assert_error(refused, 403, "forbidden")
+    assert message_count() == 1
+    assert events(rural_sock, "message") == []
+    # a coordinator looking in sends no read receipt: the parties would take it for the other doctor's
+    assert_error(coord_sock.emit("read", {"ref": consult.ref, "seq": 1}, namespace=NS, callback=True), 403)
+    assert events(rural_sock, "read") == []
+    # the coordinator still sees what the parties write
+    coord_sock.get_received(NS)
+    assert send(rural_sock, consult.ref, "second-msg-1", "after the coordinator came")["ok"] is True
+    assert [m["seq"] for m in events(coord_sock, "message")] == [2]
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+def test_send_acks_with_the_stored_id_and_the_peer_receives_it(room):
+    rural, specialist, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    specialist_sock.get_received(NS)
+    rural_sock.get_received(NS)
+
+    ack = send(rural_sock, consult.ref, "first-message", "ECG attached shortly")
+    assert ack["ok"] is True and ack["duplicate"] is False
+    stored = db.session.get(Message, ack["message"]["id"])
+    assert stored is not None  # persisted before the ack
+    assert (stored.seq, stored.body, stored.sender_id) == (1, "ECG attached shortly", rural.id)
+    assert ack["message"]["seq"] == 1 and ack["message"]["client_id"] == "first-message"
+
+    got = events(specialist_sock, "message")
+    assert got == [ack["message"]]
+    # the sender's other tabs see it too (the sender's own client de-duplicates by seq)
+    assert [m["id"] for m in events(rural_sock, "message")] == [ack["message"]["id"]]
+
+    reply = send(specialist_sock, consult.ref, "reply-00001", "Send it please")
+    assert reply["message"]["seq"] == 2 and reply["message"]["sender_id"] == specialist.id
+    assert [m["body"] for m in events(rural_sock, "message")] == ["Send it please"]
+
+
+def test_a_retried_send_is_acked_as_duplicate_and_not_broadcast_again(room):
+    _, _, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    specialist_sock.get_received(NS)
+    first = send(rural_sock, consult.ref, "retry-client-1", "BP 180/110")
+    retry = send(rural_sock, consult.ref, "retry-client-1", "BP 180/110")
+    assert first["ok"] and retry["ok"]
+    assert first["duplicate"] is False and retry["duplicate"] is True
+    assert retry["message"]["id"] == first["message"]["id"]
+    assert retry["message"]["seq"] == first["message"]["seq"] == 1
+    assert [m["id"] for m in events(specialist_sock, "message")] == [first["message"]["id"]]
+    assert message_count() == 1
+
+
+def test_backfill_and_join_return_what_came_after_a_sequence(room):
+    _, _, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    for i in range(1, 6):
+        assert send(rural_sock, consult.ref, f"backfill-{i:03d}", f"m{i}")["ok"]
+    ack = join(specialist_sock, consult.ref, after_seq=2)
+    assert [m["seq"] for m in ack["messages"]] == [3, 4, 5]
+    back = specialist_sock.emit("backfill", {"ref": consult.ref, "after_seq": 4}, namespace=NS, callback=True)
+    assert back["ok"] is True and [m["body"] for m in back["messages"]] == ["m5"]
+    everything = specialist_sock.emit("backfill", {"ref": consult.ref}, namespace=NS, callback=True)
+    assert [m["seq"] for m in everything["messages"]] == [1, 2, 3, 4, 5]
+
+
+def test_a_closed_consult_room_is_read_only(room):
+    rural, _, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    assert send(rural_sock, consult.ref, "before-closing")["ok"]
+    consults.cancel(rural, consult.ref, "transferred")
+    ack = join(specialist_sock, consult.ref)
+    assert ack["read_only"] is True and [m["seq"] for m in ack["messages"]] == [1]
+    assert_error(send(specialist_sock, consult.ref, "after-closing"), 403, "forbidden")
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def test_malformed_payloads_get_error_acks_and_nothing_else_is_disturbed(app, make, room, sio):
+    _rural, _specialist, consult, rural_sock, specialist_sock = room
+    # another consult, its own parties, in its own room
+    rural2, specialist2 = make.rural(), make.specialist()
+    other = make.scheduled(rural2, specialist2)
+    other_a, other_b = sio(rural2), sio(specialist2)
+    join(other_a, other.ref)
+    join(other_b, other.ref)
+    for c in (rural_sock, specialist_sock):
+        join(c, consult.ref)
+    for c in (rural_sock, specialist_sock, other_a, other_b):
+        c.get_received(NS)
+
+    huge = "x" * (app.config["SOCKET_MAX_PAYLOAD_BYTES"] + 1)
+    bad_sends = [
+        ("not an object", 422),
+        (["a", "list"], 422),
+        (42, 422),
+        (None, 422),
+        ({"ref": consult.ref, "client_id": "huge-payload", "body": huge}, 422),
+        ({"ref": consult.ref, "client_id": "nested-huge", "body": "x", "extra": [huge]}, 422),
+        ({"client_id": "missing-ref", "body": "where to?"}, 422),
+        ({"ref": None, "client_id": "null-ref-01", "body": "x"}, 422),
+        ({"ref": ["x"], "client_id": "list-ref-01", "body": "x"}, 422),
+        ({"ref": "x" * 5000, "client_id": "long-ref-01", "body": "x"}, 422),
+        ({"ref": consult.ref, "body": "no client id"}, 422),
+        ({"ref": consult.ref, "client_id": 12345678, "body": "x"}, 422),
+        ({"ref": consult.ref, "client_id": "bad id!", "body": "x"}, 422),
+        ({"ref": consult.ref, "client_id": "typed-body", "body": {"html": "<b>"}}, 422),
+        ({"ref": consult.ref, "client_id": "number-body", "body": 12}, 422),
+        ({"ref": consult.ref, "client_id": "empty-body", "body": "   "}, 422),
+        ({"ref": consult.ref, "client_id": "too-long-body", "body": "y" * (app.config["CHAT_MAX_CHARS"] + 1)},
+         422),
+        ({"ref": consult.ref, "client_id": "bad-attach", "body": "x", "attachment_id": "1"}, 422),
+        ({"ref": consult.ref, "client_id": "missing-attach", "body": "x", "attachment_id": 999999}, 422),
+        ({"ref": "NOSUCHREF", "client_id": "unknown-ref", "body": "x"}, 404),
+    ]
+    for payload, status in bad_sends:
+        ack = rural_sock.emit("send", payload, namespace=NS, callback=True)
+        assert_error(ack, status)
+    # malformed payloads to the other events too
+    for event, payload in [("join", "x"), ("join", {"ref": 7}), ("join", {"ref": consult.ref, "after_seq": "z"}),
+                           ("join", {"ref": consult.ref, "after_seq": -1}),
+                           ("backfill", {"ref": consult.ref, "after_seq": "1"}), ("backfill", [1]),
+                           ("read", {"ref": consult.ref, "seq": "3"}), ("read", {"ref": consult.ref}),
+                           ("read", {"ref": consult.ref, "seq": -5}), ("typing", None),
+                           ("typing", {"typing": True})]:
+        assert_error(rural_sock.emit(event, payload, namespace=NS, callback=True), 422)
+    # extra positional arguments get an error ack too (not a TypeError without any ack)
+    surplus = rural_sock.emit("send", {"ref": consult.ref, "client_id": "surplus-args", "body": "x"}, "surplus",
+                              namespace=NS, callback=True)
+    assert_error(surplus, 422)
+    # an unknown event is ignored and does not break the connection
+    rural_sock.emit("no_such_event", {"ref": consult.ref}, namespace=NS)
+    assert rural_sock.is_connected(NS)
+
+    assert message_count() == 0
+    assert events(specialist_sock, "message") == []
+    assert all_events(other_a) == [] and all_events(other_b) == []
+
+    # a failed join (bad after_seq) did not drop the sender from its room; a valid send still works
+    ack = send(rural_sock, consult.ref, "valid-after-1", "still here")
+    assert ack["ok"] is True and ack["message"]["seq"] == 1
+    assert [m["body"] for m in events(specialist_sock, "message")] == ["still here"]
+    # the other room works and never saw any of it
+    ack2 = send(other_a, other.ref, "other-room-1", "independent")
+    assert ack2["ok"] is True and ack2["message"]["seq"] == 1
+    assert [m["body"] for m in events(other_b, "message")] == ["independent"]
+    assert events(specialist_sock, "message") == []
+
+
+def test_a_flood_is_rate_limited_without_affecting_other_senders(app, make, room, sio, monkeypatch):
+    _rural, _specialist, consult, rural_sock, specialist_sock = room
+    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 3)
+    rural2, specialist2 = make.rural(), make.specialist()
+    other = make.scheduled(rural2, specialist2)
+    other_a, other_b = sio(rural2), sio(specialist2)
+    join(other_a, other.ref)
+    join(other_b, other.ref)
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    for c in (specialist_sock, other_b):
+        c.get_received(NS)
+
+    acks = [send(rural_sock, consult.ref, f"flood-{i:04d}", f"flood {i}") for i in range(6)]
+    assert [a["ok"] for a in acks[:3]] == [True, True, True]
+    refused = [a for a in acks[3:] if not a["ok"]]
+    assert refused, acks
+    for ack in refused:
+        assert_error(ack, 429, "rate_limited")
+    stored = 6 - len(refused)
+    assert message_count() == stored
+    assert len(events(specialist_sock, "message")) == stored
+    # the other party and another room keep working
+    assert send(specialist_sock, consult.ref, "peer-still-ok")["ok"] is True
+    assert send(other_a, other.ref, "other-room-ok")["ok"] is True
+    assert [m["client_id"] for m in events(other_b, "message")] == ["other-room-ok"]
+
+
+# --- presence, typing, read receipts -------------------------------------------------------------
+
+
+def test_presence_lists_both_parties_and_updates_on_leave(room):
+    rural, specialist, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    rural_sock.get_received(NS)
+    ack = join(specialist_sock, consult.ref)
+    both = [{"user_id": rural.id, "name": rural.full_name, "connections": 1},
+            {"user_id": specialist.id, "name": specialist.full_name, "connections": 1}]
+    assert ack["people"] == sorted(both, key=lambda p: p["user_id"])
+    assert events(rural_sock, "presence")[-1]["people"] == ack["people"]
+
+    specialist_sock.disconnect(NS)
+    assert events(rural_sock, "presence")[-1]["people"] == [
+        {"user_id": rural.id, "name": rural.full_name, "connections": 1}]
+
+
+def test_typing_reaches_the_other_party_only(room):
+    rural, _specialist, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    rural_sock.get_received(NS)
+    specialist_sock.get_received(NS)
+    assert rural_sock.emit("typing", {"ref": consult.ref, "typing": True}, namespace=NS, callback=True) == {"ok": True}
+    assert events(specialist_sock, "typing") == [{"user_id": rural.id, "name": rural.full_name, "typing": True}]
+    assert events(rural_sock, "typing") == []
+    rural_sock.emit("typing", {"ref": consult.ref, "typing": False}, namespace=NS, callback=True)
+    assert events(specialist_sock, "typing")[0]["typing"] is False
+
+
+def test_read_receipts_reach_the_room_and_only_move_forward(room):
+    _rural, specialist, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    for i in range(3):
+        send(rural_sock, consult.ref, f"to-read-{i:03d}", f"m{i}")
+    rural_sock.get_received(NS)
+    ack = specialist_sock.emit("read", {"ref": consult.ref, "seq": 3}, namespace=NS, callback=True)
+    assert ack == {"ok": True, "seq": 3}
+    assert events(rural_sock, "read") == [{"user_id": specialist.id, "seq": 3}]
+    late = specialist_sock.emit("read", {"ref": consult.ref, "seq": 1}, namespace=NS, callback=True)
+    assert late == {"ok": True, "seq": 3}
+    assert events(rural_sock, "read") == [{"user_id": specialist.id, "seq": 3}]
+    # a later join carries the receipts
+    assert join(rural_sock, consult.ref)["receipts"] == {str(specialist.id): 3}

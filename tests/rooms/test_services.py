@@ -1,0 +1,419 @@
+"""Consult-room chat use cases: sequencing, idempotency, validation, permissions, limits, receipts."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import Counter
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from tests.conftest import require
+from webapp.consults import services as consults
+from webapp.errors import Forbidden, NotFound, ValidationFailed
+from webapp.extensions import db
+from webapp.models import AuditEvent, ConsultStatus, Message, ReadReceipt
+from webapp.rooms import services
+from webapp.rooms.services import TooManyMessages, enter_room, mark_read, messages_after, post_message
+
+
+@pytest.fixture(autouse=True)
+def generous_rate(app, monkeypatch):
+    """Most tests post faster than a person types; the rate-limit tests set their own limit."""
+    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 1000)
+
+
+@pytest.fixture
+def pair(make):
+    rural, specialist = make.rural(), make.specialist()
+    return rural, specialist, make.scheduled(rural, specialist)
+
+
+def png_bytes(color=(200, 30, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(out, "PNG")
+    return out.getvalue()
+
+
+def audit_actions(consult, action: str) -> list[AuditEvent]:
+    return list(db.session.scalars(select(AuditEvent).where(
+        AuditEvent.consult_id == consult.id, AuditEvent.action == action)))
+
+
+# --- sequence numbers --------------------------------------------------------------------------
+
+
+def test_sequence_numbers_run_1_to_n_per_consult_and_are_independent(make, pair):
+    rural, specialist, first = pair
+    second = make.scheduled(rural, specialist)
+    seqs_first, seqs_second = [], []
+    for i in range(6):
+        sender = rural if i % 2 == 0 else specialist
+        seqs_first.append(post_message(sender, first, f"first-{i:04d}", f"hello {i}").message.seq)
+        if i < 3:
+            seqs_second.append(post_message(sender, second, f"second-{i:04d}", f"other {i}").message.seq)
+    assert seqs_first == [1, 2, 3, 4, 5, 6]
+    assert seqs_second == [1, 2, 3]
+    stored = db.session.scalars(select(Message.seq).where(Message.consult_id == first.id)
+                                .order_by(Message.id)).all()
+    assert stored == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_posted_message_is_committed_with_its_fields(pair):
+    rural, _, consult = pair
+    posted = post_message(rural, consult, "client-0001", "  BP 150/95, HR 88  ")
+    assert posted.created is True
+    db.session.expire_all()  # read back what the database holds, not the identity map
+    stored = db.session.get(Message, posted.message.id)
+    assert (stored.seq, stored.sender_id, stored.client_id, stored.body) == (1, rural.id, "client-0001",
+                                                                           "BP 150/95, HR 88")
+    wire = services.to_wire(stored)
+    assert wire["id"] == stored.id and wire["seq"] == 1 and wire["sender_name"] == rural.full_name
+    assert "attachment" not in wire
+
+
+# --- idempotency ---------------------------------------------------------------------------------
+
+
+def test_a_repeated_client_id_returns_the_original_message(pair):
+    rural, _, consult = pair
+    first = post_message(rural, consult, "retry-abc-123", "first text")
+    again = post_message(rural, consult, "retry-abc-123", "first text")
+    changed = post_message(rural, consult, "retry-abc-123", "a different body is still the same send")
+    assert first.created is True
+    assert again.created is False and changed.created is False
+    assert again.message.id == first.message.id == changed.message.id
+    assert changed.message.body == "first text"
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 1
+    # the retry did not burn a sequence number
+    assert post_message(rural, consult, "retry-abc-124", "next").message.seq == 2
+
+
+def test_client_ids_are_scoped_to_the_sender(pair):
+    rural, specialist, consult = pair
+    a = post_message(rural, consult, "same-client-id", "from rural")
+    b = post_message(specialist, consult, "same-client-id", "from specialist")
+    assert a.created and b.created and a.message.id != b.message.id
+    assert (a.message.seq, b.message.seq) == (1, 2)
+
+
+def test_a_retry_after_the_consult_closed_still_returns_the_stored_message(pair):
+    rural, _, consult = pair
+    original = post_message(rural, consult, "before-close-1", "sent just before cancelling")
+    consults.cancel(rural, consult.ref, "patient transferred")
+    retry = post_message(rural, consult, "before-close-1", "sent just before cancelling")
+    assert retry.created is False and retry.message.id == original.message.id
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client_id", [None, "", "short", "x" * 65, "has space 123", "semi;colon99",
+                                       "<script>", 12345678, ["abcdefgh"], "ünicode-id-1"])
+def test_client_id_must_be_8_to_64_safe_characters(pair, client_id):
+    rural, _, consult = pair
+    with pytest.raises(ValidationFailed):
+        post_message(rural, consult, client_id, "hello")
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+@pytest.mark.parametrize("client_id", ["abcdefgh", "A" * 64, "0f8c2a1e-5b7d-4c3e-9f00-123456789abc", "a_b-c_d-"])
+def test_valid_client_ids_are_accepted(pair, client_id):
+    rural, _, consult = pair
+    assert post_message(rural, consult, client_id, "hello").created
+
+
+@pytest.mark.parametrize("body", [None, "", "   ", "\n\t "])
+def test_an_empty_message_without_attachment_is_refused(pair, body):
+    rural, _, consult = pair
+    with pytest.raises(ValidationFailed, match="empty"):
+        post_message(rural, consult, "empty-body-1", body)
+
+
+@pytest.mark.parametrize("body", [123, 1.5, True, ["hi"], {"text": "hi"}, b"bytes"])
+def test_a_non_string_body_is_refused(pair, body):
+    rural, _, consult = pair
+    with pytest.raises(ValidationFailed, match="string"):
+        post_message(rural, consult, "typed-body-1", body)
+
+
+def test_message_length_is_limited_by_chat_max_chars(app, pair, monkeypatch):
+    rural, _, consult = pair
+    monkeypatch.setitem(app.config, "CHAT_MAX_CHARS", 50)
+    assert post_message(rural, consult, "exactly-limit", "x" * 50).created
+    assert post_message(rural, consult, "padded-limit", "  " + "y" * 50 + "  ").created  # trimmed first
+    with pytest.raises(ValidationFailed, match="50 characters"):
+        post_message(rural, consult, "over-the-limit", "z" * 51)
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 2
+
+
+def test_the_default_limit_refuses_a_very_long_message(app, pair):
+    rural, _, consult = pair
+    limit = app.config["CHAT_MAX_CHARS"]
+    with pytest.raises(ValidationFailed):
+        post_message(rural, consult, "huge-message", "x" * (limit + 1))
+
+
+@pytest.mark.parametrize("attachment_id", ["1", 1.0, True, [1], {"id": 1}])
+def test_attachment_id_must_be_an_integer(pair, attachment_id):
+    rural, _, consult = pair
+    with pytest.raises(ValidationFailed, match="attachment_id"):
+        post_message(rural, consult, "attach-type-1", "see file", attachment_id)
+
+
+def test_an_attachment_of_this_consult_can_be_sent_alone(app, pair):
+    rural, _, consult = pair
+    item = consults.add_attachment(rural, consult.ref, io.BytesIO(png_bytes()), "ecg.png")
+    posted = post_message(rural, consult, "with-attach-1", "", item.id)
+    assert posted.created and posted.message.attachment_id == item.id and posted.message.body == ""
+    with app.test_request_context():  # the attachment URL is built like in a handler
+        wire = services.to_wire(posted.message)
+    assert wire["attachment"]["id"] == item.id
+    assert wire["attachment"]["content_type"] == "image/png"
+    assert wire["attachment"]["url"] == f"/consults/{consult.ref}/attachments/{item.id}"
+
+
+def test_an_attachment_of_another_consult_or_a_missing_one_is_refused(make, pair):
+    rural, specialist, consult = pair
+    other_rural = make.rural()
+    other = make.scheduled(other_rural, specialist)
+    foreign = consults.add_attachment(other_rural, other.ref, io.BytesIO(png_bytes()), "theirs.png")
+    with pytest.raises(ValidationFailed, match="does not belong"):
+        post_message(rural, consult, "foreign-attach", "look", foreign.id)
+    with pytest.raises(ValidationFailed, match="does not belong"):
+        post_message(rural, consult, "missing-attach", "look", foreign.id + 1000)
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+# --- permissions ---------------------------------------------------------------------------------
+
+
+def test_a_non_party_cannot_post(make, pair):
+    _, _, consult = pair
+    stranger_rural, stranger_specialist = make.rural(), make.specialist()
+    for user in (stranger_rural, stranger_specialist):
+        with pytest.raises(Forbidden):
+            post_message(user, consult, "stranger-0001", "let me in")
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+def test_a_coordinator_may_enter_but_not_post(make, pair):
+    _, _, consult = pair
+    coordinator = make.coordinator()
+    assert enter_room(coordinator, consult.ref).id == consult.id
+    assert len(audit_actions(consult, "room.entered")) == 1
+    with pytest.raises(Forbidden):
+        post_message(coordinator, consult, "coordinator-1", "hello")
+
+
+def test_a_closed_consult_is_read_only(pair):
+    rural, specialist, consult = pair
+    post_message(rural, consult, "before-cancel", "last words")
+    consults.cancel(rural, consult.ref, "patient transferred")
+    assert consult.status == ConsultStatus.CANCELLED
+    for sender in (rural, specialist):
+        with pytest.raises(Forbidden, match="read-only"):
+            post_message(sender, consult, "after-cancel-" + str(sender.id).zfill(3), "too late")
+    # the history stays readable by the parties
+    assert enter_room(specialist, consult.ref).id == consult.id
+    assert [m.body for m in messages_after(consult, 0)] == ["last words"]
+
+
+def test_enter_room_refusal_is_audited_and_looks_like_not_found(make, pair):
+    _, _, consult = pair
+    stranger = make.rural()
+    with pytest.raises(NotFound):
+        enter_room(stranger, consult.ref)
+    denied = audit_actions(consult, "room.access_denied")
+    assert [(e.actor_id, e.consult_id) for e in denied] == [(stranger.id, consult.id)]
+    assert audit_actions(consult, "room.entered") == []
+    # a missing consult looks the same as a forbidden one
+    with pytest.raises(NotFound) as missing:
+        enter_room(stranger, "NOPE-0000")
+    with pytest.raises(NotFound) as forbidden:
+        enter_room(stranger, consult.ref)
+    assert missing.value.message == forbidden.value.message
+
+
+def test_enter_room_is_refused_before_a_specialist_accepted(make):
+    rural = make.rural()
+    requested = make.requested(rural)
+    with pytest.raises(NotFound):
+        enter_room(rural, requested.ref)
+    assert len(audit_actions(requested, "room.access_denied")) == 1
+
+
+@pytest.mark.parametrize("ref", [None, "", 12, ["x"], "x" * 33])
+def test_enter_room_validates_the_reference(make, ref):
+    with pytest.raises(ValidationFailed):
+        enter_room(make.rural(), ref)
+
+
+def test_parties_entering_are_audited_and_member_checks_are_not(pair):
+    rural, specialist, consult = pair
+    enter_room(rural, consult.ref)
+    enter_room(specialist, consult.ref)
+    services.member_consult(rural, consult.ref)
+    entered = audit_actions(consult, "room.entered")
+    assert sorted(e.actor_id for e in entered) == sorted([rural.id, specialist.id])
+
+
+# --- rate limit ----------------------------------------------------------------------------------
+
+
+def test_too_many_messages_per_second_are_refused(app, pair, monkeypatch):
+    rural, specialist, consult = pair
+    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 3)
+    services._limiter.clear()  # a fresh moving window, whatever earlier tests sent
+    for i in range(3):
+        post_message(rural, consult, f"burst-{i:05d}", f"burst {i}")
+    with pytest.raises(TooManyMessages) as refused:
+        post_message(rural, consult, "burst-00003", "one too many")
+    assert refused.value.status == 429 and refused.value.code == "rate_limited"
+    # the refused message is not stored and did not take a sequence number
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 3
+    # the limit is per user: the other party can still write
+    assert post_message(specialist, consult, "other-user-1", "I can still write").message.seq == 4
+    # an idempotent retry of a stored message is not throttled (it costs nothing)
+    assert post_message(rural, consult, "burst-00000", "burst 0").created is False
+
+
+def test_the_rate_limiter_being_down_does_not_lose_messages(app, pair, monkeypatch):
+    rural, _, consult = pair
+
+    class Broken:
+        def hit(self, *a, **kw):
+            raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(services, "_rate_limiter", lambda: Broken())
+    assert post_message(rural, consult, "limiter-down-1", "still stored").created
+
+
+# --- backfill ------------------------------------------------------------------------------------
+
+
+def test_messages_after_returns_the_rest_in_order(make, pair):
+    rural, specialist, consult = pair
+    other = make.scheduled(rural, specialist)
+    for i in range(1, 8):
+        post_message(rural if i % 3 else specialist, consult, f"msg-{i:06d}", f"m{i}")
+        post_message(rural, other, f"oth-{i:06d}", f"o{i}")
+    assert [m.seq for m in messages_after(consult, 0)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [m.seq for m in messages_after(consult, None)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [m.body for m in messages_after(consult, 4)] == ["m5", "m6", "m7"]
+    assert messages_after(consult, 7) == []
+    assert messages_after(consult, 1000) == []
+    assert [m.seq for m in messages_after(consult, 2, limit=3)] == [3, 4, 5]
+    assert {m.consult_id for m in messages_after(other, 0)} == {other.id}
+
+
+@pytest.mark.parametrize("after_seq", [-1, "3", 2.5, True, [1], {"seq": 1}])
+def test_messages_after_validates_after_seq(pair, after_seq):
+    _, _, consult = pair
+    with pytest.raises(ValidationFailed):
+        messages_after(consult, after_seq)
+
+
+# --- read receipts -------------------------------------------------------------------------------
+
+
+def test_mark_read_only_moves_forward(pair):
+    rural, specialist, consult = pair
+    for i in range(5):
+        post_message(rural, consult, f"read-{i:05d}", f"r{i}")
+    assert mark_read(specialist, consult, 3) == 3
+    assert mark_read(specialist, consult, 1) == 3  # going back is ignored
+    assert mark_read(specialist, consult, 5) == 5
+    assert mark_read(rural, consult, 0) == 0
+    assert services.read_receipts(consult) == {specialist.id: 5, rural.id: 0}
+    db.session.expire_all()
+    assert db.session.get(ReadReceipt, (consult.id, specialist.id)).last_read_seq == 5
+
+
+def test_a_receipt_never_runs_ahead_of_the_last_message(pair):
+    rural, specialist, consult = pair
+    assert mark_read(specialist, consult, 10**9) == 0  # nothing sent yet
+    post_message(rural, consult, "only-one-1", "hello")
+    assert mark_read(specialist, consult, 10**9) == 1
+    # so a later message is not shown as already seen
+    post_message(rural, consult, "only-one-2", "are you there?")
+    assert services.read_receipts(consult) == {specialist.id: 1}
+
+
+def test_only_the_parties_send_read_receipts(make, pair):
+    rural, _, consult = pair
+    post_message(rural, consult, "for-coord-1", "hello")
+    for outsider in (make.coordinator(), make.specialist()):
+        with pytest.raises(Forbidden):
+            mark_read(outsider, consult, 1)
+    assert services.read_receipts(consult) == {}
+    assert db.session.scalar(select(func.count()).select_from(ReadReceipt)) == 0
+
+
+@pytest.mark.parametrize("seq", [None, -1, "2", 1.5, False, [3]])
+def test_mark_read_validates_seq(pair, seq):
+    _, specialist, consult = pair
+    with pytest.raises(ValidationFailed):
+        mark_read(specialist, consult, seq)
+    assert services.read_receipts(consult) == {}
+
+
+# --- concurrency ---------------------------------------------------------------------------------
+
+
+def test_concurrent_posts_get_unique_gap_free_sequence_numbers(app, pair, database_url):
+    """Two parties on several connections at once: every message gets its own seq, none skipped.
+
+    SQLite serialises writers (busy_timeout); PostgreSQL is where the counter row lock matters.
+    """
+    require(database_url not in ("sqlite://", "sqlite:///:memory:"),
+            "concurrent sessions need a file or server database, not in-memory SQLite")
+    rural, specialist, consult = pair
+    rural_id, specialist_id, consult_id = rural.id, specialist.id, consult.id
+    threads_n, per_thread = 8, 5
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+    created: Counter = Counter()
+    lock = threading.Lock()
+
+    def work(t: int) -> None:
+        from webapp.models import Consult, User
+
+        with app.app_context():
+            try:
+                sender = db.session.get(User, rural_id if t % 2 == 0 else specialist_id)
+                room = db.session.get(Consult, consult_id)
+                barrier.wait(timeout=30)
+                for i in range(per_thread):
+                    posted = post_message(sender, room, f"t{t:02d}-m{i:03d}-x", f"thread {t} message {i}")
+                    # every thread also retries its first message once: never a duplicate
+                    if i == 0:
+                        assert post_message(sender, room, f"t{t:02d}-m000-x", "again").created is False
+                    with lock:
+                        created[posted.created] += 1
+            except BaseException as exc:  # any error is a defect
+                with lock:
+                    errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a poster hung"
+    assert errors == [], errors
+    total = threads_n * per_thread
+    assert created == Counter({True: total})
+    db.session.rollback()  # end this session's snapshot to see what the threads committed
+    rows = db.session.execute(select(Message.seq, Message.client_id).where(Message.consult_id == consult_id)
+                              .order_by(Message.seq)).all()
+    assert [seq for seq, _ in rows] == list(range(1, total + 1))
+    assert len({cid for _, cid in rows}) == total
+    # each thread's own messages kept their order
+    for t in range(threads_n):
+        mine = [seq for seq, cid in rows if cid.startswith(f"t{t:02d}-")]
+        assert mine == sorted(mine) and len(mine) == per_thread
