@@ -1,0 +1,119 @@
+"""The video call in headless Chromium with fake camera and microphone: two doctors see each other."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import PASSWORD, Factory
+
+pytestmark = pytest.mark.browser
+
+REMOTE_PLAYING = """() => {
+  const v = document.getElementById('call-remote');
+  if (!v || !v.srcObject || v.readyState < 2 || v.videoWidth === 0) return null;
+  const c = document.createElement('canvas');
+  c.width = 64; c.height = 48;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0, 64, 48);
+  const px = g.getImageData(0, 0, 64, 48).data;
+  let lit = 0;
+  for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 60) lit++;
+  return {time: v.currentTime, lit: lit, w: v.videoWidth};
+}"""
+
+
+def _signed_in(browser, base: str, email: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{base}/login")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    return context, page
+
+
+def _wait_remote_video(page, timeout_ms: int = 20000) -> dict:
+    page.wait_for_function(f"() => {{ const r = ({REMOTE_PLAYING})(); return r && r.lit > 100; }}",
+                           timeout=timeout_ms)
+    first = page.evaluate(REMOTE_PLAYING)
+    page.wait_for_function(f"() => {{ const r = ({REMOTE_PLAYING})(); return r && r.time > {first['time']} + 0.3; }}",
+                           timeout=timeout_ms)
+    return page.evaluate(REMOTE_PLAYING)
+
+
+def test_two_doctors_see_each_other_mute_hang_up_rejoin_and_reload(app, live_server, browser, shots):
+    make = Factory()
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    room = f"{live_server.url}/consults/{consult.ref}/room"
+    ctx_r, rural_page = _signed_in(browser, live_server.url, rural.email)
+    ctx_s, spec_page = _signed_in(browser, live_server.url, specialist.email)
+    try:
+        rural_page.goto(room)
+        rural_page.screenshot(path=str(shots / "call-00-room.png"), full_page=True)
+        spec_page.goto(room)
+        rural_page.click("#call-join")
+        expect(rural_page.locator("#call-status")).to_contain_text("Waiting for the other doctor")
+        spec_page.click("#call-join")
+
+        for page in (rural_page, spec_page):  # each sees the other's camera, frames advancing
+            _wait_remote_video(page)
+            expect(page.locator("#call-status")).to_have_text("Connected")
+        rural_page.screenshot(path=str(shots / "call-01-connected-rural.png"), full_page=True)
+        spec_page.screenshot(path=str(shots / "call-02-connected-specialist.png"), full_page=True)
+
+        rural_page.click("#call-mute")  # mute shows on the other side
+        expect(spec_page.locator("#call-peer-state")).to_contain_text("muted")
+        rural_page.click("#call-mute")
+        expect(spec_page.locator("#call-peer-state")).not_to_contain_text("muted")
+
+        spec_page.click("#call-leave")  # hang up ...
+        expect(spec_page.locator("#call-status")).to_contain_text("You left the call")
+        expect(rural_page.locator("#call-status")).to_contain_text("left the call")
+        spec_page.click("#call-join")   # ... and rejoin
+        _wait_remote_video(rural_page)
+        _wait_remote_video(spec_page)
+
+        rural_page.reload()             # a reload re-establishes the call by itself
+        _wait_remote_video(rural_page)
+        _wait_remote_video(spec_page)
+        expect(spec_page.locator("#call-status")).to_have_text("Connected")
+        spec_page.screenshot(path=str(shots / "call-03-after-reload.png"), full_page=True)
+    finally:
+        ctx_r.close()
+        ctx_s.close()
+
+
+def test_call_forced_through_the_turn_relay_connects(app, live_server, browser, coturn):
+    app.config.update(TURN_URLS=[coturn.url], TURN_SECRET=coturn.secret, STUN_URLS=[], FORCE_TURN_RELAY=True)
+    try:
+        make = Factory()
+        rural, specialist = make.rural(), make.specialist()
+        consult = make.scheduled(rural, specialist)
+        room = f"{live_server.url}/consults/{consult.ref}/room"
+        ctx_r, rural_page = _signed_in(browser, live_server.url, rural.email)
+        ctx_s, spec_page = _signed_in(browser, live_server.url, specialist.email)
+        try:
+            rural_page.goto(room)
+            spec_page.goto(room)
+            rural_page.click("#call-join")
+            spec_page.click("#call-join")
+            for page in (rural_page, spec_page):
+                _wait_remote_video(page)
+                page.wait_for_function("() => window.huizhenCall.metrics.relayed === true", timeout=15000)
+            expect(rural_page.locator("#call-quality")).to_contain_text("via relay")
+        finally:
+            ctx_r.close()
+            ctx_s.close()
+        from sqlalchemy import select
+
+        from webapp.extensions import db
+        from webapp.models import CallSession
+
+        db.session.rollback()  # end the test's read snapshot: see what the server committed
+        call = db.session.scalar(select(CallSession).where(CallSession.consult_id == consult.id))
+        assert call.relayed is True and call.setup_ms is not None and call.setup_ms > 0
+    finally:
+        app.config.update(TURN_URLS=[], TURN_SECRET="", FORCE_TURN_RELAY=False)

@@ -1,0 +1,63 @@
+"""A real coturn TURN server on loopback for the video tests."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import free_port
+
+
+def udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class MediaWorker:
+    url: str
+    token: str
+
+
+@pytest.fixture(scope="session")
+def media_worker() -> Iterator[MediaWorker]:
+    """The real media worker process (python -m mediaworker) on a loopback port."""
+    import os
+    import sys
+    import urllib.request
+
+    port = free_port()
+    token = secrets.token_hex(16)
+    env = {**os.environ, "MEDIA_WORKER_TOKEN": token}
+    proc = subprocess.Popen([sys.executable, "-m", "mediaworker", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"media worker exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield MediaWorker(url=url, token=token)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
