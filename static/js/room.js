@@ -1,0 +1,323 @@
+/* Huizhen consult room: chat over Socket.IO. Every message is persisted before it is
+   acknowledged; unsent messages wait in an outbox (kept across reloads) and are retried with
+   the same client id, so a lost ack never duplicates a message. After any reconnect the client
+   backfills everything after the last sequence number it saw. Text is rendered as text only. */
+(function () {
+  "use strict";
+  var root = document.getElementById("room");
+  if (!root) return;
+  var ref = root.dataset.ref;
+  var me = Number(root.dataset.me);
+  var readOnly = root.dataset.readOnly === "true";
+  var list = document.getElementById("messages");
+  var banner = document.getElementById("conn-banner");
+  var peopleEl = document.getElementById("people");
+  var typingEl = document.getElementById("typing");
+  var form = document.getElementById("chat-form");
+  var input = document.getElementById("chat-input");
+  var fileInput = document.getElementById("chat-file");
+  var errorEl = document.getElementById("chat-error");
+
+  var lastSeq = 0;
+  var bySeq = {};            // seq -> element
+  var pendingEls = {};       // client_id -> element
+  var receipts = {};         // user id -> last read seq
+  var names = {};            // user id -> name
+  var joined = false;
+  var everConnected = false;
+  var outboxKey = "huizhen-outbox-" + ref;
+  var outbox = loadOutbox();
+
+  var socket = io("/room", { transports: ["websocket", "polling"], reconnectionDelayMax: 5000 });
+  window.huizhenRoom = { socket: socket, state: function () { return { lastSeq: lastSeq, outbox: outbox.length, joined: joined }; } };
+
+  function loadOutbox() {
+    try { return JSON.parse(localStorage.getItem(outboxKey) || "[]"); } catch (e) { return []; }
+  }
+  function saveOutbox() {
+    try { localStorage.setItem(outboxKey, JSON.stringify(outbox)); } catch (e) { /* storage full: keep in memory */ }
+  }
+  function newClientId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return "c" + Date.now().toString(36) + Math.random().toString(36).slice(2, 12);
+  }
+  function fmtTime(iso) {
+    var d = new Date(iso);
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+  function showBanner(kind, text) {
+    banner.hidden = false;
+    banner.className = "conn-banner " + kind;
+    banner.textContent = text;
+    if (kind === "up") setTimeout(function () { if (banner.classList.contains("up")) banner.hidden = true; }, 3000);
+  }
+  function emptyState() {
+    var empty = list.querySelector(".empty-chat");
+    var hasMessages = list.querySelector(".msg");
+    if (!hasMessages && !empty) {
+      var li = document.createElement("li");
+      li.className = "empty-chat";
+      li.textContent = "No messages yet.";
+      list.appendChild(li);
+    } else if (hasMessages && empty) {
+      empty.remove();
+    }
+  }
+
+  function bubble(m, pending) {
+    var li = document.createElement("li");
+    li.className = "msg" + (m.sender_id === me ? " mine" : "") + (pending ? " pending" : "");
+    var meta = document.createElement("div");
+    meta.className = "meta";
+    var who = document.createElement("span");
+    who.textContent = m.sender_id === me ? "You" : (m.sender_name || "");
+    var when = document.createElement("span");
+    when.textContent = pending ? "sending…" : fmtTime(m.created_at);
+    meta.appendChild(who);
+    meta.appendChild(when);
+    li.appendChild(meta);
+    if (m.body) {
+      var body = document.createElement("div");
+      body.className = "body";
+      body.textContent = m.body;
+      li.appendChild(body);
+    }
+    if (m.attachment) {
+      var a = document.createElement("a");
+      a.href = m.attachment.url;
+      a.target = "_blank";
+      a.rel = "noopener";
+      if (m.attachment.content_type.indexOf("image/") === 0) {
+        var img = document.createElement("img");
+        img.className = "chat-thumb";
+        img.src = m.attachment.url;
+        img.alt = m.attachment.name;
+        img.loading = "lazy";
+        img.addEventListener("load", function () {  // the bubble grew: stay at the bottom if we were
+          if (list.scrollHeight - list.scrollTop - list.clientHeight < img.clientHeight + 80) list.scrollTop = list.scrollHeight;
+        });
+        a.appendChild(img);
+      } else {
+        a.textContent = "📄 " + m.attachment.name;
+      }
+      li.appendChild(a);
+    }
+    if (m.sender_id === me) {
+      var seen = document.createElement("div");
+      seen.className = "seen";
+      li.appendChild(seen);
+    }
+    li.dataset.clientId = m.client_id;
+    if (m.seq) li.dataset.seq = m.seq;
+    return li;
+  }
+
+  function insertOrdered(li, seq) {
+    var nodes = list.querySelectorAll(".msg[data-seq]");
+    for (var i = 0; i < nodes.length; i++) {
+      if (Number(nodes[i].dataset.seq) > seq) { list.insertBefore(li, nodes[i]); return; }
+    }
+    var firstPending = list.querySelector(".msg.pending");
+    if (firstPending) list.insertBefore(li, firstPending); else list.appendChild(li);
+  }
+
+  function accept(m) {
+    if (bySeq[m.seq]) return;                  // already shown: never twice
+    var pendingEl = pendingEls[m.client_id];
+    var li = bubble(m, false);
+    if (pendingEl && m.sender_id === me) { pendingEl.remove(); delete pendingEls[m.client_id]; }
+    insertOrdered(li, m.seq);
+    bySeq[m.seq] = li;
+    if (m.seq > lastSeq) lastSeq = m.seq;
+    emptyState();
+  }
+
+  function acceptAll(messages) {
+    messages.sort(function (a, b) { return a.seq - b.seq; }).forEach(accept);
+    list.scrollTop = list.scrollHeight;
+    renderReceipts();
+    markRead();
+  }
+
+  function renderReceipts() {
+    var others = Object.keys(receipts).filter(function (uid) { return Number(uid) !== me; });
+    list.querySelectorAll(".msg.mine .seen").forEach(function (el) { el.textContent = ""; });
+    others.forEach(function (uid) {
+      var seq = receipts[uid];
+      var mine = Array.prototype.filter.call(list.querySelectorAll(".msg.mine[data-seq]"), function (el) {
+        return Number(el.dataset.seq) <= seq;
+      });
+      if (mine.length) {
+        var el = mine[mine.length - 1].querySelector(".seen");
+        el.textContent = "Seen by " + (names[uid] || "the other doctor");
+      }
+    });
+  }
+
+  var lastReadSent = 0;
+  function markRead() {
+    if (!joined || document.hidden || lastSeq <= lastReadSent) return;
+    var seq = lastSeq;
+    socket.emit("read", { ref: ref, seq: seq }, function (ack) { if (ack && ack.ok) lastReadSent = seq; });
+  }
+  document.addEventListener("visibilitychange", markRead);
+
+  function renderPeople(people) {
+    peopleEl.textContent = "";
+    people.forEach(function (p) {
+      names[p.user_id] = p.name;
+      var li = document.createElement("li");
+      li.className = "online";
+      li.textContent = p.user_id === me ? p.name + " (you)" : p.name;
+      peopleEl.appendChild(li);
+    });
+  }
+
+  function backfill(after) {
+    socket.emit("backfill", { ref: ref, after_seq: after === undefined ? lastSeq : after }, function (ack) {
+      if (ack && ack.ok) acceptAll(ack.messages);
+    });
+  }
+
+  function sendItem(item) {
+    socket.timeout(10000).emit("send", item.payload, function (err, ack) {
+      if (err) return;                            // no ack: stays in the outbox, resent on reconnect
+      var idx = outbox.findIndex(function (o) { return o.payload.client_id === item.payload.client_id; });
+      if (ack && ack.ok) {
+        if (idx >= 0) outbox.splice(idx, 1);
+        saveOutbox();
+        var before = lastSeq;  // a gap below our own message: fetch it (accept() moves lastSeq)
+        accept(ack.message);
+        if (ack.message.seq > before + 1) backfill(before);
+        renderReceipts();
+      } else if (ack && ack.error === "rate_limited") {
+        setTimeout(function () { sendItem(item); }, 1200);
+      } else {
+        if (idx >= 0) outbox.splice(idx, 1);
+        saveOutbox();
+        var el = pendingEls[item.payload.client_id];
+        if (el) { el.classList.add("failed"); el.querySelector(".meta span:last-child").textContent = "not sent"; }
+        errorEl.textContent = (ack && ack.message) || "The message could not be sent.";
+      }
+    });
+  }
+
+  function flushOutbox() {
+    outbox.forEach(function (item) {
+      if (!pendingEls[item.payload.client_id]) {
+        var li = bubble({ sender_id: me, body: item.payload.body, client_id: item.payload.client_id, attachment: item.preview }, true);
+        pendingEls[item.payload.client_id] = li;
+        list.appendChild(li);
+      }
+      sendItem(item);
+    });
+  }
+
+  function queue(payload, preview) {
+    var item = { payload: payload, preview: preview || null };
+    outbox.push(item);
+    saveOutbox();
+    var li = bubble({ sender_id: me, body: payload.body, client_id: payload.client_id, attachment: preview }, true);
+    pendingEls[payload.client_id] = li;
+    list.appendChild(li);
+    emptyState();
+    list.scrollTop = list.scrollHeight;
+    if (joined) sendItem(item);
+  }
+
+  socket.on("connect", function () {
+    socket.emit("join", { ref: ref, after_seq: lastSeq }, function (ack) {
+      if (!ack || !ack.ok) {
+        showBanner("down", (ack && ack.message) || "You cannot join this room.");
+        return;
+      }
+      joined = true;
+      receipts = {};
+      Object.keys(ack.receipts).forEach(function (k) { receipts[k] = ack.receipts[k]; });
+      renderPeople(ack.people);
+      acceptAll(ack.messages);
+      emptyState();
+      if (everConnected) showBanner("up", "Connection restored. Messages are up to date.");
+      everConnected = true;
+      if (!readOnly) flushOutbox();
+    });
+  });
+  socket.on("disconnect", function () {
+    joined = false;
+    clearTyping();  // nobody's presence or typing is known while we are cut off
+    peopleEl.querySelectorAll("li").forEach(function (li) { li.classList.remove("online"); });
+    showBanner("down", "Connection lost — reconnecting. Messages you write will be sent when it is back.");
+  });
+  socket.on("connect_error", function () {
+    if (!everConnected) showBanner("down", "Cannot reach the server — retrying.");
+  });
+  socket.on("message", function (m) {
+    if (m.sender_id !== me) clearTyping(m.sender_id);  // the message they were typing has arrived
+    if (m.seq > lastSeq + 1) { backfill(); return; }  // a gap: fetch in order from the database
+    accept(m);
+    list.scrollTop = list.scrollHeight;
+    markRead();
+  });
+  socket.on("presence", function (data) { renderPeople(data.people); });
+  socket.on("read", function (data) {
+    receipts[data.user_id] = Math.max(receipts[data.user_id] || 0, data.seq);
+    renderReceipts();
+  });
+  var typingTimers = {};
+  var typingUser = null;
+  function clearTyping(userId) {
+    if (userId !== undefined && userId !== typingUser) return;
+    Object.keys(typingTimers).forEach(function (k) { clearTimeout(typingTimers[k]); });
+    typingEl.textContent = "";
+    typingUser = null;
+  }
+  socket.on("typing", function (data) {
+    typingUser = data.typing ? data.user_id : null;
+    clearTimeout(typingTimers[data.user_id]);
+    typingEl.textContent = data.typing ? data.name + " is typing…" : "";
+    if (data.typing) typingTimers[data.user_id] = setTimeout(function () { typingEl.textContent = ""; }, 5000);
+  });
+
+  if (form && !readOnly) {
+    var typingSent = 0, stopTimer = null;
+    input.addEventListener("input", function () {
+      var now = Date.now();
+      if (joined && now - typingSent > 2000) { socket.emit("typing", { ref: ref, typing: true }); typingSent = now; }
+      clearTimeout(stopTimer);
+      stopTimer = setTimeout(function () { if (joined) socket.emit("typing", { ref: ref, typing: false }); typingSent = 0; }, 3000);
+    });
+    input.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+    });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      errorEl.textContent = "";
+      var text = input.value.trim();
+      if (!text) return;
+      clearTimeout(stopTimer);  // sent: no longer typing
+      if (joined && typingSent) socket.emit("typing", { ref: ref, typing: false });
+      typingSent = 0;
+      queue({ ref: ref, client_id: newClientId(), body: text });
+      input.value = "";
+    });
+    fileInput.addEventListener("change", function () {
+      var file = fileInput.files[0];
+      if (!file) return;
+      errorEl.textContent = "Uploading " + file.name + "…";
+      var data = new FormData();
+      data.append("file", file);
+      data.append("csrf_token", root.dataset.csrf);
+      fetch(root.dataset.uploadUrl, { method: "POST", body: data, headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
+        .then(function (res) {
+          fileInput.value = "";
+          if (!res.ok) { errorEl.textContent = res.body.message || "Upload refused."; return; }
+          errorEl.textContent = "";
+          queue({ ref: ref, client_id: newClientId(), body: "", attachment_id: res.body.id },
+                { url: res.body.url, name: res.body.name, content_type: res.body.content_type });
+        })
+        .catch(function () { errorEl.textContent = "Upload failed: check the connection and try again."; });
+    });
+  }
+  emptyState();
+})();
