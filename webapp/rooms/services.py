@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import current_app, url_for
@@ -16,6 +17,8 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from ..audit.services import record_now
@@ -23,6 +26,7 @@ from ..consults import policy
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..models import Attachment, Consult, ConsultStatus, Message, ReadReceipt, Role, RoomCounter, User
+from ..models.types import utcnow
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
@@ -135,6 +139,27 @@ def _existing(consult: Consult, sender: User, client_id: str) -> Message | None:
         Message.consult_id == consult.id, Message.sender_id == sender.id, Message.client_id == client_id))
 
 
+def _insert_new(consult_id: int, sender_id: int, client_id: str, body: str,
+                attachment_id: int | None) -> tuple[int, int, datetime] | None:
+    """Take the next sequence number and insert, in the open transaction; None if client_id is taken.
+
+    Two statements and no SELECT first: the counter UPDATE locks the consult's counter row, so
+    sequence numbers are handed out one at a time, and the insert skips (rather than fails on) a
+    client id this sender already used. The caller rolls back on None, which also gives the
+    sequence number back: numbers stay gapless.
+    """
+    seq = _next_seq(consult_id)
+    created_at = utcnow()
+    dialect_insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (dialect_insert(Message.__table__)
+            .values(consult_id=consult_id, seq=seq, sender_id=sender_id, client_id=client_id, body=body,
+                    attachment_id=attachment_id, created_at=created_at)
+            .on_conflict_do_nothing(index_elements=["consult_id", "sender_id", "client_id"])
+            .returning(Message.__table__.c.id))
+    message_id = db.session.execute(stmt).scalar()
+    return None if message_id is None else (message_id, seq, created_at)
+
+
 @contextmanager
 def loaded_after_commit() -> Iterator[None]:
     """Keep the session's objects loaded across commits inside this block (a rollback still expires).
@@ -176,30 +201,46 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
         raise ValidationFailed("The message is empty.")
     if not policy.is_party(sender, consult):
         raise Forbidden("Only the consult's doctors can write in its chat.")
+    if consult.status in CLOSED:  # a retry of a message sent before the close still gets its ack
+        return _retried_or(consult, sender, client_id, Forbidden("This consult is closed; its chat is read-only."))
+    try:
+        check_rate(sender)
+    except TooManyMessages as refused:  # a retry is not a new message: recognise it even when limited
+        return _retried_or(consult, sender, client_id, refused)
+    consult_id, sender_id = consult.id, sender.id
+    attachment_id = attachment.id if attachment else None
+    if db.session.get_bind().dialect.name == "sqlite":
+        # End the read-only transaction so the counter UPDATE below opens a fresh one: SQLite then
+        # waits for the writer lock (busy_timeout) instead of failing at once with "database is
+        # locked" because another sender committed after this snapshot.
+        db.session.commit()
+    try:
+        stored = _insert_new(consult_id, sender_id, client_id, body, attachment_id)
+        if stored is None:  # the sender's client id is taken: an idempotent retry
+            db.session.rollback()  # gives the sequence number back
+            return _retried_or(consult, sender, client_id, None)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    message_id, seq, created_at = stored
+    # The ack and the broadcast are built from what was just written (no reload): a transient
+    # Message carrying the stored id, sequence number and time.
+    message = Message(id=message_id, consult_id=consult_id, seq=seq, sender_id=sender_id,
+                      client_id=client_id, body=body, attachment_id=attachment_id, created_at=created_at)
+    message.sender = sender
+    message.attachment = attachment
+    return Posted(message, True)
+
+
+def _retried_or(consult: Consult, sender: User, client_id: str, refusal: DomainError | None) -> Posted:
+    """The stored message with this client id (an idempotent retry), or the refusal."""
     existing = _existing(consult, sender, client_id)
     if existing is not None:
         return Posted(existing, False)
-    if consult.status in CLOSED:
-        raise Forbidden("This consult is closed; its chat is read-only.")
-    check_rate(sender)
-    consult_id, sender_id = consult.id, sender.id
-    attachment_id = attachment.id if attachment else None
-    # End the read-only transaction so the counter UPDATE below opens a fresh one: SQLite then
-    # waits for the writer lock (busy_timeout) instead of failing at once with "database is
-    # locked" because another sender committed after this snapshot. Harmless on PostgreSQL.
-    db.session.commit()
-    message = Message(consult_id=consult_id, seq=_next_seq(consult_id), sender_id=sender_id,
-                      client_id=client_id, body=body, attachment_id=attachment_id)
-    db.session.add(message)
-    try:
-        db.session.commit()
-    except IntegrityError:  # the same client id raced in on another connection
-        db.session.rollback()
-        existing = _existing(consult, sender, client_id)
-        if existing is None:
-            raise
-        return Posted(existing, False)
-    return Posted(message, True)
+    if refusal is None:  # the insert found the id taken, yet no row: cannot happen, say so loudly
+        raise RuntimeError(f"client id {client_id!r} conflicted but no message has it")
+    raise refusal
 
 
 def messages_after(consult: Consult, after_seq: Any, limit: int = 500) -> list[Message]:
