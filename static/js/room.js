@@ -190,8 +190,14 @@
         accept(ack.message);
         if (ack.message.seq > before + 1) backfill(before);
         renderReceipts();
-      } else if (ack && ack.error === "rate_limited") {
-        setTimeout(function () { sendItem(item); }, 1200);
+      } else if (ack && (ack.error === "rate_limited" || ack.status >= 500)) {
+        // Not refused, only not stored yet (too fast, or the server failed): keep it in the outbox
+        // and try again, backing off; the client id makes a repeat harmless.
+        item.tries = (item.tries || 0) + 1;
+        var wait = ack.error === "rate_limited" ? 1200 : Math.min(30000, 1000 * Math.pow(2, item.tries - 1));
+        var pending = pendingEls[item.payload.client_id];
+        if (pending && ack.error !== "rate_limited") pending.querySelector(".meta span:last-child").textContent = "retrying…";
+        setTimeout(function () { if (joined) sendItem(item); }, wait);  // offline: the reconnect resends it
       } else {
         if (idx >= 0) outbox.splice(idx, 1);
         saveOutbox();

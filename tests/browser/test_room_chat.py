@@ -269,3 +269,45 @@ def test_two_doctors_chat_in_the_consult_room(browser: Browser, live_server, mak
     finally:
         rural_ctx.close()
         spec_ctx.close()
+
+
+def test_a_message_the_server_failed_to_store_is_retried_not_dropped(browser: Browser, live_server, make,
+                                                                      monkeypatch):
+    """A server error on send is not a refusal: the browser keeps the message and sends it again."""
+    base = live_server.url
+    rural_user = make.rural(name="Dr Ma Xiaoli")
+    specialist_user = make.specialist(name="Dr Zhou Wei")
+    ref = make.scheduled(rural_user, specialist_user).ref
+    real_post, failures = services.post_message, []
+
+    def failing_twice(*args, **kwargs):
+        if len(failures) < 2:
+            failures.append(args[2])  # the client id
+            raise RuntimeError("database connection lost")  # the handler answers server_error (500)
+        return real_post(*args, **kwargs)
+
+    monkeypatch.setattr(services, "post_message", failing_twice)
+    watch = Watch()
+    rural_ctx = browser.new_context(viewport=DESKTOP, locale="en-GB")
+    spec_ctx = browser.new_context(viewport=DESKTOP, locale="en-GB")
+    rural, spec = watch.page(rural_ctx, "rural"), watch.page(spec_ctx, "specialist")
+    try:
+        sign_in_and_open_room(rural, base, rural_user.email, ref)
+        sign_in_and_open_room(spec, base, specialist_user.email, ref)
+        say(rural, "BP 90/60 after the second dose.")
+        expect(rural.locator("#messages .msg.pending .meta")).to_contain_text("retrying")
+        # 1 s, then 2 s later: stored on the third try, shown once on both sides, not marked failed
+        expect(delivered(spec)).to_have_count(1, timeout=15_000)
+        expect(delivered(rural)).to_have_count(1, timeout=15_000)
+        expect(bodies(spec)).to_have_text(["BP 90/60 after the second dose."])
+        expect(rural.locator("#messages .msg.failed")).to_have_count(0)
+        expect(rural.locator("#chat-error")).to_have_text("")
+        assert len(failures) == 2 and failures[0] == failures[1]  # the same message, same client id
+        assert rural.evaluate("() => window.huizhenRoom.state().outbox") == 0
+        db.session.rollback()
+        consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
+        assert [m.body for m in services.messages_after(consult, 0)] == ["BP 90/60 after the second dose."]
+        assert watch.problems == [], watch.problems
+    finally:
+        rural_ctx.close()
+        spec_ctx.close()
