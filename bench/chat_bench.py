@@ -144,10 +144,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def server_command(mode: str, kind: str, port: int, worker_connections: int) -> list[str]:
+def server_command(mode: str, kind: str, port: int, worker_connections: int, workers: int = 1) -> list[str]:
     app = FAST_HASH_APP if kind == "huizhen" else "bench.bare_relay:app"
-    if mode == "gevent":
-        return [str(BIN / "gunicorn"), "--worker-class", "gevent", "--workers", "1",
+    if mode == "gevent":  # several workers share the port; websocket-only clients need no stickiness
+        return [str(BIN / "gunicorn"), "--worker-class", "gevent", "--workers", str(workers),
                 "--worker-connections", str(worker_connections), "--bind", f"127.0.0.1:{port}", app]
     if mode == "gthread":  # threading async mode: every WebSocket holds one thread for its lifetime
         return [str(BIN / "gunicorn"), "--worker-class", "gthread", "--workers", "1",
@@ -179,9 +179,9 @@ def server_env(mode: str, port: int, db_url: str, redis_url: str) -> dict[str, s
 
 
 def start_server(mode: str, kind: str, port: int, db_url: str, redis_url: str, workdir: Path,
-                 worker_connections: int) -> Server:
+                 worker_connections: int, workers: int = 1) -> Server:
     log = workdir / f"{mode}-{kind}.log"
-    proc = subprocess.Popen(server_command(mode, kind, port, worker_connections), cwd=ROOT,
+    proc = subprocess.Popen(server_command(mode, kind, port, worker_connections, workers), cwd=ROOT,
                             env=server_env(mode, port, db_url, redis_url), stdout=log.open("w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(mode, kind, port, proc, log)
@@ -458,10 +458,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis", default="", help="REDIS_URL for the servers (message queue + limiter storage)")
     ap.add_argument("--port", type=int, default=5071)
     ap.add_argument("--worker-connections", type=int, default=4000)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="gevent worker processes (gunicorn -w); more than one needs --redis for the message queue")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--profile", type=Path, help="record py-spy folded stacks of each server into this folder")
     args = ap.parse_args(argv)
     rates = [float(r) for r in args.rate.split(",")]
+    if args.workers > 1 and not args.redis:
+        ap.error("--workers above 1 needs --redis: each process relays the others' broadcasts through it")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     modes = [m for m in args.modes.split(",") if m]
@@ -490,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for mode in modes:
         for kind in kinds:
-            server = start_server(mode, kind, args.port, db_url, args.redis, workdir, args.worker_connections)
+            server = start_server(mode, kind, args.port, db_url, args.redis, workdir, args.worker_connections,
+                                  args.workers)
             try:
                 my_rooms = rooms if kind == "huizhen" else [(i, ref, None) for i, ref, _ in rooms]
                 results += run_load(server, my_rooms, rates, args.duration, args.drain, args.loadgen_procs,
