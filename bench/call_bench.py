@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def _wait_http(url: str, timeout: float = 30) -> None:
             time.sleep(0.2)
 
 
-def _start_server(port: int, workdir: Path, database_url: str | None) -> subprocess.Popen:
+def _start_server(port: int, workdir: Path, database_url: str | None, server: str = "gevent") -> subprocess.Popen:
     if database_url and database_url.startswith("postgresql"):
         from sqlalchemy import create_engine, text
 
@@ -82,8 +83,16 @@ def _start_server(port: int, workdir: Path, database_url: str | None) -> subproc
     flask = [sys.executable, "-m", "flask"]
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([*flask, "seed-demo"], cwd=ROOT, env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([*flask, "run", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if server == "gevent":  # the production mode: gunicorn's gevent worker, production config
+        env.update({"HUIZHEN_ENV": "production", "SOCKETIO_ASYNC_MODE": "gevent",
+                    "SECRET_KEY": secrets.token_urlsafe(48),
+                    "SESSION_COOKIE_SECURE": "0",  # plain http on loopback
+                    "HUIZHEN_ALLOW_SQLITE": "1", "LOGIN_RATE_LIMIT": "1000 per minute"})
+        command = [str(Path(sys.executable).parent / "gunicorn"), "--worker-class", "gevent", "--workers", "1",
+                   "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+    else:  # `make run`'s development server
+        command = [*flask, "run", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_http(f"http://127.0.0.1:{port}/login")
     return proc
 
@@ -99,10 +108,10 @@ def _login(browser, base: str, email: str):
     return context, page
 
 
-def measure(runs: int, port: int, database_url: str | None = None) -> dict[str, list]:
+def measure(runs: int, port: int, database_url: str | None = None, server: str = "gevent") -> dict[str, list]:
     """Run both paths `runs` times, interleaved, and return the timings in ms."""
     with tempfile.TemporaryDirectory() as tmp:
-        server = _start_server(port, Path(tmp), database_url)
+        server = _start_server(port, Path(tmp), database_url, server)
         base = f"http://127.0.0.1:{port}"
         try:
             with sync_playwright() as p:
@@ -164,9 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None,
                         help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/huizhen_bench "
                              "(default: a temporary SQLite)")
+    parser.add_argument("--server", choices=("gevent", "flask"), default="gevent",
+                        help="gevent: gunicorn -k gevent, production config (default); "
+                             "flask: `flask run` as in make run")
     parser.add_argument("--out", type=Path, default=None, help="append the results as Markdown to this file")
     args = parser.parse_args(argv)
-    results = measure(args.runs, args.port, args.database_url)
+    results = measure(args.runs, args.port, args.database_url, args.server)
     hz, direct = _summary(results["huizhen"]), _summary(results["direct"])
     ratio = hz[0] / direct[0]
     lines = [
@@ -188,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         header = (f"\n## Join to first remote frame — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
                   f"Machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                   f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}. "
-                  f"Database: {'PostgreSQL' if args.database_url else 'SQLite'}. "
-                  f"Command: `.venv/bin/python -m bench.call_bench --runs {args.runs}"
+                  f"Database: {'PostgreSQL' if args.database_url else 'SQLite'}. Server: {args.server}. "
+                  f"Command: `.venv/bin/python -m bench.call_bench --runs {args.runs} --server {args.server}"
                   f"{' --database-url ' + args.database_url if args.database_url else ''} --out {args.out}`\n\n")
         with open(args.out, "a", encoding="utf-8") as fh:
             fh.write(header + table + "\n")
