@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -16,6 +17,49 @@ from .extensions import db
 
 log = logging.getLogger(__name__)
 SERVER_KEY = "huizhen.socketio_server"
+CONNECTIONS_KEY = "huizhen.connections"
+
+
+class Connections:
+    """Which connection (sid) is in which consult's room of one namespace, in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_sid: dict[str, tuple[int, int, str]] = {}  # sid -> (consult_id, user_id, name)
+
+    def add(self, sid: str, consult_id: int, user_id: int, name: str = "") -> None:
+        with self._lock:
+            self._by_sid[sid] = (consult_id, user_id, name)
+
+    def remove(self, sid: str) -> tuple[int, int, str] | None:
+        with self._lock:
+            return self._by_sid.pop(sid, None)
+
+    def consult_of(self, sid: str) -> int | None:
+        with self._lock:
+            entry = self._by_sid.get(sid)
+            return entry[0] if entry else None
+
+    def people(self, consult_id: int) -> list[dict[str, Any]]:
+        """The users connected to a consult's room, each with their number of connections."""
+        with self._lock:
+            seen: dict[int, dict[str, Any]] = {}
+            for cid, uid, name in self._by_sid.values():
+                if cid == consult_id:
+                    seen.setdefault(uid, {"user_id": uid, "name": name, "connections": 0})
+                    seen[uid]["connections"] += 1
+            return sorted(seen.values(), key=lambda p: p["user_id"])
+
+    def others(self, consult_id: int, sid: str) -> list[int]:
+        """User ids of the other connections in a consult's room."""
+        with self._lock:
+            return [uid for s, (cid, uid, _) in self._by_sid.items() if cid == consult_id and s != sid]
+
+
+def connections(namespace: str, app: Flask | None = None) -> Connections:
+    """This app's (this process's) connection table for a namespace; a new app starts empty."""
+    app = app or current_app._get_current_object()
+    return app.extensions.setdefault(CONNECTIONS_KEY, {}).setdefault(namespace, Connections())
 
 
 def remember_server(app: Flask, server: Any) -> None:

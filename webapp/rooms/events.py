@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
-from ..realtime import emit, error_ack, handler  # noqa: F401  (re-exported)
+from ..realtime import Connections, connections, emit, error_ack, handler  # noqa: F401  (re-exported)
 from . import services
 
 log = logging.getLogger(__name__)
@@ -23,46 +22,13 @@ def room_name(consult_id: int) -> str:
     return f"consult:{consult_id}"
 
 
-class Presence:
-    """Who is connected to which consult room, in this process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_sid: dict[str, tuple[int, int, str]] = {}  # sid -> (consult_id, user_id, name)
-
-    def add(self, sid: str, consult_id: int, user_id: int, name: str) -> None:
-        with self._lock:
-            self._by_sid[sid] = (consult_id, user_id, name)
-
-    def remove(self, sid: str) -> tuple[int, int, str] | None:
-        with self._lock:
-            return self._by_sid.pop(sid, None)
-
-    def consult_of(self, sid: str) -> int | None:
-        with self._lock:
-            entry = self._by_sid.get(sid)
-            return entry[0] if entry else None
-
-    def people(self, consult_id: int) -> list[dict[str, Any]]:
-        with self._lock:
-            seen: dict[int, dict[str, Any]] = {}
-            for cid, uid, name in self._by_sid.values():
-                if cid == consult_id:
-                    seen.setdefault(uid, {"user_id": uid, "name": name, "connections": 0})
-                    seen[uid]["connections"] += 1
-            return sorted(seen.values(), key=lambda p: p["user_id"])
+def presence_of(app: Flask) -> Connections:
+    """Who is connected to which consult room in this app (this process)."""
+    return connections(NAMESPACE, app)
 
 
-PRESENCE_KEY = "huizhen.room_presence"
-
-
-def presence_of(app: Flask) -> Presence:
-    """This app's (this process's) presence table, created on first use."""
-    return app.extensions.setdefault(PRESENCE_KEY, Presence())
-
-
-def _presence() -> Presence:
-    return presence_of(current_app._get_current_object())
+def _presence() -> Connections:
+    return connections(NAMESPACE)
 
 
 class RoomNamespace(Namespace):

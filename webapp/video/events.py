@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from flask import request
@@ -13,7 +12,7 @@ from ..audit.services import record_now
 from ..consults import policy
 from ..errors import NotFound, ValidationFailed
 from ..models import Consult
-from ..realtime import emit, handler
+from ..realtime import Connections, connections, emit, handler
 from ..rooms import services as rooms
 from . import services
 
@@ -25,32 +24,8 @@ def call_room(consult_id: int) -> str:
     return f"call:{consult_id}"
 
 
-class _Members:
-    """sid -> (consult id, user id) for the calls in this process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_sid: dict[str, tuple[int, int]] = {}
-
-    def add(self, sid: str, consult_id: int, user_id: int) -> None:
-        with self._lock:
-            self._by_sid[sid] = (consult_id, user_id)
-
-    def pop(self, sid: str) -> tuple[int, int] | None:
-        with self._lock:
-            return self._by_sid.pop(sid, None)
-
-    def consult_of(self, sid: str) -> int | None:
-        with self._lock:
-            entry = self._by_sid.get(sid)
-            return entry[0] if entry else None
-
-    def others(self, consult_id: int, sid: str) -> list[int]:
-        with self._lock:
-            return [uid for s, (cid, uid) in self._by_sid.items() if cid == consult_id and s != sid]
-
-
-members = _Members()
+def _members() -> Connections:
+    return connections(NAMESPACE)
 
 
 def _call_consult(ref: Any) -> Consult:
@@ -70,14 +45,14 @@ class CallNamespace(Namespace):
             raise ConnectionRefusedError("unauthorized")
 
     def on_disconnect(self, reason: Any = None) -> None:
-        left = members.pop(request.sid)
+        left = _members().remove(request.sid)
         if left is not None:
             emit("peer-left", {"user_id": left[1], "reason": "disconnected"}, to=call_room(left[0]),
                  namespace=NAMESPACE)
 
     def _joined(self, data: dict[str, Any]) -> Consult:
         consult = _call_consult(data.get("ref"))
-        if members.consult_of(request.sid) != consult.id:
+        if _members().consult_of(request.sid) != consult.id:
             raise ValidationFailed("Join the call before signaling.")
         return consult
 
@@ -90,11 +65,11 @@ class CallNamespace(Namespace):
                 raise ValidationFailed("The offer sent with a join must be an SDP offer.")
             offer = services.validate_signal(offer)
         call = services.start_call(current_user, consult, audit="call.joined")  # one commit
-        previous = members.consult_of(request.sid)
+        previous = _members().consult_of(request.sid)
         if previous is not None and previous != consult.id:
             leave_room(call_room(previous))
         join_room(call_room(consult.id))
-        members.add(request.sid, consult.id, current_user.id)
+        _members().add(request.sid, consult.id, current_user.id)
         emit("peer-joined", {"user_id": current_user.id, "name": current_user.full_name},
              to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
         if offer is not None:  # after peer-joined, so the other side has reset its connection
@@ -102,7 +77,7 @@ class CallNamespace(Namespace):
                  namespace=NAMESPACE)
         return {"ok": True, "me": current_user.id, "call_id": call.id,
                 "ice_servers": services.ice_servers(current_user),
-                "peers": members.others(consult.id, request.sid),
+                "peers": _members().others(consult.id, request.sid),
                 "polite": current_user.id != consult.specialist_id}
 
     @handler
@@ -131,7 +106,7 @@ class CallNamespace(Namespace):
     def on_leave(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined(data)
         services.end_call(current_user, consult)
-        members.pop(request.sid)
+        _members().remove(request.sid)
         leave_room(call_room(consult.id))
         emit("peer-left", {"user_id": current_user.id, "reason": "hung_up"}, to=call_room(consult.id),
              namespace=NAMESPACE)
