@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 from flask import Flask
 from flask.globals import _cv_app
 from flask.testing import FlaskClient
@@ -328,6 +329,21 @@ def live_server(app) -> Iterator[LiveServer]:
     yield server
     server.stop()
     app.config["ALLOWED_ORIGINS"] = origins
+
+
+def http_session(base_url: str, email: str, password: str = PASSWORD) -> requests.Session:
+    """A requests session signed in through the real login form (CSRF token from /login)."""
+    session = requests.Session()
+    page = session.get(f"{base_url}/login", timeout=10).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    r = session.post(f"{base_url}/login", data={"email": email, "password": password, "csrf_token": token},
+                     allow_redirects=False, timeout=10)
+    assert r.status_code == 302, r.text[:300]
+    return session
+
+
+def cookie_header(session: requests.Session) -> str:
+    return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
 
 
 # --- headless Chromium ---------------------------------------------------------------------------

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
-import requests
 
-from tests.conftest import PASSWORD, login
+from tests.conftest import login
 from tests.notes.realserver import unpatch_socket_server
 from webapp.extensions import socketio
 from webapp.notes import services
@@ -64,18 +61,3 @@ def sio(app):
 def real_socket_server(app):
     """The app's Socket.IO server with no test-client patches left over from earlier tests."""
     return unpatch_socket_server(app)
-
-
-def http_session(base_url: str, email: str, password: str = PASSWORD) -> requests.Session:
-    """A requests session signed in through the real login form (CSRF token from /login)."""
-    session = requests.Session()
-    page = session.get(f"{base_url}/login", timeout=10).text
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
-    r = session.post(f"{base_url}/login", data={"email": email, "password": password, "csrf_token": token},
-                     allow_redirects=False, timeout=10)
-    assert r.status_code == 302, r.text[:300]
-    return session
-
-
-def cookie_header(session: requests.Session) -> str:
-    return "; ".join(f"{c.name}={c.value}" for c in session.cookies)

@@ -14,7 +14,8 @@ import time
 import pytest
 import socketio as sio_client
 
-from tests.notes.conftest import NS, cookie_header, http_session
+from tests.conftest import cookie_header, http_session
+from tests.notes.conftest import NS
 from tests.notes.peers import Peer
 from webapp.extensions import db
 from webapp.models import Consult

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
-import requests
 import socketio as sio_client
 
-from tests.conftest import PASSWORD, IsolatedSocketClient, login
+from tests.conftest import IsolatedSocketClient, cookie_header, http_session, login
 
 
 @pytest.fixture
@@ -28,21 +25,6 @@ def sio(app):
     for client in made:
         if client.is_connected("/room"):
             client.disconnect("/room")
-
-
-def http_session(base_url: str, email: str, password: str = PASSWORD) -> requests.Session:
-    """A requests session signed in through the real login form."""
-    session = requests.Session()
-    page = session.get(f"{base_url}/login", timeout=10).text
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
-    r = session.post(f"{base_url}/login", data={"email": email, "password": password, "csrf_token": token},
-                     allow_redirects=False, timeout=10)
-    assert r.status_code == 302, r.text[:300]
-    return session
-
-
-def cookie_header(session: requests.Session) -> str:
-    return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from config import TestingConfig
-from tests.conftest import LiveServer
-from tests.rooms.conftest import cookie_header, http_session
+from tests.conftest import LiveServer, cookie_header, http_session
 from webapp import create_app
 from webapp.extensions import db, socketio
 from webapp.models import AuditEvent, Message

@@ -7,8 +7,7 @@ import asyncio
 import socketio
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from tests.conftest import Factory
-from tests.rooms.conftest import cookie_header, http_session
+from tests.conftest import Factory, cookie_header, http_session
 from tests.video.media import ColourTrack, collect_frames, mean_colour, run_async
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
