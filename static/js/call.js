@@ -18,7 +18,7 @@
 
   var socket = io("/call", { transports: ["websocket", "polling"], reconnectionDelayMax: 4000 });
   var pc = null, polite = root.dataset.polite !== "false", makingOffer = false, ignoreOffer = false, holdOffer = false;
-  var iceServers = JSON.parse(root.dataset.iceServers || "[]"), localStream = null, mediaReady = null, screenTrack = null, inCall = false, joined = false;
+  var iceServers = JSON.parse(root.dataset.iceServers || "[]"), localStream = null, screenTrack = null, inCall = false, joined = false;
   var state = { muted: false, camera: true, audio_only: false, screen: false };
   var metrics = { joinClickedAt: null, firstRemoteFrameMs: null, connectedMs: null, relayed: null, marks: {} };
   metrics.at = {};  // wall-clock milestones (ms since the epoch), comparable between the two pages
@@ -79,13 +79,8 @@
     reportedConnected = false;
     metrics.firstRemoteFrameMs = null;
     pc = new RTCPeerConnection({ iceServers: iceServers, iceTransportPolicy: forceRelay ? "relay" : "all" });
-    if (localStream.getTracks().length) {
-      localStream.getTracks().forEach(function (t) { pc.addTrack(t, localStream); });
-      if (!localStream.getVideoTracks().length) pc.addTransceiver("video", { direction: "recvonly" });
-    } else {  // the camera is still starting (we are offering): its tracks are put in by useMedia()
-      pc.addTransceiver("audio", { direction: "sendrecv", streams: [localStream] });
-      pc.addTransceiver("video", { direction: "sendrecv", streams: [localStream] });
-    }
+    localStream.getTracks().forEach(function (t) { pc.addTrack(t, localStream); });
+    if (!localStream.getVideoTracks().length) pc.addTransceiver("video", { direction: "recvonly" });
     pc.onnegotiationneeded = async function () {
       if (holdOffer) { holdOffer = false; return; }
       try {
@@ -195,40 +190,18 @@
     joinBtn.disabled = true;
     metrics.joinClickedAt = performance.now();
     setStatus("Starting camera and microphone…");
+    try {
+      if (!localStream) { localStream = await getMedia(); localVideo.srcObject = localStream; listDevices(); }
+    } catch (e) {
+      setStatus("Camera and microphone are not available: " + e.name + ". Check the browser's permissions.", "bad");
+      joinBtn.disabled = false;
+      return;
+    }
+    mark("media");
     inCall = true;
     sessionStorage.setItem("huizhen-call-" + ref, "1");
     root.classList.add("in-call");
-    if (localStream) { mark("media"); await sendJoin(); return; }
-    // Start the camera and the negotiation at the same time: the offer goes out at once with an
-    // audio and a video transceiver, and the tracks are put into them (replaceTrack, no new
-    // negotiation) when getUserMedia resolves.
-    localStream = new MediaStream();
-    mediaReady = getMedia().then(useMedia, function (e) {
-      hangUp();
-      setStatus("Camera and microphone are not available: " + e.name + ". Check the browser's permissions.", "bad");
-    });
-    var joining = sendJoin();
-    await mediaReady;
-    mediaReady = null;
-    await joining;
-  }
-
-  function useMedia(media) {
-    if (!inCall) { media.getTracks().forEach(function (t) { t.stop(); }); return; }  // hung up meanwhile
-    media.getTracks().forEach(function (t) {
-      if (t.kind === "audio") t.enabled = !state.muted;
-      if (t.kind === "video") t.enabled = state.camera;
-      localStream.addTrack(t);
-    });
-    localVideo.srcObject = localStream;
-    listDevices();
-    mark("media");
-    if (!pc) return;
-    pc.getTransceivers().forEach(function (tr) {
-      if (tr.sender.track || tr.currentDirection === "stopped" || !tr.receiver.track) return;
-      var track = media.getTracks().filter(function (t) { return t.kind === tr.receiver.track.kind; })[0];
-      if (track) tr.sender.replaceTrack(track).catch(function (e) { console.warn("could not send " + track.kind, e); });
-    });
+    await sendJoin();
   }
 
   // Join and offer in one message: the server tells the other doctor we are here, then hands
@@ -299,22 +272,18 @@
       } else if (msg.type === "candidate") {
         try { await pc.addIceCandidate(msg.candidate || null); } catch (e) { if (!ignoreOffer) console.warn(e); }
       } else if (msg.type === "bye") {
-        if (mediaReady) await mediaReady;
-        if (!inCall) return;
         remoteVideo.srcObject = null; remoteVideo.classList.remove("live");
         setStatus("The other doctor left the call. You can wait here; they can rejoin.");
         newPeerConnection(false);
       }
     } catch (e) { console.warn("signal handling failed", e); }
   });
-  socket.on("peer-joined", async function () {
-    if (mediaReady) await mediaReady;  // answer with our tracks in place, not empty transceivers
+  socket.on("peer-joined", function () {
     if (!inCall || !localStream) return;
     setStatus("The other doctor joined — connecting…");
     newPeerConnection(false);  // they offer; we answer (they may have reloaded or reconnected)
   });
-  socket.on("peer-left", async function (data) {
-    if (mediaReady) await mediaReady;
+  socket.on("peer-left", function (data) {
     if (!inCall) return;
     peerStateEl.textContent = "";
     remoteVideo.classList.remove("live");
