@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, current_app, g
 from flask_login import current_user
@@ -20,31 +20,45 @@ SERVER_KEY = "huizhen.socketio_server"
 CONNECTIONS_KEY = "huizhen.connections"
 
 
+class Entry(NamedTuple):
+    """One joined connection: the consult's room it is in and the user behind it."""
+
+    consult_id: int
+    user_id: int
+    name: str = ""
+    ref: str = ""
+
+
 class Connections:
     """Which connection (sid) is in which consult's room of one namespace, in this process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_sid: dict[str, tuple[int, int, str]] = {}  # sid -> (consult_id, user_id, name)
+        self._by_sid: dict[str, Entry] = {}
 
-    def add(self, sid: str, consult_id: int, user_id: int, name: str = "") -> None:
+    def add(self, sid: str, consult_id: int, user_id: int, name: str = "", ref: str = "") -> None:
         with self._lock:
-            self._by_sid[sid] = (consult_id, user_id, name)
+            self._by_sid[sid] = Entry(consult_id, user_id, name, ref)
 
-    def remove(self, sid: str) -> tuple[int, int, str] | None:
+    def remove(self, sid: str) -> Entry | None:
         with self._lock:
             return self._by_sid.pop(sid, None)
+
+    def entry(self, sid: str) -> Entry | None:
+        """The connection's room and user, if it has joined one."""
+        with self._lock:
+            return self._by_sid.get(sid)
 
     def consult_of(self, sid: str) -> int | None:
         with self._lock:
             entry = self._by_sid.get(sid)
-            return entry[0] if entry else None
+            return entry.consult_id if entry else None
 
     def people(self, consult_id: int) -> list[dict[str, Any]]:
         """The users connected to a consult's room, each with their number of connections."""
         with self._lock:
             seen: dict[int, dict[str, Any]] = {}
-            for cid, uid, name in self._by_sid.values():
+            for cid, uid, name, _ in self._by_sid.values():
                 if cid == consult_id:
                     seen.setdefault(uid, {"user_id": uid, "name": name, "connections": 0})
                     seen[uid]["connections"] += 1
@@ -53,7 +67,7 @@ class Connections:
     def others(self, consult_id: int, sid: str) -> list[int]:
         """User ids of the other connections in a consult's room."""
         with self._lock:
-            return [uid for s, (cid, uid, _) in self._by_sid.items() if cid == consult_id and s != sid]
+            return [e.user_id for s, e in self._by_sid.items() if e.consult_id == consult_id and s != sid]
 
 
 def connections(namespace: str, app: Flask | None = None) -> Connections:
@@ -86,22 +100,30 @@ def error_ack(exc: DomainError) -> dict[str, Any]:
     return {"ok": False, "error": exc.code, "message": exc.message, "status": exc.status}
 
 
-def handler(fn: Callable | None = None, *, remove_session: bool = False) -> Callable:
+def require_user() -> None:
+    """Load the session's user afresh; a signed-out or suspended account is refused."""
+    g.pop("_login_user", None)
+    if not current_user.is_authenticated:
+        raise ValidationFailed("Your session has ended; sign in again.")
+
+
+def handler(fn: Callable | None = None, *, remove_session: bool = False, authenticate: bool = True) -> Callable:
     """Validate the payload, run the handler, and turn every failure into an error ack.
 
     The user is loaded afresh for every event (a suspended or signed-out account is refused at
-    once). remove_session ends the database session after the event (the notes namespace keeps
-    no ORM state between events).
+    once). A handler with authenticate=False makes that check itself (the chat send path proves
+    the session in the same SQL statement that stores the message, and calls require_user() on
+    any other path). remove_session ends the database session after the event (the notes
+    namespace keeps no ORM state between events).
     """
     if fn is None:
-        return lambda f: handler(f, remove_session=remove_session)
+        return lambda f: handler(f, remove_session=remove_session, authenticate=authenticate)
 
     @wraps(fn)
     def wrapped(self, data: Any = None, *extra: Any) -> dict[str, Any]:
         try:
-            g.pop("_login_user", None)
-            if not current_user.is_authenticated:
-                raise ValidationFailed("Your session has ended; sign in again.")
+            if authenticate:
+                require_user()
             if extra or not isinstance(data, dict):  # extra arguments would be a TypeError, no ack
                 raise ValidationFailed("The payload must be a JSON object.")
             if len(json.dumps(data, default=str)) > current_app.config["SOCKET_MAX_PAYLOAD_BYTES"]:

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from tests.conftest import post_form
 from webapp.consults import services as consults
 from webapp.extensions import db
-from webapp.models import AuditEvent, Message
+from webapp.models import AccountStatus, AuditEvent, Message
 from webapp.rooms import services
 
 NS = "/room"
@@ -106,6 +106,21 @@ def test_after_logout_the_next_event_is_refused(app, make, sio):
         assert refused["ok"] is False, (event, refused)
     assert message_count() == 1
     assert all_events(specialist_sock) == []  # nothing of the dead session reached the room
+
+
+def test_a_suspended_account_is_refused_on_its_next_send(make, room):
+    """The send path proves the account in the statement that stores the message: no stale cache."""
+    rural, _specialist, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    assert send(rural_sock, consult.ref, "before-suspension")["ok"] is True
+    specialist_sock.get_received(NS)
+    db.session.rollback()
+    rural.status = AccountStatus.SUSPENDED
+    db.session.commit()
+    assert_error(send(rural_sock, consult.ref, "after-suspension"), 422)
+    assert message_count() == 1
+    assert events(specialist_sock, "message") == []
 
 
 # --- membership ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from tests.conftest import require
 from webapp.consults import services as consults
 from webapp.errors import Forbidden, NotFound, ValidationFailed
 from webapp.extensions import db
-from webapp.models import AuditEvent, ConsultStatus, Message, ReadReceipt
+from webapp.models import AccountStatus, AuditEvent, ConsultStatus, Message, ReadReceipt, RoomCounter
 from webapp.rooms import services
 from webapp.rooms.services import TooManyMessages, enter_room, mark_read, messages_after, post_message
 
@@ -417,3 +417,119 @@ def test_concurrent_posts_get_unique_gap_free_sequence_numbers(app, pair, databa
     for t in range(threads_n):
         mine = [seq for seq, cid in rows if cid.startswith(f"t{t:02d}-")]
         assert mine == sorted(mine) and len(mine) == per_thread
+
+
+# --- the fast path (the chat's hot path: guarded Core statements, no ORM loads) ---------------
+
+
+def sender_of(user, consult, token: str | None = None) -> services.Sender:
+    return services.Sender(user.id, token or user.login_token, user.full_name, consult.id)
+
+
+def counter_of(consult) -> int | None:
+    db.session.rollback()
+    return db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id))
+
+
+def test_the_fast_path_stores_the_next_message_as_post_message_would(pair):
+    rural, specialist, consult = pair
+    post_message(rural, consult, "slow-0001", "first")  # the first message creates the counter
+    fast = services.post_message_fast(sender_of(specialist, consult), "fast-0001", "  second  ")
+    assert fast.wire is not None and fast.rate_charged is True
+    assert (fast.wire["seq"], fast.wire["body"], fast.wire["sender_name"]) == (2, "second", specialist.full_name)
+    db.session.rollback()
+    stored = db.session.get(Message, fast.wire["id"])
+    assert (stored.seq, stored.sender_id, stored.client_id, stored.body) == (2, specialist.id, "fast-0001", "second")
+    assert fast.wire == services.to_wire(stored)  # the same wire form as the full path
+    assert counter_of(consult) == 2
+
+
+@pytest.mark.parametrize("case", ["retried", "stale_token", "suspended", "not_a_party", "closed", "no_counter_yet"])
+def test_the_fast_path_stores_nothing_and_takes_no_number_when_it_cannot_prove_the_send(make, pair, case):
+    """Each of these is for post_message to answer; the fast path's UPDATE is rolled back."""
+    rural, specialist, consult = pair
+    post_message(rural, consult, "slow-0001", "first")
+    user, token, client_id = rural, None, "fast-0002"
+    if case == "retried":
+        client_id = "slow-0001"
+    elif case == "stale_token":  # signed out elsewhere: the login token was rotated
+        token = "a-token-that-is-no-longer-current"
+    elif case == "suspended":
+        rural.status = AccountStatus.SUSPENDED
+        db.session.commit()
+    elif case == "not_a_party":
+        user = make.specialist()
+    elif case == "closed":
+        consults.cancel(rural, consult.ref, "transferred")
+    elif case == "no_counter_yet":
+        consult = make.scheduled(rural, specialist)
+    before = counter_of(consult)
+    fast = services.post_message_fast(sender_of(user, consult, token), client_id, "hello")
+    assert fast.wire is None and fast.rate_charged is True
+    assert counter_of(consult) == before
+    assert db.session.scalar(select(func.count()).select_from(Message).where(Message.consult_id == consult.id)) \
+        == (0 if case == "no_counter_yet" else 1)
+    if case in ("retried", "no_counter_yet"):  # the full path then answers without a gap
+        posted = post_message(rural, consult, client_id, "hello", rate_charged=True)
+        assert posted.message.seq == 1 and posted.created is (case == "no_counter_yet")
+        if case == "retried":
+            assert post_message(rural, consult, "fast-0003", "next").message.seq == 2
+
+
+@pytest.mark.parametrize("client_id, body, attachment_id", [
+    ("bad id!", "hello", None), (None, "hello", None), ("fast-0001", "", None), ("fast-0001", "   ", None),
+    ("fast-0001", 42, None), ("fast-0001", "x" * 20_000, None), ("fast-0001", "hello", 1),
+])
+def test_the_fast_path_leaves_malformed_payloads_and_attachments_to_post_message(pair, client_id, body,
+                                                                                 attachment_id):
+    rural, _, consult = pair
+    post_message(rural, consult, "slow-0001", "first")
+    fast = services.post_message_fast(sender_of(rural, consult), client_id, body, attachment_id)
+    assert fast == services.FastPost(None, rate_charged=False)  # not counted against the rate limit
+    assert counter_of(consult) == 1
+
+
+def test_the_fast_path_and_the_full_path_share_one_gap_free_sequence_under_concurrency(app, pair, database_url):
+    require(database_url not in ("sqlite://", "sqlite:///:memory:"),
+            "concurrent connections need a file or server database, not in-memory SQLite")
+    rural, specialist, consult = pair
+    post_message(rural, consult, "seed-0001", "first")
+    senders = [sender_of(rural, consult), sender_of(specialist, consult)]
+    users = {rural.id: rural.id, specialist.id: specialist.id}
+    consult_id = consult.id
+    threads_n, per_thread = 6, 6
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        from webapp.models import Consult, User
+
+        with app.app_context():
+            try:
+                sender = senders[t % 2]
+                barrier.wait(timeout=30)
+                for i in range(per_thread):
+                    client_id = f"c{t:02d}-{i:03d}-x"
+                    if services.post_message_fast(sender, client_id, f"t{t} m{i}").wire is None:
+                        raise AssertionError(f"fast path refused {client_id}")
+                    # a retry takes the full path and finds the original
+                    assert services.post_message_fast(sender, client_id, "again").wire is None
+                    again = post_message(db.session.get(User, users[sender.user_id]),
+                                         db.session.get(Consult, consult_id), client_id, "again")
+                    assert again.created is False
+            except BaseException as exc:  # any error is a defect
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a poster hung"
+    assert errors == [], errors
+    db.session.rollback()
+    seqs = db.session.scalars(select(Message.seq).where(Message.consult_id == consult_id).order_by(Message.seq)).all()
+    assert seqs == list(range(1, threads_n * per_thread + 2))
+    assert counter_of(consult) == threads_n * per_thread + 1

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, request, session
 from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
-from ..realtime import Connections, connections, emit, error_ack, handler  # noqa: F401  (re-exported)
+from ..realtime import Connections, connections, emit, error_ack, handler, require_user  # noqa: F401
 from . import services
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class RoomNamespace(Namespace):
         if previous is not None and previous != consult.id:
             leave_room(room_name(previous))
         join_room(room_name(consult.id))
-        _presence().add(request.sid, consult.id, current_user.id, current_user.full_name)
+        _presence().add(request.sid, consult.id, current_user.id, current_user.full_name, consult.ref)
         backlog = services.messages_after(consult, data.get("after_seq", 0))
         people = _presence().people(consult.id)
         emit("presence", {"people": people}, to=room_name(consult.id), namespace=NAMESPACE)
@@ -69,12 +69,23 @@ class RoomNamespace(Namespace):
             "read_only": consult.status in services.CLOSED,
         }
 
-    @handler
+    @handler(authenticate=False)
     def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
+        joined, token = _presence().entry(request.sid), session.get("_user_id")
+        charged = False
+        if joined is not None and isinstance(token, str) and data.get("ref") == joined.ref:
+            sender = services.Sender(joined.user_id, token, joined.name, joined.consult_id)
+            fast = services.post_message_fast(sender, data.get("client_id"), data.get("body"),
+                                              data.get("attachment_id"))
+            if fast.wire is not None:  # stored and committed: broadcast, then ack
+                emit("message", fast.wire, to=room_name(joined.consult_id), namespace=NAMESPACE)
+                return {"ok": True, "message": fast.wire, "duplicate": False}
+            charged = fast.rate_charged
+        require_user()  # every other case takes the full path, which says exactly what is wrong
         consult = self._joined_consult(data)
         with services.loaded_after_commit():  # the ack and broadcast below need no reload
             posted = services.post_message(current_user, consult, data.get("client_id"), data.get("body"),
-                                           data.get("attachment_id"))
+                                           data.get("attachment_id"), rate_charged=charged)
         wire = services.to_wire(posted.message)
         if posted.created:  # emitted after the commit; a retried send is not broadcast twice
             emit("message", wire, to=room_name(consult.id), namespace=NAMESPACE)

@@ -16,7 +16,7 @@ from flask import current_app, url_for
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import insert, select, update
+from sqlalchemy import Executable, bindparam, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -25,11 +25,22 @@ from ..audit.services import record_now
 from ..consults import policy
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
-from ..models import Attachment, Consult, ConsultStatus, Message, ReadReceipt, Role, RoomCounter, User
+from ..models import (
+    AccountStatus,
+    Attachment,
+    Consult,
+    ConsultStatus,
+    Message,
+    ReadReceipt,
+    Role,
+    RoomCounter,
+    User,
+)
 from ..models.types import utcnow
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
+WRITABLE = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)
 OPEN_ROOM = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
 
 
@@ -178,8 +189,11 @@ def loaded_after_commit() -> Iterator[None]:
 
 
 def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
-                 attachment_id: Any = None) -> Posted:
-    """Store a message with the next sequence number; a repeated client_id returns the original."""
+                 attachment_id: Any = None, *, rate_charged: bool = False) -> Posted:
+    """Store a message with the next sequence number; a repeated client_id returns the original.
+
+    rate_charged: this message was already counted against the sender's rate limit.
+    """
     if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
         raise ValidationFailed("Each message needs a client id of 8–64 letters, digits, '-' or '_'.")
     if body is None:
@@ -204,7 +218,8 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
     if consult.status in CLOSED:  # a retry of a message sent before the close still gets its ack
         return _retried_or(consult, sender, client_id, Forbidden("This consult is closed; its chat is read-only."))
     try:
-        check_rate(sender)
+        if not rate_charged:
+            check_rate(sender)
     except TooManyMessages as refused:  # a retry is not a new message: recognise it even when limited
         return _retried_or(consult, sender, client_id, refused)
     consult_id, sender_id = consult.id, sender.id
@@ -231,6 +246,112 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
     message.sender = sender
     message.attachment = attachment
     return Posted(message, True)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sends on a joined connection, as the connection table and the session cookie say.
+
+    Nothing here is trusted: the statement that stores the message checks it against the database.
+    """
+
+    user_id: int
+    login_token: str
+    name: str
+    consult_id: int
+
+
+@dataclass(frozen=True)
+class FastPost:
+    """The fast path's outcome: the stored message's wire form, or None (use post_message).
+
+    rate_charged says whether this message already counted against the sender's rate limit.
+    """
+
+    wire: dict[str, Any] | None
+    rate_charged: bool = False
+
+
+_claim_cache: dict[str, tuple[Executable, ...]] = {}
+
+
+def _claim_statements(dialect: str) -> tuple[Executable, ...]:
+    """The guarded statements of the chat fast path, built once per dialect (compiled once, cached)."""
+    if dialect in _claim_cache:
+        return _claim_cache[dialect]
+    counters, messages = RoomCounter.__table__, Message.__table__
+    cid, uid = bindparam("cid", type_=counters.c.consult_id.type), bindparam("uid", type_=messages.c.sender_id.type)
+    guard = (
+        exists().where(Consult.id == cid, Consult.status.in_(WRITABLE),
+                       or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
+        exists().where(User.id == uid, User.login_token == bindparam("token", type_=User.login_token.type),
+                       User.status == AccountStatus.APPROVED),
+    )
+    claim = (update(counters).where(counters.c.consult_id == cid, *guard)
+             .values(last_seq=counters.c.last_seq + 1).returning(counters.c.last_seq))
+    columns = ["consult_id", "seq", "sender_id", "client_id", "body", "created_at"]
+    values = [cid, None, uid, bindparam("client_id", type_=messages.c.client_id.type),
+              bindparam("body", type_=messages.c.body.type),
+              bindparam("created_at", type_=messages.c.created_at.type)]
+    if dialect == "postgresql":  # one statement: the counter UPDATE feeds the INSERT through a CTE
+        claimed = claim.cte("claim")
+        values[1] = claimed.c.last_seq
+        stmt = (pg_insert(messages).from_select(columns, select(*values))
+                .on_conflict_do_nothing(index_elements=["consult_id", "sender_id", "client_id"])
+                .returning(messages.c.id, messages.c.seq))
+        statements: tuple[Executable, ...] = (stmt,)
+    else:  # SQLite has no data-modifying CTE: the guarded UPDATE, then the INSERT
+        values[1] = bindparam("seq", type_=messages.c.seq.type)
+        stmt = (sqlite_insert(messages).values(dict(zip(columns, values, strict=True)))
+                .on_conflict_do_nothing(index_elements=["consult_id", "sender_id", "client_id"])
+                .returning(messages.c.id, messages.c.seq))
+        statements = (claim, stmt)
+    _claim_cache[dialect] = statements
+    return statements
+
+
+def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: Any = None) -> FastPost:
+    """Store a plain text message in one short transaction, or leave the decision to post_message.
+
+    The hot path of the chat. The counter UPDATE that hands out the sequence number carries the
+    whole authorisation in its WHERE clause (the session's login token still belongs to this
+    approved user, who is a party of this consult, which is still open), so no user or consult is
+    loaded. Anything else (an attachment, a malformed payload, a refusal, a retried client id,
+    a consult without a counter yet, a sender over the rate limit) gives no message, after a
+    rollback, and post_message gives the precise answer, audits a refusal or returns the original.
+    """
+    undecided = FastPost(None)
+    if attachment_id is not None or not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
+        return undecided
+    if not isinstance(body, str):
+        return undecided
+    body = body.strip()
+    if not body or len(body) > current_app.config["CHAT_MAX_CHARS"]:
+        return undecided
+    limit = RateLimitItemPerSecond(current_app.config["CHAT_MESSAGES_PER_SECOND"])
+    try:
+        if not _rate_limiter().hit(limit, "chat", str(sender.user_id)):
+            return undecided  # post_message refuses it, or recognises a retry
+    except Exception:  # the limiter's storage is down: post_message logs it and lets the message through
+        return undecided
+    created_at = utcnow()
+    params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token,
+              "client_id": client_id, "body": body, "created_at": created_at}
+    engine = db.engine
+    statements = _claim_statements(engine.dialect.name)
+    with engine.connect() as conn, conn.begin() as tx:
+        if len(statements) == 2:  # SQLite
+            params["seq"] = conn.execute(statements[0], params).scalar()
+            row = conn.execute(statements[1], params).first() if params["seq"] is not None else None
+        else:
+            row = conn.execute(statements[0], params).first()
+        if row is None:  # refused, retried or no counter yet: the UPDATE (if any) is undone
+            tx.rollback()
+            return FastPost(None, rate_charged=True)
+    message_id, seq = row
+    return FastPost({"id": message_id, "seq": seq, "client_id": client_id, "sender_id": sender.user_id,
+                     "sender_name": sender.name, "body": body, "created_at": created_at.isoformat()},
+                    rate_charged=True)
 
 
 def _retried_or(consult: Consult, sender: User, client_id: str, refusal: DomainError | None) -> Posted:
