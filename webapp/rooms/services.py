@@ -282,7 +282,8 @@ def _claim_statements(dialect: str) -> tuple[Executable, ...]:
     counters, messages = RoomCounter.__table__, Message.__table__
     cid, uid = bindparam("cid", type_=counters.c.consult_id.type), bindparam("uid", type_=messages.c.sender_id.type)
     guard = (
-        exists().where(Consult.id == cid, Consult.status.in_(WRITABLE),
+        # OR of equalities rather than IN: an IN list is re-expanded on every execution
+        exists().where(Consult.id == cid, or_(*(Consult.status == s for s in WRITABLE)),
                        or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
         exists().where(User.id == uid, User.login_token == bindparam("token", type_=User.login_token.type),
                        User.status == AccountStatus.APPROVED),
