@@ -281,7 +281,11 @@
   socket.on("peer-joined", function () {
     if (!inCall || !localStream) return;
     setStatus("The other doctor joined — connecting…");
-    newPeerConnection(false);  // they offer; we answer (they may have reloaded or reconnected)
+    // They offer; we answer. A connection that has not negotiated yet (we were waiting) is
+    // ready to answer as it is: building a new one would hold the page up just as the offer
+    // arrives. Any other (they reloaded or reconnected) is replaced.
+    if (pc && !pc.localDescription && !pc.remoteDescription && pc.signalingState === "stable") return;
+    newPeerConnection(false);
   });
   socket.on("peer-left", function (data) {
     if (!inCall) return;
