@@ -208,6 +208,10 @@
   // over our offer, so setting up the call costs no extra round trip. (Events from one client
   // are handled in order on the server, so our ICE candidates follow the offer.)
   async function sendJoin() {
+    // One join at a time: while the signaling socket is down (a click during a network drop)
+    // the "connect" handler below sends the join; emitting here too would queue a second one,
+    // and the other side would set up the call twice.
+    if (!socket.connected) return;
     newPeerConnection(false);
     var offer = null;
     try {

@@ -117,3 +117,38 @@ def test_call_forced_through_the_turn_relay_connects(app, live_server, browser, 
         assert call.relayed is True and call.setup_ms is not None and call.setup_ms > 0
     finally:
         app.config.update(TURN_URLS=[], TURN_SECRET="", FORCE_TURN_RELAY=False)
+
+
+def test_a_join_clicked_while_the_signaling_socket_is_down_is_sent_once_when_it_is_back(app, live_server, browser):
+    from sqlalchemy import select
+
+    from webapp.extensions import db
+    from webapp.models import AuditEvent
+
+    make = Factory()
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    room = f"{live_server.url}/consults/{consult.ref}/room"
+    ctx_r, rural_page = _signed_in(browser, live_server.url, rural.email)
+    ctx_s, spec_page = _signed_in(browser, live_server.url, specialist.email)
+    try:
+        spec_page.goto(room)
+        spec_page.click("#call-join")
+        expect(spec_page.locator("#call-status")).to_contain_text("Waiting for the other doctor")
+        rural_page.goto(room)
+        rural_page.wait_for_function("() => window.huizhenCall.socket.connected")
+        rural_page.evaluate("() => window.huizhenCall.socket.disconnect()")
+        rural_page.click("#call-join")  # the camera starts; the join waits for the socket
+        rural_page.wait_for_timeout(300)
+        rural_page.evaluate("() => window.huizhenCall.socket.connect()")
+        for page in (rural_page, spec_page):
+            _wait_remote_video(page)
+            expect(page.locator("#call-status")).to_have_text("Connected")
+        db.session.rollback()
+        joins = db.session.scalars(select(AuditEvent).where(
+            AuditEvent.consult_id == consult.id, AuditEvent.action == "call.joined",
+            AuditEvent.actor_id == rural.id)).all()
+        assert len(joins) == 1, [j.created_at for j in joins]
+    finally:
+        ctx_r.close()
+        ctx_s.close()
