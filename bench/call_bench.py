@@ -1,11 +1,11 @@
 """Join-to-first-remote-frame: Huizhen's call path vs two Chromium peers connected directly in one page.
 
-Run:  .venv/bin/python -m bench.call_bench [--runs 10] [--out docs/bench-call.md]
+Run:  .venv/bin/python -m bench.call_bench [--runs 10] [--scenario return|first] [--out docs/benchmarks.md]
 
 Both paths run in the same headless Chromium (Debian's), with fake camera and microphone, in
 the same run. The Huizhen path is the real room page: log in as the two demo doctors, the
-specialist waits in the call, the rural doctor opens the room and, once it has loaded and its
-signaling socket is connected, clicks "Join call"; the time runs from that
+specialist waits in the call, the rural doctor opens the room and, once it has loaded (chat and
+case notes joined, signaling socket connected), clicks "Join call"; the time runs from that
 click (getUserMedia, Socket.IO join, negotiation over /call, ICE, DTLS) to the first decoded
 remote video frame (requestVideoFrameCallback). The direct path does getUserMedia and connects
 two RTCPeerConnections in one page with no signaling server, up to the first remote frame.
@@ -108,8 +108,15 @@ def _login(browser, base: str, email: str):
     return context, page
 
 
-def measure(runs: int, port: int, database_url: str | None = None, server: str = "gevent") -> dict[str, list]:
-    """Run both paths `runs` times, interleaved, and return the timings in ms."""
+def measure(runs: int, port: int, database_url: str | None = None, server: str = "gevent",
+            scenario: str = "return") -> dict[str, list]:
+    """Run both paths `runs` times, interleaved, and return the timings in ms.
+
+    scenario "return": the specialist stays in the call and the rural doctor joins, leaves, joins
+    again (after a hang-up the waiting side holds a fresh connection). "first": before every run
+    the specialist also leaves and joins again, so each run is the first meeting of the call (the
+    waiting side's own join offer went to nobody and its connection is rebuilt for the answer).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         server = _start_server(port, Path(tmp), database_url, server)
         base = f"http://127.0.0.1:{port}"
@@ -131,12 +138,21 @@ def measure(runs: int, port: int, database_url: str | None = None, server: str =
                 spec.click("#call-join")
                 spec.wait_for_function("() => document.getElementById('call-status').textContent.includes('Waiting')")
                 for _ in range(runs):
+                    if scenario == "first":
+                        spec.click("#call-leave")
+                        spec.click("#call-join")
+                        spec.wait_for_function(
+                            "() => document.getElementById('call-status').textContent.includes('Waiting')")
                     results["direct"].append(direct_page.evaluate(DIRECT_JS))
                     rural.goto(room)
                     rural.bring_to_front()
                     # as a person would: the room has loaded and is connected before "Join call"
                     rural.wait_for_load_state("networkidle")
                     rural.wait_for_function("() => window.huizhenCall.socket.connected")
+                    # ... and has joined its chat and case notes (the page's first socket events,
+                    # which the server handles in order on the page's one connection)
+                    rural.wait_for_function("() => window.huizhenRoom.state().joined"
+                                            " && (!window.huizhenNotes || window.huizhenNotes.state().joined)")
                     rural.click("#call-join")
                     rural.wait_for_function("() => window.huizhenCall.metrics.firstRemoteFrameMs !== null",
                                             timeout=30000)
@@ -176,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=("gevent", "flask"), default="gevent",
                         help="gevent: gunicorn -k gevent, production config (default); "
                              "flask: `flask run` as in make run")
+    parser.add_argument("--scenario", choices=("return", "first"), default="return",
+                        help="return: the specialist waits in the call while the rural doctor joins, leaves and "
+                             "joins again (default); first: both join afresh for every run")
     parser.add_argument("--out", type=Path, default=None, help="append the results as Markdown to this file")
     args = parser.parse_args(argv)
-    results = measure(args.runs, args.port, args.database_url, args.server)
+    results = measure(args.runs, args.port, args.database_url, args.server, args.scenario)
     hz, direct = _summary(results["huizhen"]), _summary(results["direct"])
     ratio = hz[0] / direct[0]
     lines = [
@@ -202,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}. "
                   f"Database: {'PostgreSQL' if args.database_url else 'SQLite'}. Server: {args.server}. "
                   f"Command: `.venv/bin/python -m bench.call_bench --runs {args.runs} --server {args.server}"
+                  f" --scenario {args.scenario}"
                   f"{' --database-url ' + args.database_url if args.database_url else ''} --out {args.out}`\n\n")
         with open(args.out, "a", encoding="utf-8") as fh:
             fh.write(header + table + "\n")

@@ -219,6 +219,7 @@
       offer = { type: pc.localDescription.type, sdp: pc.localDescription.sdp };
     } catch (e) { console.warn("could not create an offer", e); }
     mark("offer_sent");
+    var offered = pc;
     socket.emit("join", { ref: ref, offer: offer }, function (ack) {
       if (!ack || !ack.ok) {
         inCall = false;
@@ -234,6 +235,11 @@
       polite = ack.polite;
       iceServers = ack.ice_servers;  // fresh TURN credentials for later ICE restarts
       try { pc.setConfiguration({ iceServers: iceServers, iceTransportPolicy: forceRelay ? "relay" : "all" }); } catch (e) { /* unchanged */ }
+      // Nobody was in the call to take the offer sent with this join: wait with a fresh
+      // connection, which answers at once when the other doctor joins and offers (peer-joined
+      // keeps it); rebuilding it only then would hold the page up just as their offer arrives.
+      // If their offer already came, peer-joined has replaced `offered` and this does nothing.
+      if (!ack.peers.length && pc === offered && !pc.remoteDescription) newPeerConnection(false);
       sendState();
       if (pc.connectionState !== "connected") setStatus(ack.peers.length ? "Connecting…" : "Waiting for the other doctor to join…");
       clearInterval(statsTimer);
