@@ -29,7 +29,11 @@ def create_app(config: type[Config] | None = None, overrides: dict[str, Any] | N
     if overrides:
         app.config.update(overrides)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"] + 1024 * 1024
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(minutes=app.config["IDLE_TIMEOUT_MINUTES"])
+    # The session cookie (which carries the last activity) must outlive the remember-me cookie:
+    # if the browser dropped it after IDLE_TIMEOUT_MINUTES, the remember-me cookie alone would sign
+    # an idle browser straight back in. Idleness itself is judged on the server (_idle_timeout).
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=max(
+        app.config["IDLE_TIMEOUT_MINUTES"] * 60, app.config["REMEMBER_COOKIE_DURATION"]))
     check_production_config(app)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _local_secret_key()

@@ -286,6 +286,24 @@ def test_idle_session_is_signed_out(app, make):
     assert not is_signed_in(client), "the remember-me cookie does not sign the idle session back in"
 
 
+def test_an_idle_browser_keeps_its_session_cookie_so_remember_me_cannot_skip_the_idle_check(app, make):
+    """The browser must still send the last activity when it comes back after the idle time."""
+    client = app.test_client()
+    login(client, make.rural(), remember=True)
+    assert client.get("/").status_code == 200  # a signed-in request stamps the activity and the expiry
+    session_cookie, remember_cookie = client.get_cookie("session"), client.get_cookie("remember_token")
+    idle_deadline = datetime.now(UTC).timestamp() + app.config["IDLE_TIMEOUT_MINUTES"] * 60
+    assert session_cookie.expires is not None and remember_cookie.expires is not None
+    assert session_cookie.expires.timestamp() > idle_deadline + 3600
+    assert session_cookie.expires.timestamp() >= remember_cookie.expires.timestamp() - 5
+    # ... so the browser that comes back idle sends both cookies, and is signed out (not back in)
+    with client.session_transaction() as sess:
+        sess["_last_seen"] = datetime.now(UTC).timestamp() - app.config["IDLE_TIMEOUT_MINUTES"] * 60 - 60
+    assert client.get("/").status_code == 302
+    assert not is_signed_in(client)
+    assert client.get_cookie("remember_token") is None
+
+
 def test_idle_session_json_caller_gets_401(app, make, monkeypatch):
     client = app.test_client()
     login(client, make.rural())
