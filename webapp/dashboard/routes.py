@@ -14,6 +14,12 @@ from ..scheduling import services as scheduling
 bp = Blueprint("dashboard", __name__)
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico before reading the page's icon link."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
+
+
 @bp.get("/")
 def index():
     if not current_user.is_authenticated:
