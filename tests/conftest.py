@@ -29,6 +29,7 @@ from webapp.auth.services import Registration, create_user
 from webapp.consults import services as consults
 from webapp.extensions import db, limiter
 from webapp.models import AccountStatus, Consult, Facility, FacilityLevel, Partnership, Role, Sex, Urgency, User
+from webapp.rooms import services as chat_services
 from webapp.scheduling import services as scheduling
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -154,10 +155,17 @@ def _unmock_socketio(app: Flask) -> None:
 
 
 @pytest.fixture
+def generous_chat(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat rate limit no test reaches by posting fast; the rate-limit tests set their own."""
+    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 1000)
+
+
+@pytest.fixture
 def app(_app: Flask) -> Iterator[Flask]:
     """The app with empty tables and a fresh rate limiter, inside an app context."""
     truncate_all(_app)
     limiter.reset()
+    chat_services._limiter.clear()  # the chat's own per-user window (rooms.services)
     _unmock_socketio(_app)
     _app.config["LOGIN_RATE_LIMIT"] = "1000 per minute"
     with _app.app_context():

@@ -10,7 +10,6 @@ attached in chat shows as a thumbnail on the other side. Screenshots: test-artif
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,27 +18,16 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
 from tests.conftest import PASSWORD
-from webapp.extensions import db, socketio
+from webapp.extensions import db
 from webapp.models import Consult
-from webapp.realtime import SERVER_KEY
 from webapp.rooms import events as room_events
 from webapp.rooms import services
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("generous_chat")]
 
 DESKTOP = {"width": 1280, "height": 900}
 TABLET = {"width": 768, "height": 1024}
 XSS = "<img src=x onerror=alert(1)> is what the lab report says"
-
-
-@pytest.fixture(autouse=True)
-def room_server(app, monkeypatch) -> Iterator[None]:
-    previous = socketio.server
-    socketio.server = app.extensions[SERVER_KEY]  # several apps exist in one test session
-    services._limiter.clear()
-    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 1000)
-    yield
-    socketio.server = previous
 
 
 class Watch:
@@ -278,15 +266,15 @@ def test_a_message_the_server_failed_to_store_is_retried_not_dropped(browser: Br
     rural_user = make.rural(name="Dr Ma Xiaoli")
     specialist_user = make.specialist(name="Dr Zhou Wei")
     ref = make.scheduled(rural_user, specialist_user).ref
-    real_post, failures = services.post_message, []
+    real_post, failures = services.post_message_fast, []
 
-    def failing_twice(*args, **kwargs):
+    def failing_twice(*args, **kwargs):  # the send path's first step: storing the message
         if len(failures) < 2:
-            failures.append(args[2])  # the client id
+            failures.append(args[1])  # the client id
             raise RuntimeError("database connection lost")  # the handler answers server_error (500)
         return real_post(*args, **kwargs)
 
-    monkeypatch.setattr(services, "post_message", failing_twice)
+    monkeypatch.setattr(services, "post_message_fast", failing_twice)
     watch = Watch()
     rural_ctx = browser.new_context(viewport=DESKTOP, locale="en-GB")
     spec_ctx = browser.new_context(viewport=DESKTOP, locale="en-GB")

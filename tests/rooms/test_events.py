@@ -9,16 +9,11 @@ from tests.conftest import post_form
 from webapp.consults import services as consults
 from webapp.extensions import db
 from webapp.models import AccountStatus, AuditEvent, Message
-from webapp.rooms import services
 
 NS = "/room"
 
 
-@pytest.fixture(autouse=True)
-def fresh_rate_limit(app, monkeypatch):
-    """A fresh chat rate-limit window per test, generous unless a test sets its own."""
-    services._limiter.clear()
-    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 1000)
+pytestmark = pytest.mark.usefixtures("generous_chat")
 
 
 @pytest.fixture

@@ -28,22 +28,13 @@ from webapp import create_app
 from webapp.extensions import db, socketio
 from webapp.models import AuditEvent, Message
 from webapp.realtime import SERVER_KEY
-from webapp.rooms import services
 from webapp.rooms.events import presence_of
 
 NS = "/room"
 TIMEOUT = 15
 
 
-@pytest.fixture(autouse=True)
-def room_server(app, monkeypatch) -> Iterator[None]:
-    """The module-level SocketIO object serves this app; chat limits generous; state restored."""
-    previous = socketio.server
-    socketio.server = app.extensions[SERVER_KEY]  # several apps exist in one test session
-    services._limiter.clear()
-    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 1000)
-    yield
-    socketio.server = previous
+pytestmark = pytest.mark.usefixtures("generous_chat")
 
 
 class Peer:

@@ -18,11 +18,7 @@ from webapp.models import AccountStatus, AuditEvent, ConsultStatus, Message, Rea
 from webapp.rooms import services
 from webapp.rooms.services import TooManyMessages, enter_room, mark_read, messages_after, post_message
 
-
-@pytest.fixture(autouse=True)
-def generous_rate(app, monkeypatch):
-    """Most tests post faster than a person types; the rate-limit tests set their own limit."""
-    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 1000)
+pytestmark = pytest.mark.usefixtures("generous_chat")
 
 
 @pytest.fixture
