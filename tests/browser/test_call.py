@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 import pytest
 from playwright.sync_api import expect
 
@@ -43,14 +47,25 @@ def _wait_remote_video(page, timeout_ms: int = 20000) -> dict:
     return page.evaluate(REMOTE_PLAYING)
 
 
-def test_two_doctors_see_each_other_mute_hang_up_rejoin_and_reload(app, live_server, browser, shots):
+@contextmanager
+def _two_doctors(browser, live_server) -> Iterator[SimpleNamespace]:
+    """A booked consult, its room's address, and its two doctors signed in, each in a browser context."""
     make = Factory()
     rural, specialist = make.rural(), make.specialist()
     consult = make.scheduled(rural, specialist)
-    room = f"{live_server.url}/consults/{consult.ref}/room"
     ctx_r, rural_page = _signed_in(browser, live_server.url, rural.email)
     ctx_s, spec_page = _signed_in(browser, live_server.url, specialist.email)
     try:
+        yield SimpleNamespace(consult=consult, rural=rural, room=f"{live_server.url}/consults/{consult.ref}/room",
+                              rural_page=rural_page, spec_page=spec_page)
+    finally:
+        ctx_r.close()
+        ctx_s.close()
+
+
+def test_two_doctors_see_each_other_mute_hang_up_rejoin_and_reload(app, live_server, browser, shots):
+    with _two_doctors(browser, live_server) as call:
+        room, rural_page, spec_page = call.room, call.rural_page, call.spec_page
         rural_page.goto(room)
         rural_page.screenshot(path=str(shots / "call-00-room.png"), full_page=True)
         spec_page.goto(room)
@@ -81,32 +96,21 @@ def test_two_doctors_see_each_other_mute_hang_up_rejoin_and_reload(app, live_ser
         _wait_remote_video(spec_page)
         expect(spec_page.locator("#call-status")).to_have_text("Connected")
         spec_page.screenshot(path=str(shots / "call-03-after-reload.png"), full_page=True)
-    finally:
-        ctx_r.close()
-        ctx_s.close()
 
 
 def test_call_forced_through_the_turn_relay_connects(app, live_server, browser, coturn):
     app.config.update(TURN_URLS=[coturn.url], TURN_SECRET=coturn.secret, STUN_URLS=[], FORCE_TURN_RELAY=True)
     try:
-        make = Factory()
-        rural, specialist = make.rural(), make.specialist()
-        consult = make.scheduled(rural, specialist)
-        room = f"{live_server.url}/consults/{consult.ref}/room"
-        ctx_r, rural_page = _signed_in(browser, live_server.url, rural.email)
-        ctx_s, spec_page = _signed_in(browser, live_server.url, specialist.email)
-        try:
-            rural_page.goto(room)
-            spec_page.goto(room)
+        with _two_doctors(browser, live_server) as call:
+            rural_page, spec_page, consult = call.rural_page, call.spec_page, call.consult
+            rural_page.goto(call.room)
+            spec_page.goto(call.room)
             rural_page.click("#call-join")
             spec_page.click("#call-join")
             for page in (rural_page, spec_page):
                 _wait_remote_video(page)
                 page.wait_for_function("() => window.huizhenCall.metrics.relayed === true", timeout=15000)
             expect(rural_page.locator("#call-quality")).to_contain_text("via relay")
-        finally:
-            ctx_r.close()
-            ctx_s.close()
         from sqlalchemy import select
 
         from webapp.extensions import db
@@ -125,13 +129,9 @@ def test_a_join_clicked_while_the_signaling_socket_is_down_is_sent_once_when_it_
     from webapp.extensions import db
     from webapp.models import AuditEvent
 
-    make = Factory()
-    rural, specialist = make.rural(), make.specialist()
-    consult = make.scheduled(rural, specialist)
-    room = f"{live_server.url}/consults/{consult.ref}/room"
-    ctx_r, rural_page = _signed_in(browser, live_server.url, rural.email)
-    ctx_s, spec_page = _signed_in(browser, live_server.url, specialist.email)
-    try:
+    with _two_doctors(browser, live_server) as call:
+        room, rural_page, spec_page = call.room, call.rural_page, call.spec_page
+        consult, rural = call.consult, call.rural
         spec_page.goto(room)
         spec_page.click("#call-join")
         expect(spec_page.locator("#call-status")).to_contain_text("Waiting for the other doctor")
@@ -149,6 +149,3 @@ def test_a_join_clicked_while_the_signaling_socket_is_down_is_sent_once_when_it_
             AuditEvent.consult_id == consult.id, AuditEvent.action == "call.joined",
             AuditEvent.actor_id == rural.id)).all()
         assert len(joins) == 1, [j.created_at for j in joins]
-    finally:
-        ctx_r.close()
-        ctx_s.close()

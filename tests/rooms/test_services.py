@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from PIL import Image
@@ -359,6 +360,30 @@ def test_mark_read_validates_seq(pair, seq):
 # --- concurrency ---------------------------------------------------------------------------------
 
 
+def run_concurrently(app, work: Callable[[int], None], threads_n: int) -> None:
+    """Run work(0) … work(n-1) at once, each in its own thread and app context; any error fails."""
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def guarded(t: int) -> None:
+        with app.app_context():
+            try:
+                barrier.wait(timeout=30)
+                work(t)
+            except BaseException as exc:  # any error is a defect
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a poster hung"
+    assert errors == [], errors
+
+
 def test_concurrent_posts_get_unique_gap_free_sequence_numbers(app, pair, database_url):
     """Two parties on several connections at once: every message gets its own seq, none skipped.
 
@@ -369,39 +394,23 @@ def test_concurrent_posts_get_unique_gap_free_sequence_numbers(app, pair, databa
     rural, specialist, consult = pair
     rural_id, specialist_id, consult_id = rural.id, specialist.id, consult.id
     threads_n, per_thread = 8, 5
-    barrier = threading.Barrier(threads_n)
-    errors: list[BaseException] = []
     created: Counter = Counter()
     lock = threading.Lock()
 
     def work(t: int) -> None:
         from webapp.models import Consult, User
 
-        with app.app_context():
-            try:
-                sender = db.session.get(User, rural_id if t % 2 == 0 else specialist_id)
-                room = db.session.get(Consult, consult_id)
-                barrier.wait(timeout=30)
-                for i in range(per_thread):
-                    posted = post_message(sender, room, f"t{t:02d}-m{i:03d}-x", f"thread {t} message {i}")
-                    # every thread also retries its first message once: never a duplicate
-                    if i == 0:
-                        assert post_message(sender, room, f"t{t:02d}-m000-x", "again").created is False
-                    with lock:
-                        created[posted.created] += 1
-            except BaseException as exc:  # any error is a defect
-                with lock:
-                    errors.append(exc)
-            finally:
-                db.session.remove()
+        sender = db.session.get(User, rural_id if t % 2 == 0 else specialist_id)
+        room = db.session.get(Consult, consult_id)
+        for i in range(per_thread):
+            posted = post_message(sender, room, f"t{t:02d}-m{i:03d}-x", f"thread {t} message {i}")
+            # every thread also retries its first message once: never a duplicate
+            if i == 0:
+                assert post_message(sender, room, f"t{t:02d}-m000-x", "again").created is False
+            with lock:
+                created[posted.created] += 1
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a poster hung"
-    assert errors == [], errors
+    run_concurrently(app, work, threads_n)
     total = threads_n * per_thread
     assert created == Counter({True: total})
     db.session.rollback()  # end this session's snapshot to see what the threads committed
@@ -494,37 +503,22 @@ def test_the_fast_path_and_the_full_path_share_one_gap_free_sequence_under_concu
     users = {rural.id: rural.id, specialist.id: specialist.id}
     consult_id = consult.id
     threads_n, per_thread = 6, 6
-    barrier = threading.Barrier(threads_n)
-    errors: list[BaseException] = []
 
     def work(t: int) -> None:
         from webapp.models import Consult, User
 
-        with app.app_context():
-            try:
-                sender = senders[t % 2]
-                barrier.wait(timeout=30)
-                for i in range(per_thread):
-                    client_id = f"c{t:02d}-{i:03d}-x"
-                    if services.post_message_fast(sender, client_id, f"t{t} m{i}").wire is None:
-                        raise AssertionError(f"fast path refused {client_id}")
-                    # a retry takes the full path and finds the original
-                    assert services.post_message_fast(sender, client_id, "again").wire is None
-                    again = post_message(db.session.get(User, users[sender.user_id]),
-                                         db.session.get(Consult, consult_id), client_id, "again")
-                    assert again.created is False
-            except BaseException as exc:  # any error is a defect
-                errors.append(exc)
-            finally:
-                db.session.remove()
+        sender = senders[t % 2]
+        for i in range(per_thread):
+            client_id = f"c{t:02d}-{i:03d}-x"
+            if services.post_message_fast(sender, client_id, f"t{t} m{i}").wire is None:
+                raise AssertionError(f"fast path refused {client_id}")
+            # a retry takes the full path and finds the original
+            assert services.post_message_fast(sender, client_id, "again").wire is None
+            again = post_message(db.session.get(User, users[sender.user_id]),
+                                 db.session.get(Consult, consult_id), client_id, "again")
+            assert again.created is False
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a poster hung"
-    assert errors == [], errors
+    run_concurrently(app, work, threads_n)
     db.session.rollback()
     seqs = db.session.scalars(select(Message.seq).where(Message.consult_id == consult_id).order_by(Message.seq)).all()
     assert seqs == list(range(1, threads_n * per_thread + 2))
