@@ -6,6 +6,8 @@ export FLASK_APP := wsgi.py
 HOST ?= 127.0.0.1
 PORT ?= 5000
 WORKER_PORT ?= 5001
+# The browser's Origin for Socket.IO: follows HOST and PORT unless set in the environment
+ALLOWED_ORIGINS ?= http://$(HOST):$(PORT),http://localhost:$(PORT)
 
 .PHONY: run test install install-dev lint migrate seed bench clean
 
@@ -30,7 +32,7 @@ run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed-demo --if-empty
 	@echo "Huizhen on http://$(HOST):$(PORT) — demo logins: rural@demo.test / specialist@demo.test / coordinator@demo.test, password huizhen-demo"
-	@export MEDIA_WORKER_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))') \
+	@export ALLOWED_ORIGINS='$(ALLOWED_ORIGINS)' MEDIA_WORKER_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))') \
 	  MEDIA_WORKER_URL=http://127.0.0.1:$(WORKER_PORT); \
 	$(BIN)/python -m mediaworker --port $(WORKER_PORT) & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
