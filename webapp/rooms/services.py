@@ -118,11 +118,11 @@ def _rate_limiter() -> MovingWindowRateLimiter | LocalMovingWindow:
     return _limiter[uri]
 
 
-def check_rate(user: User) -> None:
+def check_rate(user_id: int) -> None:
     """Refuse a sender over CHAT_MESSAGES_PER_SECOND (per user, across processes with Redis)."""
     limit = RateLimitItemPerSecond(current_app.config["CHAT_MESSAGES_PER_SECOND"])
     try:
-        allowed = _rate_limiter().hit(limit, "chat", str(user.id))
+        allowed = _rate_limiter().hit(limit, "chat", str(user_id))
     except Exception:  # the limiter's storage is down: do not lose clinical messages over it
         current_app.logger.warning("chat rate limiter unavailable; allowing message")
         return
@@ -188,12 +188,8 @@ def loaded_after_commit() -> Iterator[None]:
         session.expire_on_commit = previous
 
 
-def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
-                 attachment_id: Any = None, *, rate_charged: bool = False) -> Posted:
-    """Store a message with the next sequence number; a repeated client_id returns the original.
-
-    rate_charged: this message was already counted against the sender's rate limit.
-    """
+def _clean_text(client_id: Any, body: Any) -> tuple[str, str]:
+    """A valid client id and the message text, stripped (possibly empty); else ValidationFailed."""
     if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
         raise ValidationFailed("Each message needs a client id of 8–64 letters, digits, '-' or '_'.")
     if body is None:
@@ -204,6 +200,16 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
     limit = current_app.config["CHAT_MAX_CHARS"]
     if len(body) > limit:
         raise ValidationFailed(f"Messages are limited to {limit} characters.")
+    return client_id, body
+
+
+def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
+                 attachment_id: Any = None, *, rate_charged: bool = False) -> Posted:
+    """Store a message with the next sequence number; a repeated client_id returns the original.
+
+    rate_charged: this message was already counted against the sender's rate limit.
+    """
+    client_id, body = _clean_text(client_id, body)
     attachment = None
     if attachment_id is not None:
         if not isinstance(attachment_id, int) or isinstance(attachment_id, bool):
@@ -219,7 +225,7 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
         return _retried_or(consult, sender, client_id, Forbidden("This consult is closed; its chat is read-only."))
     try:
         if not rate_charged:
-            check_rate(sender)
+            check_rate(sender.id)
     except TooManyMessages as refused:  # a retry is not a new message: recognise it even when limited
         return _retried_or(consult, sender, client_id, refused)
     consult_id, sender_id = consult.id, sender.id
@@ -322,19 +328,18 @@ def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: 
     rollback, and post_message gives the precise answer, audits a refusal or returns the original.
     """
     undecided = FastPost(None)
-    if attachment_id is not None or not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
+    if attachment_id is not None:
         return undecided
-    if not isinstance(body, str):
-        return undecided
-    body = body.strip()
-    if not body or len(body) > current_app.config["CHAT_MAX_CHARS"]:
-        return undecided
-    limit = RateLimitItemPerSecond(current_app.config["CHAT_MESSAGES_PER_SECOND"])
     try:
-        if not _rate_limiter().hit(limit, "chat", str(sender.user_id)):
-            return undecided  # post_message refuses it, or recognises a retry
-    except Exception:  # the limiter's storage is down: post_message logs it and lets the message through
+        client_id, body = _clean_text(client_id, body)
+    except ValidationFailed:
         return undecided
+    if not body:
+        return undecided
+    try:
+        check_rate(sender.user_id)
+    except TooManyMessages:
+        return undecided  # post_message refuses it, or recognises a retry
     created_at = utcnow()
     params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token,
               "client_id": client_id, "body": body, "created_at": created_at}
