@@ -481,6 +481,27 @@ def test_the_fast_path_stores_nothing_and_takes_no_number_when_it_cannot_prove_t
             assert post_message(rural, consult, "fast-0003", "next").message.seq == 2
 
 
+def test_send_message_takes_the_fast_path_and_asks_for_the_user_and_consult_only_when_it_cannot(app, pair,
+                                                                                               monkeypatch):
+    rural, _, consult = pair
+    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 2)
+    resolved: list[str] = []
+
+    def resolve():
+        resolved.append("full path")
+        return rural, consult
+
+    first = services.send_message(sender_of(rural, consult), resolve, "send-0001", "first")  # no counter yet
+    assert (first.wire["seq"], first.consult_id, first.created, resolved) == (1, consult.id, True, ["full path"])
+    second = services.send_message(sender_of(rural, consult), resolve, "send-0002", "second")
+    assert (second.wire["seq"], second.created, resolved) == (2, True, ["full path"])  # fast: no load
+    # each message counted once: the limit of 2 per second is reached, not passed
+    with pytest.raises(TooManyMessages):
+        services.send_message(sender_of(rural, consult), resolve, "send-0003", "third")
+    retry = services.send_message(None, resolve, "send-0002", "second")  # no joined sender: full path
+    assert (retry.wire["id"], retry.created) == (second.wire["id"], False)
+
+
 @pytest.mark.parametrize("client_id, body, attachment_id", [
     ("bad id!", "hello", None), (None, "hello", None), ("fast-0001", "", None), ("fast-0001", "   ", None),
     ("fast-0001", 42, None), ("fast-0001", "x" * 20_000, None), ("fast-0001", "hello", 1),

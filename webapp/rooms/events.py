@@ -69,27 +69,24 @@ class RoomNamespace(Namespace):
             "read_only": consult.status in services.CLOSED,
         }
 
-    @handler(authenticate=False)
-    def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _sender(self, data: dict[str, Any]) -> services.Sender | None:
+        """Who sends on this connection, from its joined room and its session (checked by the store)."""
         joined, token = _presence().entry(request.sid), session.get("_user_id")
-        charged = False
-        if joined is not None and isinstance(token, str) and data.get("ref") == joined.ref:
-            sender = services.Sender(joined.user_id, token, joined.name, joined.consult_id)
-            fast = services.post_message_fast(sender, data.get("client_id"), data.get("body"),
-                                              data.get("attachment_id"))
-            if fast.wire is not None:  # stored and committed: broadcast, then ack
-                emit("message", fast.wire, to=room_name(joined.consult_id), namespace=NAMESPACE)
-                return {"ok": True, "message": fast.wire, "duplicate": False}
-            charged = fast.rate_charged
-        require_user()  # every other case takes the full path, which says exactly what is wrong
-        consult = self._joined_consult(data)
-        with services.loaded_after_commit():  # the ack and broadcast below need no reload
-            posted = services.post_message(current_user, consult, data.get("client_id"), data.get("body"),
-                                           data.get("attachment_id"), rate_charged=charged)
-        wire = services.to_wire(posted.message)
-        if posted.created:  # emitted after the commit; a retried send is not broadcast twice
-            emit("message", wire, to=room_name(consult.id), namespace=NAMESPACE)
-        return {"ok": True, "message": wire, "duplicate": not posted.created}
+        if joined is None or not isinstance(token, str) or data.get("ref") != joined.ref:
+            return None
+        return services.Sender(joined.user_id, token, joined.name, joined.consult_id)
+
+    def _resolve(self, data: dict[str, Any]) -> tuple[Any, Any]:
+        require_user()
+        return current_user, self._joined_consult(data)
+
+    @handler(authenticate=False)  # the store proves the session (services.post_message_fast)
+    def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
+        sent = services.send_message(self._sender(data), lambda: self._resolve(data),
+                                     data.get("client_id"), data.get("body"), data.get("attachment_id"))
+        if sent.created:  # emitted after the commit; a retried send is not broadcast twice
+            emit("message", sent.wire, to=room_name(sent.consult_id), namespace=NAMESPACE)
+        return {"ok": True, "message": sent.wire, "duplicate": not sent.created}
 
     @handler
     def on_backfill(self, data: dict[str, Any]) -> dict[str, Any]:

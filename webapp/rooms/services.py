@@ -6,7 +6,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -358,6 +358,35 @@ def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: 
     return FastPost({"id": message_id, "seq": seq, "client_id": client_id, "sender_id": sender.user_id,
                      "sender_name": sender.name, "body": body, "created_at": created_at.isoformat()},
                     rate_charged=True)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A stored chat message: its wire form, its consult, and whether this send created it."""
+
+    wire: dict[str, Any]
+    consult_id: int
+    created: bool
+
+
+def send_message(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], client_id: Any,
+                 body: Any, attachment_id: Any = None) -> Sent:
+    """Store a chat message, by the fast path when it can; created is False for an idempotent retry.
+
+    A sender known from a joined connection takes the fast path; anything it cannot decide goes
+    to post_message with the user and consult that resolve() loads and checks (it raises the
+    precise refusal), counting the message once against the rate limit either way.
+    """
+    charged = False
+    if sender is not None:
+        fast = post_message_fast(sender, client_id, body, attachment_id)
+        if fast.wire is not None:
+            return Sent(fast.wire, sender.consult_id, True)
+        charged = fast.rate_charged
+    user, consult = resolve()
+    with loaded_after_commit():  # the wire form below is built from what was just written
+        posted = post_message(user, consult, client_id, body, attachment_id, rate_charged=charged)
+    return Sent(to_wire(posted.message), consult.id, posted.created)
 
 
 def _retried_or(consult: Consult, sender: User, client_id: str, refusal: DomainError | None) -> Posted:
