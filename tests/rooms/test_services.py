@@ -521,7 +521,6 @@ def test_the_fast_path_and_the_full_path_share_one_gap_free_sequence_under_concu
     rural, specialist, consult = pair
     post_message(rural, consult, "seed-0001", "first")
     senders = [sender_of(rural, consult), sender_of(specialist, consult)]
-    users = {rural.id: rural.id, specialist.id: specialist.id}
     consult_id = consult.id
     threads_n, per_thread = 6, 6
 
@@ -535,7 +534,7 @@ def test_the_fast_path_and_the_full_path_share_one_gap_free_sequence_under_concu
                 raise AssertionError(f"fast path refused {client_id}")
             # a retry takes the full path and finds the original
             assert services.post_message_fast(sender, client_id, "again").wire is None
-            again = post_message(db.session.get(User, users[sender.user_id]),
+            again = post_message(db.session.get(User, sender.user_id),
                                  db.session.get(Consult, consult_id), client_id, "again")
             assert again.created is False
 

@@ -40,8 +40,8 @@ from ..models.types import utcnow
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
-WRITABLE = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)
 OPEN_ROOM = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
+WRITABLE = tuple(s for s in OPEN_ROOM if s not in CLOSED)  # the room is open and its chat not read-only
 
 
 class TooManyMessages(DomainError):
@@ -344,13 +344,15 @@ def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: 
     params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token,
               "client_id": client_id, "body": body, "created_at": created_at}
     engine = db.engine
-    statements = _claim_statements(engine.dialect.name)
+    dialect = engine.dialect.name
+    statements = _claim_statements(dialect)
     with engine.connect() as conn, conn.begin() as tx:
-        if len(statements) == 2:  # SQLite
-            params["seq"] = conn.execute(statements[0], params).scalar()
-            row = conn.execute(statements[1], params).first() if params["seq"] is not None else None
-        else:
+        if dialect == "postgresql":
             row = conn.execute(statements[0], params).first()
+        else:
+            claim, store = statements
+            params["seq"] = conn.execute(claim, params).scalar()
+            row = conn.execute(store, params).first() if params["seq"] is not None else None
         if row is None:  # refused, retried or no counter yet: the UPDATE (if any) is undone
             tx.rollback()
             return FastPost(None, rate_charged=True)
