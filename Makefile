@@ -31,7 +31,7 @@ install-dev: $(VENV)/.dev
 run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed-demo --if-empty
-	@echo "Huizhen on http://$(HOST):$(PORT) — demo logins: rural@demo.test / specialist@demo.test / coordinator@demo.test, password huizhen-demo"
+	@echo "Huizhen on http://$(HOST):$(PORT) — demo logins: rural@demo.test / specialist@demo.test / specialist2@demo.test / coordinator@demo.test, password huizhen-demo"
 	@export ALLOWED_ORIGINS='$(ALLOWED_ORIGINS)' MEDIA_WORKER_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))') \
 	  MEDIA_WORKER_URL=http://127.0.0.1:$(WORKER_PORT); \
 	$(BIN)/python -m mediaworker --port $(WORKER_PORT) & worker=$$!; \
