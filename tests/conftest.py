@@ -265,6 +265,36 @@ class Factory:
         slot = scheduling.open_slots(specialist)[1]  # not the first: it may fall inside the lead time a moment later
         return consults.accept(specialist, c.ref, slot.starts_at)
 
+    def chat_history(self, consult: Consult, count: int, senders: tuple[User, ...] = (),
+                     prefix: str = "history") -> list[int]:
+        """Append count chat messages to a consult at once (SQL, not one send each); their seqs.
+
+        Written as the parties would have over time: alternating senders, the next sequence numbers
+        from the consult's counter, bodies "<prefix> <seq>".
+        """
+        from sqlalchemy import insert, select, update
+
+        from webapp.models import Message, RoomCounter
+        from webapp.models.types import utcnow
+
+        senders = senders or tuple(u for u in (consult.requester, consult.specialist) if u is not None)
+        counter = db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id))
+        start = counter or 0
+        seqs = list(range(start + 1, start + count + 1))
+        now = utcnow()
+        db.session.execute(insert(Message), [
+            {"consult_id": consult.id, "seq": seq, "sender_id": senders[seq % len(senders)].id,
+             "client_id": f"{prefix}-{seq:08d}", "body": f"{prefix} {seq}", "created_at": now}
+            for seq in seqs])
+        if counter is None:
+            db.session.execute(insert(RoomCounter).values(consult_id=consult.id, last_seq=start + count))
+        else:
+            db.session.execute(update(RoomCounter).where(RoomCounter.consult_id == consult.id)
+                               .values(last_seq=start + count).execution_options(synchronize_session=False))
+        db.session.commit()
+        assert db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id)) == seqs[-1]
+        return seqs
+
 
 @pytest.fixture
 def make(app) -> Factory:
