@@ -272,27 +272,30 @@ class Factory:
         Written as the parties would have over time: alternating senders, the next sequence numbers
         from the consult's counter, bodies "<prefix> <seq>".
         """
-        from sqlalchemy import insert, select, update
+        from sqlalchemy import insert, update
 
         from webapp.models import Message, RoomCounter
         from webapp.models.types import utcnow
 
         senders = senders or tuple(u for u in (consult.requester, consult.specialist) if u is not None)
-        counter = db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id))
-        start = counter or 0
-        seqs = list(range(start + 1, start + count + 1))
+        consult_id, sender_ids = consult.id, [u.id for u in senders]
+        # End any read snapshot, then write first (the counter): on SQLite a transaction that read
+        # before a live server committed could not take the write lock any more.
+        db.session.commit()
+        top = db.session.execute(
+            update(RoomCounter).where(RoomCounter.consult_id == consult_id)
+            .values(last_seq=RoomCounter.last_seq + count).returning(RoomCounter.last_seq)
+            .execution_options(synchronize_session=False)).scalar()
+        if top is None:
+            db.session.execute(insert(RoomCounter).values(consult_id=consult_id, last_seq=count))
+            top = count
+        seqs = list(range(top - count + 1, top + 1))
         now = utcnow()
         db.session.execute(insert(Message), [
-            {"consult_id": consult.id, "seq": seq, "sender_id": senders[seq % len(senders)].id,
+            {"consult_id": consult_id, "seq": seq, "sender_id": sender_ids[seq % len(sender_ids)],
              "client_id": f"{prefix}-{seq:08d}", "body": f"{prefix} {seq}", "created_at": now}
             for seq in seqs])
-        if counter is None:
-            db.session.execute(insert(RoomCounter).values(consult_id=consult.id, last_seq=start + count))
-        else:
-            db.session.execute(update(RoomCounter).where(RoomCounter.consult_id == consult.id)
-                               .values(last_seq=start + count).execution_options(synchronize_session=False))
         db.session.commit()
-        assert db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id)) == seqs[-1]
         return seqs
 
 
