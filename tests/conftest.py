@@ -265,6 +265,39 @@ class Factory:
         slot = scheduling.open_slots(specialist)[1]  # not the first: it may fall inside the lead time a moment later
         return consults.accept(specialist, c.ref, slot.starts_at)
 
+    def chat_history(self, consult: Consult, count: int, senders: tuple[User, ...] = (),
+                     prefix: str = "history") -> list[int]:
+        """Append count chat messages to a consult at once (SQL, not one send each); their seqs.
+
+        Written as the parties would have over time: alternating senders, the next sequence numbers
+        from the consult's counter, bodies "<prefix> <seq>".
+        """
+        from sqlalchemy import insert, update
+
+        from webapp.models import Message, RoomCounter
+        from webapp.models.types import utcnow
+
+        senders = senders or tuple(u for u in (consult.requester, consult.specialist) if u is not None)
+        consult_id, sender_ids = consult.id, [u.id for u in senders]
+        # End any read snapshot, then write first (the counter): on SQLite a transaction that read
+        # before a live server committed could not take the write lock any more.
+        db.session.commit()
+        top = db.session.execute(
+            update(RoomCounter).where(RoomCounter.consult_id == consult_id)
+            .values(last_seq=RoomCounter.last_seq + count).returning(RoomCounter.last_seq)
+            .execution_options(synchronize_session=False)).scalar()
+        if top is None:
+            db.session.execute(insert(RoomCounter).values(consult_id=consult_id, last_seq=count))
+            top = count
+        seqs = list(range(top - count + 1, top + 1))
+        now = utcnow()
+        db.session.execute(insert(Message), [
+            {"consult_id": consult_id, "seq": seq, "sender_id": sender_ids[seq % len(sender_ids)],
+             "client_id": f"{prefix}-{seq:08d}", "body": f"{prefix} {seq}", "created_at": now}
+            for seq in seqs])
+        db.session.commit()
+        return seqs
+
 
 @pytest.fixture
 def make(app) -> Factory:

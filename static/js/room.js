@@ -1,7 +1,10 @@
 /* Huizhen consult room: chat over Socket.IO. Every message is persisted before it is
    acknowledged; unsent messages wait in an outbox (kept across reloads) and are retried with
-   the same client id, so a lost ack never duplicates a message. After any reconnect the client
-   backfills everything after the last sequence number it saw. Text is rendered as text only. */
+   the same client id, so a lost ack never duplicates a message. History comes in pages: a first
+   join shows the latest page, older pages load when the reader scrolls to the top (or presses
+   "Load earlier messages"); after a reconnect or any gap in sequence numbers the client fetches
+   every missing page, tracking the highest sequence number up to which it has shown everything
+   (never just the highest it has seen). Text is rendered as text only. */
 (function () {
   "use strict";
   var root = document.getElementById("room");
@@ -18,7 +21,15 @@
   var fileInput = document.getElementById("chat-file");
   var errorEl = document.getElementById("chat-error");
 
-  var lastSeq = 0;
+  var lastSeq = 0;           // every message from firstSeq up to lastSeq is shown (no gap below it)
+  var firstSeq = 0;          // the oldest message of that run (0: no history page taken yet)
+  var maxSeq = 0;            // the newest sequence number known to exist (shown, acked or announced)
+  var hasOlder = false;      // the server holds messages before firstSeq
+  var moreAfter = false;     // the server said more messages follow the last page it gave
+  var caughtUp = false;      // every message up to maxSeq is shown
+  var catchingUp = false, loadingOlder = false, epoch = 0, catchUpTries = 0, announceCaughtUp = false;
+  var inPage = false;        // taking a page: its caller fetches what is missing once it is done
+  var seqs = [];             // every shown sequence number, ascending
   var bySeq = {};            // seq -> element
   var pendingEls = {};       // client_id -> element
   var receipts = {};         // user id -> last read seq
@@ -30,6 +41,10 @@
 
   var socket = io("/room", { transports: ["websocket", "polling"], reconnectionDelayMax: 5000 });
   window.huizhenRoom = { socket: socket, state: function () { return { lastSeq: lastSeq, outbox: outbox.length, joined: joined }; } };
+  window.huizhenRoom.history = function () {
+    return { firstSeq: firstSeq, lastSeq: lastSeq, maxSeq: maxSeq, hasOlder: hasOlder, caughtUp: caughtUp,
+             loadingOlder: loadingOlder, shown: seqs.length };
+  };
 
   function loadOutbox() {
     try { return JSON.parse(localStorage.getItem(outboxKey) || "[]"); } catch (e) { return []; }
@@ -112,13 +127,21 @@
     return li;
   }
 
+  // --- the message list: ordered by sequence number, each message once ---------------------------
   function insertOrdered(li, seq) {
-    var nodes = list.querySelectorAll(".msg[data-seq]");
-    for (var i = 0; i < nodes.length; i++) {
-      if (Number(nodes[i].dataset.seq) > seq) { list.insertBefore(li, nodes[i]); return; }
+    var lo = 0, hi = seqs.length;
+    while (lo < hi) { var mid = (lo + hi) >> 1; if (seqs[mid] < seq) lo = mid + 1; else hi = mid; }
+    if (lo < seqs.length) list.insertBefore(li, bySeq[seqs[lo]]);
+    else {
+      var firstPending = list.querySelector(".msg.pending");
+      if (firstPending) list.insertBefore(li, firstPending); else list.appendChild(li);
     }
-    var firstPending = list.querySelector(".msg.pending");
-    if (firstPending) list.insertBefore(li, firstPending); else list.appendChild(li);
+    seqs.splice(lo, 0, seq);
+  }
+
+  function advance() {                         // extend the run of shown messages as far as it goes
+    if (!firstSeq) return;
+    while (bySeq[lastSeq + 1]) lastSeq++;
   }
 
   function accept(m) {
@@ -128,15 +151,142 @@
     if (pendingEl && m.sender_id === me) { pendingEl.remove(); delete pendingEls[m.client_id]; }
     insertOrdered(li, m.seq);
     bySeq[m.seq] = li;
-    if (m.seq > lastSeq) lastSeq = m.seq;
+    if (m.seq > maxSeq) maxSeq = m.seq;
+    advance();
     emptyState();
+    renderEdge();
+    if (joined && !inPage && maxSeq > lastSeq) catchUp();  // a gap below it: fetch every missing page
   }
 
-  function acceptAll(messages) {
-    messages.sort(function (a, b) { return a.seq - b.seq; }).forEach(accept);
-    list.scrollTop = list.scrollHeight;
+  function nearBottom() { return list.scrollHeight - list.scrollTop - list.clientHeight < 60; }
+  function toBottom() { list.scrollTop = list.scrollHeight; }
+
+  function acceptAll(messages, stick) {
+    var follow = stick || nearBottom();
+    inPage = true;
+    try { messages.slice().sort(function (a, b) { return a.seq - b.seq; }).forEach(accept); } finally { inPage = false; }
+    if (follow) toBottom();
     renderReceipts();
     markRead();
+  }
+
+  // A page read forwards from `after` holds every message after it up to its last one.
+  function takeForward(after, messages, stick) {
+    acceptAll(messages, stick);
+    if (messages.length && after <= lastSeq) lastSeq = Math.max(lastSeq, messages[messages.length - 1].seq);
+    advance();
+  }
+
+  function setCaughtUp(value) {
+    caughtUp = value;
+    if (value && announceCaughtUp) { announceCaughtUp = false; showBanner("up", "Connection restored. Messages are up to date."); }
+  }
+
+  // Fetch page after page after lastSeq until every message up to maxSeq (and whatever the server
+  // says follows) is shown. One request at a time; a reconnect starts a new round (epoch).
+  function catchUp() {
+    if (catchingUp || !joined) return;
+    if (lastSeq >= maxSeq && !moreAfter) { setCaughtUp(true); return; }
+    setCaughtUp(false);
+    catchingUp = true;
+    var after = lastSeq, mine = epoch;
+    socket.timeout(15000).emit("backfill", { ref: ref, after_seq: after }, function (err, ack) {
+      if (mine !== epoch) return;              // a reconnect began a new round meanwhile
+      catchingUp = false;
+      if (err || !ack || !ack.ok) {            // retry, backing off; a reconnect retries at once
+        catchUpTries++;
+        setTimeout(function () { if (mine === epoch) catchUp(); }, Math.min(30000, 1000 * Math.pow(2, catchUpTries)));
+        return;
+      }
+      catchUpTries = 0;
+      moreAfter = !!ack.more;
+      if (ack.last_seq > maxSeq) maxSeq = ack.last_seq;
+      takeForward(after, ack.messages, false);
+      if (!ack.messages.length && !ack.more) maxSeq = lastSeq;  // the server has nothing after lastSeq
+      catchUp();
+    });
+  }
+
+  function backfill() { catchUp(); }           // kept for callers: fetch whatever is missing
+
+  // The join ack: the latest page (first join, nothing shown yet), or the page after lastSeq.
+  function takeJoinBacklog(ack, reconnected) {
+    epoch++;
+    catchingUp = false;
+    loadingOlder = false;
+    catchUpTries = 0;
+    announceCaughtUp = reconnected;
+    var messages = ack.messages.slice().sort(function (a, b) { return a.seq - b.seq; });
+    if (ack.last_seq > maxSeq) maxSeq = ack.last_seq;
+    moreAfter = !!ack.more;
+    if (!lastSeq) {                            // nothing shown yet: the latest page is where we start
+      firstSeq = messages.length ? messages[0].seq : 1;
+      lastSeq = messages.length ? messages[messages.length - 1].seq : 0;
+      hasOlder = !!ack.has_more;
+      acceptAll(messages, true);
+      advance();
+    } else {
+      takeForward(lastSeq, messages, false);
+    }
+    emptyState();
+    renderEdge();
+    catchUp();
+    fillViewport();
+  }
+
+  // --- older pages: scrolled to the top, or the "Load earlier messages" button ----------------------
+  var edge = document.createElement("li");
+  edge.className = "history-edge";
+  edge.hidden = true;
+  var olderBtn = document.createElement("button");
+  olderBtn.type = "button";
+  olderBtn.className = "btn secondary small";
+  olderBtn.id = "load-earlier";
+  var edgeNote = document.createElement("span");
+  edgeNote.className = "muted small";
+  edge.appendChild(olderBtn);
+  edge.appendChild(edgeNote);
+  list.insertBefore(edge, list.firstChild);
+  olderBtn.addEventListener("click", loadOlder);
+  list.addEventListener("scroll", function () { if (list.scrollTop < 80) loadOlder(); });
+
+  function renderEdge() {
+    edge.hidden = seqs.length === 0;
+    olderBtn.hidden = !hasOlder;
+    olderBtn.disabled = loadingOlder;
+    olderBtn.textContent = loadingOlder ? "Loading earlier messages…" : "Load earlier messages";
+    if (!hasOlder) edgeNote.textContent = "This is the start of the conversation.";
+  }
+
+  function fillViewport() {                    // a short page that cannot be scrolled: load more at once
+    if (hasOlder && list.scrollHeight <= list.clientHeight) loadOlder();
+  }
+
+  function loadOlder() {
+    if (loadingOlder || !hasOlder || !joined || !firstSeq) return;
+    loadingOlder = true;
+    edgeNote.textContent = "";
+    renderEdge();
+    var before = firstSeq, mine = epoch;
+    socket.timeout(15000).emit("history", { ref: ref, before_seq: before }, function (err, ack) {
+      if (mine !== epoch) return;
+      loadingOlder = false;
+      if (err || !ack || !ack.ok) {
+        edgeNote.textContent = "Earlier messages could not be loaded; try again.";
+        renderEdge();
+        return;
+      }
+      var fromBottom = list.scrollHeight - list.scrollTop;  // keep what the reader sees where it is
+      inPage = true;
+      try { ack.messages.forEach(accept); } finally { inPage = false; }
+      if (ack.messages.length) firstSeq = Math.min(firstSeq, ack.messages[0].seq);
+      hasOlder = !!ack.has_more;
+      renderEdge();
+      list.scrollTop = list.scrollHeight - fromBottom;
+      renderReceipts();
+      catchUp();
+      fillViewport();
+    });
   }
 
   function renderReceipts() {
@@ -170,12 +320,6 @@
       li.className = "online";
       li.textContent = p.user_id === me ? p.name + " (you)" : p.name;
       peopleEl.appendChild(li);
-    });
-  }
-
-  function backfill(after) {
-    socket.emit("backfill", { ref: ref, after_seq: after === undefined ? lastSeq : after }, function (ack) {
-      if (ack && ack.ok) acceptAll(ack.messages);
     });
   }
 
@@ -241,9 +385,8 @@
       receipts = {};
       Object.keys(ack.receipts).forEach(function (k) { receipts[k] = ack.receipts[k]; });
       renderPeople(ack.people);
-      acceptAll(ack.messages);
-      emptyState();
-      if (everConnected) showBanner("up", "Connection restored. Messages are up to date.");
+      if (everConnected) showBanner("sync", "Connection restored. Fetching missed messages…");
+      takeJoinBacklog(ack, everConnected);
       everConnected = true;
       if (!readOnly) flushOutbox();
     });
@@ -259,9 +402,9 @@
   });
   socket.on("message", function (m) {
     if (m.sender_id !== me) clearTyping(m.sender_id);  // the message they were typing has arrived
-    if (m.seq > lastSeq + 1) { backfill(); return; }  // a gap: fetch in order from the database
-    accept(m);
-    list.scrollTop = list.scrollHeight;
+    var follow = nearBottom();
+    accept(m);                                 // a gap below it: every missing page is fetched, in order
+    if (follow) toBottom();
     markRead();
   });
   socket.on("presence", function (data) { renderPeople(data.people); });

@@ -280,6 +280,105 @@ def test_a_closed_consult_room_is_read_only(room):
     assert_error(send(specialist_sock, consult.ref, "after-closing"), 403, "forbidden")
 
 
+# --- history pages -------------------------------------------------------------------------------
+
+
+def seqs(messages: list[dict]) -> list[int]:
+    return [m["seq"] for m in messages]
+
+
+def test_join_gives_the_latest_page_and_says_older_messages_exist(app, make, room, sio):
+    _, _, consult, rural_sock, specialist_sock = room
+    make.chat_history(consult, 250)
+    assert app.config["CHAT_PAGE_SIZE"] == 100
+    ack = join(specialist_sock, consult.ref)
+    assert seqs(ack["messages"]) == list(range(151, 251))
+    assert (ack["has_more"], ack["more"], ack["last_seq"]) == (True, False, 250)
+    assert ack["messages"][-1]["body"] == "history 250" and ack["messages"][-1]["sender_name"]
+    # a writer first: the next join (nothing shown yet) is still the latest page, their message last
+    join(rural_sock, consult.ref)
+    assert send(rural_sock, consult.ref, "after-history-1", "newest")["message"]["seq"] == 251
+    again = join(rural_sock, consult.ref)
+    assert seqs(again["messages"]) == list(range(152, 252)) and again["has_more"] is True
+    # a room that fits in one page: all of it, nothing older
+    rural2, specialist2 = make.rural(), make.specialist()
+    small = make.scheduled(rural2, specialist2)
+    make.chat_history(small, 3)
+    whole = join(sio(specialist2), small.ref)
+    assert seqs(whole["messages"]) == [1, 2, 3]
+    assert (whole["has_more"], whole["more"], whole["last_seq"]) == (False, False, 3)
+
+
+def test_history_pages_back_to_the_first_message(make, room):
+    _, _, consult, _, specialist_sock = room
+    make.chat_history(consult, 250)
+    ack = join(specialist_sock, consult.ref)
+    shown, has_more = seqs(ack["messages"]), ack["has_more"]
+    while has_more:
+        older = specialist_sock.emit("history", {"ref": consult.ref, "before_seq": shown[0]}, namespace=NS,
+                                     callback=True)
+        assert older["ok"] is True, older
+        assert len(older["messages"]) <= 100
+        shown = seqs(older["messages"]) + shown
+        has_more = older["has_more"]
+    assert shown == list(range(1, 251))  # every message once, in order
+    first = specialist_sock.emit("history", {"ref": consult.ref, "before_seq": 1}, namespace=NS, callback=True)
+    assert first == {"ok": True, "messages": [], "has_more": False}
+
+
+def test_a_reconnect_after_a_sequence_pages_forward_until_complete(make, room):
+    _, _, consult, _, specialist_sock = room
+    make.chat_history(consult, 250)
+    ack = join(specialist_sock, consult.ref, after_seq=20)  # came back having shown 1..20
+    assert seqs(ack["messages"]) == list(range(21, 121))
+    assert (ack["more"], ack["has_more"], ack["last_seq"]) == (True, True, 250)
+    shown, more = seqs(ack["messages"]), ack["more"]
+    while more:
+        page = specialist_sock.emit("backfill", {"ref": consult.ref, "after_seq": shown[-1]}, namespace=NS,
+                                    callback=True)
+        assert page["ok"] is True and page["last_seq"] == 250, page
+        shown += seqs(page["messages"])
+        more = page["more"]
+    assert shown == list(range(21, 251))
+    done = specialist_sock.emit("backfill", {"ref": consult.ref, "after_seq": 250}, namespace=NS, callback=True)
+    assert done == {"ok": True, "messages": [], "more": False, "last_seq": 250}
+
+
+def test_history_payloads_are_validated_and_need_a_joined_room(make, room):
+    _, _, consult, rural_sock, specialist_sock = room
+    make.chat_history(consult, 5)
+    refused = rural_sock.emit("history", {"ref": consult.ref, "before_seq": 5}, namespace=NS, callback=True)
+    assert_error(refused, 422, "invalid_input")  # not joined yet
+    join(rural_sock, consult.ref)
+    for payload in ({"ref": consult.ref}, {"ref": consult.ref, "before_seq": None},
+                    {"ref": consult.ref, "before_seq": "5"}, {"ref": consult.ref, "before_seq": -1},
+                    {"ref": consult.ref, "before_seq": 2**31}, {"ref": consult.ref, "before_seq": 10**40},
+                    {"ref": consult.ref, "before_seq": 2.5}, {"ref": consult.ref, "before_seq": True},
+                    {"ref": consult.ref, "before_seq": [3]}, {"before_seq": 3}, [3], "x"):
+        ack = rural_sock.emit("history", payload, namespace=NS, callback=True)
+        assert_error(ack, 422, "invalid_input")
+        assert "before_seq" in ack["message"] or "ref" in ack["message"].lower() or "payload" in ack["message"]
+    for event, key in (("join", "after_seq"), ("backfill", "after_seq")):
+        for bad in (2**31, 10**40, -1, 1.5, False):
+            assert_error(rural_sock.emit(event, {"ref": consult.ref, key: bad}, namespace=NS, callback=True),
+                         422, "invalid_input")
+    assert_error(rural_sock.emit("history", {"ref": "NOSUCHREF", "before_seq": 3}, namespace=NS, callback=True),
+                 404)
+    # the connection still works: a valid page, and nothing reached the other party
+    ok = rural_sock.emit("history", {"ref": consult.ref, "before_seq": 3}, namespace=NS, callback=True)
+    assert ok == {"ok": True, "messages": ok["messages"], "has_more": False} and seqs(ok["messages"]) == [1, 2]
+    assert all_events(specialist_sock) == []
+
+
+def test_a_non_party_gets_no_history(make, room, sio):
+    _, _, consult, _, _ = room
+    make.chat_history(consult, 5)
+    outsider = sio(make.rural())
+    ack = outsider.emit("history", {"ref": consult.ref, "before_seq": 6}, namespace=NS, callback=True)
+    assert_error(ack, 404)
+    assert "messages" not in ack
+
+
 # --- validation ----------------------------------------------------------------------------------
 
 

@@ -313,6 +313,113 @@ def test_messages_after_validates_after_seq(pair, after_seq):
         messages_after(consult, after_seq)
 
 
+# --- history pages -------------------------------------------------------------------------------
+
+
+def seqs_of(messages) -> list[int]:
+    return [m.seq for m in messages]
+
+
+@pytest.fixture
+def small_pages(app, monkeypatch):
+    monkeypatch.setitem(app.config, "CHAT_PAGE_SIZE", 10)
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_the_latest_page_is_the_newest_messages_oldest_first_and_says_older_exist(make, pair):
+    rural, specialist, consult = pair
+    other = make.scheduled(rural, specialist)
+    make.chat_history(consult, 25)
+    make.chat_history(other, 3)
+    latest = services.latest_messages(consult)
+    assert seqs_of(latest.messages) == list(range(16, 26)) and latest.more is True
+    assert [m.body for m in latest.messages][-1] == "history 25"
+    assert {m.consult_id for m in latest.messages} == {consult.id}
+    assert seqs_of(services.latest_messages(consult, limit=4).messages) == [22, 23, 24, 25]
+    assert seqs_of(services.latest_messages(consult, limit=1000).messages) == list(range(16, 26))  # capped
+    small = services.latest_messages(other)
+    assert seqs_of(small.messages) == [1, 2, 3] and small.more is False
+    assert services.last_seq(consult) == 25 and services.last_seq(other) == 3
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_pages_before_a_sequence_walk_back_to_the_very_first_message(make, pair):
+    _, _, consult = pair
+    assert make.chat_history(consult, 25) == list(range(1, 26))
+    pages, before = [], 16
+    while True:
+        page = services.messages_before(consult, before)
+        pages.append(seqs_of(page.messages))
+        if not page.more:
+            break
+        before = page.messages[0].seq
+    assert pages == [list(range(6, 16)), [1, 2, 3, 4, 5]]
+    # boundaries: exactly one page left, nothing before the first, a sequence beyond the end
+    assert (seqs_of(services.messages_before(consult, 11).messages), services.messages_before(consult, 11).more) == (
+        list(range(1, 11)), False)
+    first = services.messages_before(consult, 2)
+    assert (seqs_of(first.messages), first.more) == ([1], False)
+    assert services.messages_before(consult, 1).messages == [] and services.messages_before(consult, 1).more is False
+    assert services.messages_before(consult, 0).messages == []
+    beyond = services.messages_before(consult, 10_000)
+    assert seqs_of(beyond.messages) == list(range(16, 26)) and beyond.more is True
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_pages_after_a_sequence_walk_forward_to_the_newest_with_a_more_flag(make, pair):
+    _, _, consult = pair
+    make.chat_history(consult, 25)
+    pages, after = [], 0
+    while True:
+        page = services.messages_page_after(consult, after)
+        pages.append(seqs_of(page.messages))
+        if not page.more:
+            break
+        after = page.messages[-1].seq
+    assert pages == [list(range(1, 11)), list(range(11, 21)), list(range(21, 26))]
+    exact = services.messages_page_after(consult, 15)
+    assert seqs_of(exact.messages) == list(range(16, 26)) and exact.more is False  # exactly one page left
+    assert services.messages_page_after(consult, 25) == services.Page([], False)
+    assert services.messages_page_after(consult, 2**31 - 1) == services.Page([], False)
+    assert seqs_of(messages_after(consult, 0)) == list(range(1, 11))  # one page at most, never all of it
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_join_backlog_is_the_latest_page_first_and_the_page_after_a_sequence_on_reconnect(make, pair):
+    _, _, consult = pair
+    make.chat_history(consult, 25)
+    for first in (0, None):
+        fresh = services.join_backlog(consult, first)
+        assert (seqs_of(fresh.messages), fresh.has_more, fresh.more, fresh.last_seq) == (
+            list(range(16, 26)), True, False, 25)
+    back = services.join_backlog(consult, 3)
+    assert (seqs_of(back.messages), back.has_more, back.more, back.last_seq) == (list(range(4, 14)), True, True, 25)
+    done = services.join_backlog(consult, 25)
+    assert (done.messages, done.has_more, done.more, done.last_seq) == ([], True, False, 25)
+
+
+def test_an_empty_room_has_no_pages(pair):
+    _, _, consult = pair
+    assert services.latest_messages(consult) == services.Page([], False)
+    assert services.messages_before(consult, 5) == services.Page([], False)
+    assert services.messages_page_after(consult, 0) == services.Page([], False)
+    assert services.last_seq(consult) == 0
+    empty = services.join_backlog(consult, 0)
+    assert (empty.messages, empty.has_more, empty.more, empty.last_seq) == ([], False, False, 0)
+    stale = services.join_backlog(consult, 7)  # a client that saw more than the room holds
+    assert (stale.messages, stale.has_more, stale.more, stale.last_seq) == ([], False, False, 0)
+
+
+@pytest.mark.parametrize("seq", [-1, 2**31, 10**30, "3", 2.5, True, [1], {"seq": 1}])
+def test_page_sequence_numbers_are_validated(pair, seq):
+    _, _, consult = pair
+    for read in (services.messages_before, services.messages_page_after, services.join_backlog):
+        with pytest.raises(ValidationFailed):
+            read(consult, seq)
+    with pytest.raises(ValidationFailed):
+        services.messages_before(consult, None)  # paging back needs a starting point
+
+
 # --- read receipts -------------------------------------------------------------------------------
 
 

@@ -57,13 +57,16 @@ class RoomNamespace(Namespace):
             leave_room(room_name(previous))
         join_room(room_name(consult.id))
         _presence().add(request.sid, consult.id, current_user.id, current_user.full_name, consult.ref)
-        backlog = services.messages_after(consult, data.get("after_seq", 0))
+        backlog = services.join_backlog(consult, data.get("after_seq", 0))
         people = _presence().people(consult.id)
         emit("presence", {"people": people}, to=room_name(consult.id), namespace=NAMESPACE)
         return {
             "ok": True,
             "me": current_user.id,
-            "messages": [services.to_wire(m) for m in backlog],
+            "messages": [services.to_wire(m) for m in backlog.messages],
+            "has_more": backlog.has_more,  # older messages exist: page back with "history"
+            "more": backlog.more,  # newer messages exist: page forward with "backfill"
+            "last_seq": backlog.last_seq,
             "receipts": {str(k): v for k, v in services.read_receipts(consult).items()},
             "people": people,
             "read_only": consult.status in services.CLOSED,
@@ -91,8 +94,15 @@ class RoomNamespace(Namespace):
     @handler
     def on_backfill(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined_consult(data)
-        backlog = services.messages_after(consult, data.get("after_seq", 0))
-        return {"ok": True, "messages": [services.to_wire(m) for m in backlog]}
+        page = services.messages_page_after(consult, data.get("after_seq", 0))
+        return {"ok": True, "messages": [services.to_wire(m) for m in page.messages], "more": page.more,
+                "last_seq": services.last_seq(consult)}
+
+    @handler
+    def on_history(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined_consult(data)
+        page = services.messages_before(consult, data.get("before_seq"))
+        return {"ok": True, "messages": [services.to_wire(m) for m in page.messages], "has_more": page.more}
 
     @handler
     def on_typing(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -401,16 +401,105 @@ def _retried_or(consult: Consult, sender: User, client_id: str, refusal: DomainE
     raise refusal
 
 
-def messages_after(consult: Consult, after_seq: Any, limit: int = 500) -> list[Message]:
-    """Messages with a sequence number above after_seq, in order (backfill after a reconnect)."""
-    if after_seq is None:
-        after_seq = 0
-    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < 0:
-        raise ValidationFailed("after_seq must be a non-negative number.")
-    return list(db.session.scalars(
-        select(Message).where(Message.consult_id == consult.id, Message.seq > after_seq)
-        .order_by(Message.seq).limit(limit)
+SEQ_LIMIT = 2**31  # sequence numbers are 32-bit integers in the database
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of a consult's chat, oldest first, and whether more lies beyond it.
+
+    more: for a page read forwards (after a sequence number), newer messages exist after it;
+    for a page read backwards (the latest page, or the page before a sequence number), older
+    messages exist before it.
+    """
+
+    messages: list[Message]
+    more: bool
+
+
+def _seq_arg(value: Any, name: str, *, default: int | None = None) -> int:
+    """A sequence number from a client: a non-negative int below 2**31, else ValidationFailed."""
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEQ_LIMIT:
+        raise ValidationFailed(f"{name} must be a whole number from 0 to {SEQ_LIMIT - 1}.")
+    return value
+
+
+def _page_limit(limit: int | None) -> int:
+    """The page size: the caller's, else CHAT_PAGE_SIZE; never more than CHAT_PAGE_SIZE."""
+    size = current_app.config["CHAT_PAGE_SIZE"]
+    return size if limit is None else max(1, min(limit, size))
+
+
+def _page(consult: Consult, *conditions: Any, newest_first: bool, limit: int) -> Page:
+    """One bounded, indexed read of (consult_id, seq): limit + 1 rows tell whether more exist."""
+    order = Message.seq.desc() if newest_first else Message.seq
+    rows = list(db.session.scalars(
+        select(Message).where(Message.consult_id == consult.id, *conditions)
+        .order_by(order).limit(limit + 1)
     ))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if newest_first:
+        rows.reverse()
+    return Page(rows, more)
+
+
+def messages_page_after(consult: Consult, after_seq: Any, limit: int | None = None) -> Page:
+    """The page of messages right after after_seq, oldest first; more: newer ones follow it."""
+    after = _seq_arg(after_seq, "after_seq", default=0)
+    return _page(consult, Message.seq > after, newest_first=False, limit=_page_limit(limit))
+
+
+def messages_after(consult: Consult, after_seq: Any, limit: int | None = None) -> list[Message]:
+    """Messages with a sequence number above after_seq, in order, at most one page (backfill)."""
+    return messages_page_after(consult, after_seq, limit).messages
+
+
+def messages_before(consult: Consult, before_seq: Any, limit: int | None = None) -> Page:
+    """The page of messages right before before_seq, oldest first; more: older ones exist."""
+    before = _seq_arg(before_seq, "before_seq")
+    return _page(consult, Message.seq < before, newest_first=True, limit=_page_limit(limit))
+
+
+def latest_messages(consult: Consult, limit: int | None = None) -> Page:
+    """The most recent page of the consult's chat, oldest first; more: older ones exist."""
+    return _page(consult, newest_first=True, limit=_page_limit(limit))
+
+
+def last_seq(consult: Consult) -> int:
+    """The sequence number of the consult's latest message (0 when none was sent)."""
+    return db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id)) or 0
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What a joining client is given: one page, and where the room's history goes on from it.
+
+    has_more: older messages exist before the first one given (page back with messages_before).
+    more: newer messages exist after the last one given (page forward with messages_page_after).
+    last_seq: the room's latest sequence number, read after the page (a client is caught up at it).
+    """
+
+    messages: list[Message]
+    has_more: bool
+    more: bool
+    last_seq: int
+
+
+def join_backlog(consult: Consult, after_seq: Any) -> Backlog:
+    """The latest page for a client that has shown nothing (after_seq 0 or absent), else the page after after_seq."""
+    after = _seq_arg(after_seq, "after_seq", default=0)
+    if after == 0:
+        page = latest_messages(consult)
+        last = last_seq(consult)
+        top = page.messages[-1].seq if page.messages else 0
+        return Backlog(page.messages, page.more, last > top, last)
+    page = messages_page_after(consult, after)
+    last = last_seq(consult)
+    # sequence numbers run 1, 2, 3 … without gaps: older messages exist if any at or below after_seq
+    return Backlog(page.messages, min(after, last) >= 1, page.more, last)
 
 
 def mark_read(user: User, consult: Consult, seq: Any) -> int:
@@ -423,8 +512,7 @@ def mark_read(user: User, consult: Consult, seq: Any) -> int:
         raise ValidationFailed("seq must be a non-negative number.")
     if not policy.is_party(user, consult):
         raise Forbidden("Only the consult's doctors send read receipts.")
-    last = db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id)) or 0
-    seq = min(seq, last)
+    seq = min(seq, last_seq(consult))
     receipt = db.session.get(ReadReceipt, (consult.id, user.id))
     if receipt is None:
         receipt = ReadReceipt(consult_id=consult.id, user_id=user.id, last_read_seq=0)
