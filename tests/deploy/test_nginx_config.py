@@ -18,7 +18,13 @@ def test_rendered_config_lists_every_node_and_accepts_the_bodies_the_app_accepts
     assert re.findall(r"server (\S+) max_fails", text) == ["10.0.0.1:8001", "10.0.0.1:8002", "10.0.0.2:8001"]
     assert f"client_max_body_size {app.config['MAX_CONTENT_LENGTH']};" in text
     assert "hash $binary_remote_addr consistent;" in text  # sticky sessions for the polling fallback
-    assert "proxy_set_header Upgrade $http_upgrade;" in text and "{{" not in text
+    assert "{{" not in text
+    # nginx drops the server block's proxy_set_header in a location that sets its own: the socket
+    # location must still pass the client's address, scheme and host, with the WebSocket upgrade.
+    socket_location = text[text.index("location /socket.io/"):].split("}", 1)[0]
+    for header in ("Host $http_host", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme",
+                   "Upgrade $http_upgrade", "Connection $connection_upgrade"):
+        assert f"proxy_set_header {header};" in socket_location, header
 
 
 def test_render_refuses_an_empty_node_list():
