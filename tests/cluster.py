@@ -203,12 +203,18 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
         cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", "1",
                "--worker-connections", "1000", "--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "3",
                "--timeout", "60", "--control-socket", str(self.control_socket), "wsgi:app"]
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+
+    def wait_ready(self) -> None:
         # Up means answering HTTP at all: /healthz may well be 503 while a fault is injected.
         _wait(lambda: requests.get(f"{self.url}/healthz", timeout=5).status_code in (200, 503),
               f"node {self.index} on port {self.port}", proc=self.proc, log=self.log)
@@ -293,12 +299,21 @@ class Cluster:
         try:
             self.postgres.init()
             self.redis.start()
-            migrate = subprocess.run([sys.executable, "-m", "flask", "db", "upgrade"], cwd=ROOT, env=self.env,
-                                     capture_output=True, text=True, timeout=120)
+            # The schema is built while the nodes boot (importing the app is most of the start-up
+            # time; booting touches no table); nginx starts once both are done.
+            migrate = subprocess.Popen([sys.executable, "-m", "flask", "db", "upgrade"], cwd=ROOT, env=self.env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       start_new_session=True)
+            try:
+                for node in self.nodes:
+                    node.spawn()
+                output, _ = migrate.communicate(timeout=180)
+            finally:
+                _stop_group(migrate, signal.SIGKILL)  # only if it is still running (start-up failed)
             if migrate.returncode != 0:
-                raise RuntimeError(f"flask db upgrade failed: {migrate.stdout}{migrate.stderr}")
+                raise RuntimeError(f"flask db upgrade failed: {output}")
             for node in self.nodes:
-                node.start()
+                node.wait_ready()
             self.nginx.start()
         except BaseException:
             self.close()
@@ -370,6 +385,12 @@ class Cluster:
 
     def start_postgres(self) -> None:
         self.postgres.start()
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Wait until every node's /healthz says 200 (after a fault has been undone)."""
+        for node in self.nodes:
+            _wait(lambda node=node: requests.get(f"{node.url}/healthz", timeout=10).status_code == 200,
+                  f"node {node.index} healthy", timeout=timeout, proc=node.proc, log=node.log)
 
     def logs(self) -> str:
         """The tail of every node's log, for assertion messages."""
