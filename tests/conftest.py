@@ -532,8 +532,11 @@ def cluster(request) -> Iterator:
 
 @pytest.fixture(scope="module")
 def cluster_app(cluster) -> Flask:
-    """A test-side app on the cluster's database, to build data with Factory (schema from the nodes' upgrade)."""
-    return create_app(TestingConfig, {"SQLALCHEMY_DATABASE_URI": cluster.database_url, "ARGON2_FAST": True})
+    """A test-side app on the cluster's database, to build data with Factory (schema from the nodes' upgrade).
+
+    It has no message queue: what it changes reaches connected clients only through the nodes."""
+    return create_app(TestingConfig, {"SQLALCHEMY_DATABASE_URI": cluster.database_url, "REDIS_URL": "",
+                                      "UPLOAD_DIR": cluster.env["UPLOAD_DIR"], "ARGON2_FAST": True})
 
 
 @pytest.fixture
