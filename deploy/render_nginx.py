@@ -4,7 +4,8 @@
         --prefix /var/lib/huizhen-nginx > /etc/huizhen/nginx.conf
 
 client_max_body_size follows MAX_UPLOAD_BYTES (environment or config.py default) plus the form
-overhead the application allows, so nginx never refuses an upload the application would accept.
+overhead the application allows, so nginx never refuses an upload the application would accept;
+on /socket.io/ it is SOCKET_MAX_PAYLOAD_BYTES, so an oversized long-polling POST is refused by nginx.
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ def max_body_bytes(max_upload_bytes: int | None = None) -> int:
     return max_upload_bytes + FORM_OVERHEAD_BYTES
 
 
+def socket_max_body_bytes(socket_max_payload_bytes: int | None = None) -> int:
+    """The largest Socket.IO long-polling body the nodes accept (their SOCKET_MAX_PAYLOAD_BYTES)."""
+    if socket_max_payload_bytes is None:
+        socket_max_payload_bytes = int(os.environ.get("SOCKET_MAX_PAYLOAD_BYTES", 256 * 1024))
+    return socket_max_payload_bytes
+
+
 def render(nodes: list[str], listen: str, prefix: Path | str, *, max_upload_bytes: int | None = None,
-           max_fails: int = 1, fail_timeout: int = 5) -> str:
+           socket_max_payload_bytes: int | None = None, max_fails: int = 1, fail_timeout: int = 5) -> str:
     """The nginx configuration for these node addresses (host:port), listening on `listen`."""
     if not nodes:
         raise ValueError("at least one node address is needed")
@@ -38,6 +46,7 @@ def render(nodes: list[str], listen: str, prefix: Path | str, *, max_upload_byte
         "access_log": str(prefix / "access.log"),
         "temp_dir": str(prefix / "temp"),
         "client_max_body_size": str(max_body_bytes(max_upload_bytes)),
+        "socket_max_body_size": str(socket_max_body_bytes(socket_max_payload_bytes)),
         "upstream_servers": servers,
         "listen": listen,
     }
@@ -56,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", default="80", help="nginx's listen directive (default 80)")
     ap.add_argument("--prefix", default="/var/lib/huizhen-nginx", help="directory for pid, logs and temp files")
     ap.add_argument("--max-upload-bytes", type=int, default=None, help="the nodes' MAX_UPLOAD_BYTES")
+    ap.add_argument("--socket-max-payload-bytes", type=int, default=None, help="the nodes' SOCKET_MAX_PAYLOAD_BYTES")
     args = ap.parse_args(argv)
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
-    sys.stdout.write(render(nodes, args.listen, args.prefix, max_upload_bytes=args.max_upload_bytes))
+    sys.stdout.write(render(nodes, args.listen, args.prefix, max_upload_bytes=args.max_upload_bytes,
+                            socket_max_payload_bytes=args.socket_max_payload_bytes))
     return 0
 
 

@@ -137,6 +137,16 @@ def test_healthz_through_nginx_and_on_each_node_follows_the_database_and_redis(c
     assert health(cluster.url) == ok
 
 
+def test_nginx_answers_an_oversized_long_polling_post_at_once(cluster):
+    """A polling POST above SOCKET_MAX_PAYLOAD_BYTES is refused by nginx, not held open by a node."""
+    handshake = requests.get(f"{cluster.url}/socket.io/?EIO=4&transport=polling", timeout=10)
+    sid = handshake.text[handshake.text.index("{"):].split('"sid":"', 1)[1].split('"', 1)[0]
+    limit = int(cluster.env.get("SOCKET_MAX_PAYLOAD_BYTES", 256 * 1024))
+    response = requests.post(f"{cluster.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                             data=b"4" + b"x" * limit, timeout=30, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 413
+
+
 def test_nginx_compresses_text_and_refuses_bodies_over_the_upload_limit(cluster):
     script = requests.get(f"{cluster.url}/static/js/room.js", headers={"Accept-Encoding": "gzip"}, timeout=10)
     assert script.status_code == 200 and script.headers.get("Content-Encoding") == "gzip"

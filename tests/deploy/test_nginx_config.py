@@ -14,7 +14,8 @@ from tests.conftest import require
 
 def test_rendered_config_lists_every_node_and_accepts_the_bodies_the_app_accepts(app):
     text = render(["10.0.0.1:8001", "10.0.0.1:8002", "10.0.0.2:8001"], "80", "/var/lib/huizhen-nginx",
-                  max_upload_bytes=app.config["MAX_UPLOAD_BYTES"])
+                  max_upload_bytes=app.config["MAX_UPLOAD_BYTES"],
+                  socket_max_payload_bytes=app.config["SOCKET_MAX_PAYLOAD_BYTES"])
     assert re.findall(r"server (\S+) max_fails", text) == ["10.0.0.1:8001", "10.0.0.1:8002", "10.0.0.2:8001"]
     assert f"client_max_body_size {app.config['MAX_CONTENT_LENGTH']};" in text
     assert "hash $binary_remote_addr consistent;" in text  # sticky sessions for the polling fallback
@@ -25,6 +26,7 @@ def test_rendered_config_lists_every_node_and_accepts_the_bodies_the_app_accepts
     for header in ("Host $http_host", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme",
                    "Upgrade $http_upgrade", "Connection $connection_upgrade"):
         assert f"proxy_set_header {header};" in socket_location, header
+    assert f"client_max_body_size {app.config['SOCKET_MAX_PAYLOAD_BYTES']};" in socket_location
 
 
 def test_render_refuses_an_empty_node_list():
