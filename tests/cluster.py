@@ -144,9 +144,6 @@ class Postgres:
         """Stop the server (fast: clients are disconnected; immediate: like a crash)."""
         self._run(pg_bin("pg_ctl") or "pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
     def destroy(self) -> None:
         pidfile = self.data / "postmaster.pid"
         if pidfile.exists():
