@@ -92,6 +92,9 @@ class Config:
     BOOKING_MIN_LEAD_MINUTES = _env_int("BOOKING_MIN_LEAD_MINUTES", 15)
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
 
+    # GET /healthz: how long each check (database, Redis) may take before the node reports 503.
+    HEALTH_TIMEOUT_SECONDS = float(os.environ.get("HEALTH_TIMEOUT_SECONDS", "2"))
+
     # Reverse proxy hops whose X-Forwarded-For is trusted for audit addresses.
     PROXY_FIX_HOPS = _env_int("PROXY_FIX_HOPS", 0)
 

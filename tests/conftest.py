@@ -544,3 +544,39 @@ def coturn() -> Iterator[Coturn]:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# --- a multi-node cluster: PostgreSQL, Redis, two gunicorn/gevent nodes, nginx (tests/cluster.py) ----
+
+
+@pytest.fixture(scope="module")
+def cluster(request) -> Iterator:
+    """A cluster of the module's own; a module may set CLUSTER_ENV = {...} for the nodes' environment."""
+    from tests.cluster import Cluster, missing_components
+
+    missing = missing_components()
+    require(not missing, "the multi-node harness needs " + ", ".join(missing))
+    started = Cluster(env=getattr(request.module, "CLUSTER_ENV", None)).start()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(scope="module")
+def cluster_app(cluster) -> Flask:
+    """A test-side app on the cluster's database, to build data with Factory (schema from the nodes' upgrade).
+
+    It has no message queue: what it changes reaches connected clients only through the nodes."""
+    return create_app(TestingConfig, {"SQLALCHEMY_DATABASE_URI": cluster.database_url, "REDIS_URL": "",
+                                      "UPLOAD_DIR": cluster.env["UPLOAD_DIR"], "ARGON2_FAST": True})
+
+
+@pytest.fixture
+def cluster_make(cluster_app) -> Iterator[Factory]:
+    """A Factory writing to the cluster's database, emptied first, inside the cluster app's context."""
+    truncate_all(cluster_app)
+    with cluster_app.app_context():
+        yield Factory()
+        db.session.rollback()
+        db.session.remove()

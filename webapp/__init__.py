@@ -212,6 +212,9 @@ def register_blueprints(app: Flask) -> None:
 
     for bp in (auth_bp, dashboard_bp, consults_bp, rooms_bp, notes_bp, scheduling_bp, admin_bp, video_bp):
         app.register_blueprint(bp)
+    from .health.routes import bp as health_bp
+
+    app.register_blueprint(health_bp)  # /healthz for load balancers: no sign-in, not audited
 
 
 def register_request_hooks(app: Flask) -> None:

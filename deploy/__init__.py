@@ -1,0 +1,1 @@
+"""Files for running Huizhen in production (nginx in front of several nodes)."""

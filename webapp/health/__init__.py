@@ -1,0 +1,1 @@
+"""The health endpoint a load balancer probes: database and message queue."""
