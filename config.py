@@ -48,7 +48,7 @@ class Config:
     # IMAGE_QUEUE_SECONDS and then get 503 (docs/benchmarks.md: memory per megapixel).
     IMAGE_CONVERSIONS_AT_ONCE = _env_int("IMAGE_CONVERSIONS_AT_ONCE", 2)
     IMAGE_QUEUE_SECONDS = float(os.environ.get("IMAGE_QUEUE_SECONDS", "30"))
-    IMAGE_CHECK_TIMEOUT = float(os.environ.get("IMAGE_CHECK_TIMEOUT", "30"))
+    IMAGE_CHECK_TIMEOUT = float(os.environ.get("IMAGE_CHECK_TIMEOUT", "60"))
     IMAGE_MEMORY_LIMIT_MB = _env_int("IMAGE_MEMORY_LIMIT_MB", 1024)
 
     # Sessions: rotated at login, invalidated at logout, signed out after inactivity.
