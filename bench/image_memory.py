@@ -49,9 +49,9 @@ def make_image(side: int, kind: str) -> bytes:
     return out.getvalue()
 
 
-def run_child(data: bytes, kind: str) -> tuple[float, float, float, bool]:
+def run_child(data: bytes, kind: str, limit_mb: int = 0) -> tuple[float, float, float, bool]:
     """(peak RSS MB, CPU s, wall s, accepted) of one check in a fresh child."""
-    request = {"kind": "jpeg" if kind == "jpeg" else "png", "max_pixels": 10**9, "memory_limit_mb": 0}
+    request = {"kind": "jpeg" if kind == "jpeg" else "png", "max_pixels": 10**9, "memory_limit_mb": limit_mb}
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout:
         stdin.write(json.dumps(request).encode() + b"\n" + data)
         stdin.seek(0)
@@ -62,7 +62,8 @@ def run_child(data: bytes, kind: str) -> tuple[float, float, float, bool]:
         wall = time.perf_counter() - started
         maxrss_kb, cpu, code = done.stderr.decode().split()[-3:]
         stdout.seek(0)
-        header = json.loads(stdout.readline())
+        line = stdout.readline()
+        header = json.loads(line) if line.strip() else {}
     return int(maxrss_kb) / 1024, float(cpu), wall, bool(header.get("ok")) and code == "0"
 
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,2000,4000,6000,7000", help="square sides in pixels")
     ap.add_argument("--kinds", default="png-rgb,png-rgba,jpeg")
     ap.add_argument("--repeat", type=int, default=2, help="runs per cell; the largest peak is kept")
+    ap.add_argument("--memory-limit-mb", type=int, default=0,
+                    help="run the children under this IMAGE_MEMORY_LIMIT_MB and report which are accepted")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
@@ -79,19 +82,23 @@ def main(argv: list[str] | None = None) -> int:
           f"Python {platform.python_version()}, Pillow {Image.__version__}, load {os.getloadavg()[0]:.2f}")
     base_rss, base_cpu, _, _ = max(run_child(make_image(1, "png-rgb"), "png-rgb") for _ in range(args.repeat))
     print(f"# child baseline (1×1 PNG): {base_rss:.0f} MB peak RSS, {base_cpu:.2f} s CPU\n")
-    print("| kind | size | MP | file KB | peak RSS MB | above baseline MB | MB per MP | CPU s | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    limit = args.memory_limit_mb
+    if limit:
+        print(f"# children limited to {limit} MB of address space (IMAGE_MEMORY_LIMIT_MB)\n")
+    print("| kind | size | MP | file KB | peak RSS MB | above baseline MB | MB per MP | CPU s | wall s | accepted |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         for side in sizes:
             data = make_image(side, kind)
-            runs = [run_child(data, kind) for _ in range(args.repeat)]
-            assert all(ok for *_, ok in runs), f"{kind} {side} was refused"
+            runs = [run_child(data, kind, limit) for _ in range(args.repeat)]
+            assert limit or all(ok for *_, ok in runs), f"{kind} {side} was refused"
             rss = max(r[0] for r in runs)
             cpu = min(r[1] for r in runs)
             wall = min(r[2] for r in runs)
             mp = side * side / 1e6
             print(f"| {kind} | {side}×{side} | {mp:.0f} | {len(data) / 1024:.0f} | {rss:.0f} | "
-                  f"{rss - base_rss:.0f} | {(rss - base_rss) / mp:.1f} | {cpu:.2f} | {wall:.2f} |", flush=True)
+                  f"{rss - base_rss:.0f} | {(rss - base_rss) / mp:.1f} | {cpu:.2f} | {wall:.2f} | "
+                  f"{'yes' if all(ok for *_, ok in runs) else 'no'} |", flush=True)
     return 0
 
 
