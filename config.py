@@ -43,6 +43,13 @@ class Config:
     MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 50_000_000)
     MAX_CONTENT_LENGTH = MAX_UPLOAD_BYTES + 1024 * 1024  # form overhead
     MAX_ATTACHMENTS_PER_CONSULT = _env_int("MAX_ATTACHMENTS_PER_CONSULT", 30)
+    # Images are decoded and re-encoded (PDFs read) in a short-lived child process, never in the
+    # web worker; at most IMAGE_CONVERSIONS_AT_ONCE per web process, the rest wait up to
+    # IMAGE_QUEUE_SECONDS and then get 503 (docs/benchmarks.md: memory per megapixel).
+    IMAGE_CONVERSIONS_AT_ONCE = _env_int("IMAGE_CONVERSIONS_AT_ONCE", 2)
+    IMAGE_QUEUE_SECONDS = float(os.environ.get("IMAGE_QUEUE_SECONDS", "30"))
+    IMAGE_CHECK_TIMEOUT = float(os.environ.get("IMAGE_CHECK_TIMEOUT", "60"))
+    IMAGE_MEMORY_LIMIT_MB = _env_int("IMAGE_MEMORY_LIMIT_MB", 1024)
 
     # Sessions: rotated at login, invalidated at logout, signed out after inactivity.
     IDLE_TIMEOUT_MINUTES = _env_int("IDLE_TIMEOUT_MINUTES", 30)
@@ -85,6 +92,7 @@ class Config:
     MEDIA_WORKER_URL = os.environ.get("MEDIA_WORKER_URL", "http://127.0.0.1:5001")
     MEDIA_WORKER_TOKEN = os.environ.get("MEDIA_WORKER_TOKEN", "")
     MEDIA_WORKER_TIMEOUT = float(os.environ.get("MEDIA_WORKER_TIMEOUT", "20"))
+    PRECALL_SESSIONS_PER_USER = _env_int("PRECALL_SESSIONS_PER_USER", 2)  # live echo peers per user
 
     # Scheduling.
     SLOT_MINUTES = _env_int("SLOT_MINUTES", 30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 import subprocess
@@ -29,8 +30,8 @@ class MediaWorker:
     token: str
 
 
-@pytest.fixture(scope="session")
-def media_worker() -> Iterator[MediaWorker]:
+@contextlib.contextmanager
+def run_media_worker() -> Iterator[MediaWorker]:
     """The real media worker process (python -m mediaworker) on a loopback port."""
     import os
     import sys
@@ -61,3 +62,18 @@ def media_worker() -> Iterator[MediaWorker]:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def media_worker() -> Iterator[MediaWorker]:
+    """One media worker for the session."""
+    with run_media_worker() as worker:
+        yield worker
+
+
+@pytest.fixture
+def fresh_media_worker() -> Iterator[MediaWorker]:
+    """A media worker of this test's own: its live echo sessions (kept up to 2 minutes) count
+    against no other test's quota."""
+    with run_media_worker() as worker:
+        yield worker

@@ -214,14 +214,22 @@ def submit(requester: User, ref: str) -> Consult:
 def add_attachment(user: User, ref: str, stream: BinaryIO, filename: str | None,
                    description: str = "") -> Attachment:
     """Check, clean and store a file for the consult; nothing is kept if any step fails."""
-    consult = _for_action(user, ref, policy.can_attach, "attach files to")
     from flask import current_app
 
-    if len(consult.attachments) >= current_app.config["MAX_ATTACHMENTS_PER_CONSULT"]:
-        raise ValidationFailed("This consult already has the maximum number of attachments.")
+    def attachable() -> Consult:
+        consult = _for_action(user, ref, policy.can_attach, "attach files to")
+        if len(consult.attachments) >= current_app.config["MAX_ATTACHMENTS_PER_CONSULT"]:
+            raise ValidationFailed("This consult already has the maximum number of attachments.")
+        return consult
+
+    attachable()
+    # The content check runs in another process for up to seconds: hold no transaction (on
+    # SQLite, no write lock) meanwhile, and check the consult again before writing.
+    db.session.commit()
     checked = files.check_upload(stream, filename)
-    stored_name = files.store(checked)
+    stored_name = files.store(checked)  # written before the write transaction, removed if it fails
     try:
+        consult = attachable()
         attachment = Attachment(
             consult_id=consult.id, uploaded_by_id=user.id, stored_name=stored_name,
             original_name=checked.original_name, content_type=checked.content_type,

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
+import json
+import logging
 import os
 import re
 import secrets
+import subprocess
+import sys
+import threading
 import unicodedata
-import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from flask import current_app
-from PIL import Image, ImageOps, UnidentifiedImageError
-from pypdf import PdfReader
 
-from ..errors import FileTooLarge, UnsupportedFile, ValidationFailed
+from ..errors import DomainError, FileTooLarge, UnsupportedFile, ValidationFailed
+from . import content
+
+log = logging.getLogger(__name__)
 
 # Magic bytes -> (content type, extension, the file-name endings that may carry it).
 KINDS: dict[str, tuple[str, str, set[str]]] = {
@@ -68,56 +73,77 @@ def _read_limited(stream: BinaryIO, limit: int) -> bytes:
     return data
 
 
-def _check_image(data: bytes, kind: str, max_pixels: int) -> tuple[bytes, int, int]:
+class ConversionBusy(DomainError):
+    """Every conversion slot stayed taken for IMAGE_QUEUE_SECONDS."""
+
+    status = 503
+    code = "busy"
+
+
+CHILD_SCRIPT = Path(content.__file__).resolve()
+_SLOTS_KEY = "huizhen.conversion_slots"
+
+
+def _slots() -> threading.BoundedSemaphore:
+    """This process's conversion slots (made on first use: after gevent patched threading)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    slots = app.extensions.get(_SLOTS_KEY)
+    if slots is None:
+        slots = app.extensions.setdefault(
+            _SLOTS_KEY, threading.BoundedSemaphore(app.config["IMAGE_CONVERSIONS_AT_ONCE"]))
+    return slots
+
+
+@contextlib.contextmanager
+def conversion_slot() -> Iterator[None]:
+    """Hold one of the process's conversion slots; 503 if none frees up in IMAGE_QUEUE_SECONDS."""
+    slots = _slots()
+    if not slots.acquire(timeout=current_app.config["IMAGE_QUEUE_SECONDS"]):
+        raise ConversionBusy("The server is busy processing other uploads; try again in a minute.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height = probe.size
-                if width * height > max_pixels:
-                    raise UnsupportedFile(
-                        f"The image is {width}×{height} pixels; the limit is "
-                        f"{max_pixels // 1_000_000} megapixels."
-                    )
-                probe.load()  # decode every pixel: a truncated or fake image fails here
-                image = ImageOps.exif_transpose(probe)  # keep the orientation, drop the tag
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UnsupportedFile("The image is too large to open safely.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UnsupportedFile("The image is damaged or not a real JPEG/PNG file.") from exc
-
-    # Pillow's encoders fall back on metadata read from the upload (a JPEG comment, for one):
-    # keep only what drawing the pixels needs.
-    image.info = {k: v for k, v in image.info.items() if k in ("transparency", "icc_profile")}
-    out = io.BytesIO()
-    if kind == "jpeg":
-        if image.mode not in ("RGB", "L"):
-            image = image.convert("RGB")
-        image.save(out, format="JPEG", quality=92, optimize=True)  # no exif= : metadata dropped
-    else:
-        image.save(out, format="PNG", optimize=True)  # text chunks and eXIf are not copied
-    return out.getvalue(), image.width, image.height
+        yield
+    finally:
+        slots.release()
 
 
-def _check_pdf(data: bytes) -> int:
+def check_content(data: bytes, kind: str) -> tuple[bytes, int | None, int | None, int | None]:
+    """Decode and re-encode an image, or read a PDF, in a child process: (data, width, height, pages).
+
+    ``subprocess`` is gevent's cooperative one under the gevent worker (monkey-patched), so
+    waiting for the child yields to the hub; under threads it blocks only this request's thread.
+    """
+    config = current_app.config
+    request = {"kind": kind, "max_pixels": config["MAX_IMAGE_PIXELS"],
+               "memory_limit_mb": config["IMAGE_MEMORY_LIMIT_MB"]}
+    payload = json.dumps(request).encode() + b"\n" + data
     try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            raise UnsupportedFile("Password-protected PDFs cannot be shared; remove the password.")
-        pages = len(reader.pages)
-    except UnsupportedFile:
-        raise
-    except Exception as exc:  # a hostile file can break the parser in any way (AttributeError, loops...)
-        raise UnsupportedFile("The PDF is damaged and cannot be opened.") from exc
-    if pages == 0:
-        raise UnsupportedFile("The PDF has no pages.")
-    return pages
+        done = subprocess.run([sys.executable, "-I", str(CHILD_SCRIPT)], input=payload, capture_output=True,
+                              timeout=config["IMAGE_CHECK_TIMEOUT"], env={"PATH": os.defpath}, check=False)
+    except subprocess.TimeoutExpired:
+        log.warning("content check of a %s (%d bytes) timed out", kind, len(data))
+        raise UnsupportedFile("The file took too long to process; export it again at a smaller size.") from None
+    header_line, _, body = done.stdout.partition(b"\n")
+    try:
+        header = json.loads(header_line)
+    except ValueError:
+        header = None
+    if done.returncode != 0 or not isinstance(header, dict) or len(body) != header.get("size"):
+        log.warning("content check of a %s exited %s: %s", kind, done.returncode, done.stderr[-500:])
+        raise UnsupportedFile("The file could not be processed; it may be damaged or too large.")
+    if not header["ok"]:
+        raise UnsupportedFile(header["message"])
+    return (body if kind != "pdf" else data), header["width"], header["height"], header["pages"]
 
 
 def check_upload(stream: BinaryIO, filename: str | None) -> CheckedFile:
     """Verify an upload by its content and size; images are decoded and re-encoded."""
     if not filename:
         raise ValidationFailed("Choose a file to upload.", fields={"file": "required"})
+    with conversion_slot():  # a waiting upload stays in its spooled file, not in memory
+        return _check_upload(stream, filename)
+
+
+def _check_upload(stream: BinaryIO, filename: str) -> CheckedFile:
     limit = current_app.config["MAX_UPLOAD_BYTES"]
     data = _read_limited(stream, limit)
     if not data:
@@ -133,11 +159,7 @@ def check_upload(stream: BinaryIO, filename: str | None) -> CheckedFile:
             f"The file is named “.{suffix or '(none)'}” but its content is "
             f"{extension.upper()}. Rename it or export it again."
         )
-    width = height = pages = None
-    if kind == "pdf":
-        pages = _check_pdf(data)
-    else:
-        data, width, height = _check_image(data, kind, current_app.config["MAX_IMAGE_PIXELS"])
+    data, width, height, pages = check_content(data, kind)
     return CheckedFile(
         data=data,
         content_type=content_type,

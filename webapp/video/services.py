@@ -179,12 +179,22 @@ class MediaWorkerUnavailable(DomainError):
     code = "media_worker_unavailable"
 
 
+class PrecallQuotaExceeded(DomainError):
+    status = 429
+    code = "too_many_precall_tests"
+
+
 def precall_echo(user: User, offer: Any) -> dict[str, str]:
-    """Hand a browser's offer to the media worker's echo peer, with this user's ICE servers."""
+    """Hand a browser's offer to the media worker's echo peer, with this user's ICE servers and quota."""
     if not isinstance(offer, dict) or offer.get("type") != "offer":
         raise ValidationFailed("Send an SDP offer.")
     clean = validate_signal(offer)
-    body = json.dumps({"type": "offer", "sdp": clean["sdp"], "ice_servers": ice_servers(user)}).encode()
+    per_user = current_app.config["PRECALL_SESSIONS_PER_USER"]
+    body = json.dumps({"type": "offer", "sdp": clean["sdp"], "ice_servers": ice_servers(user),
+                       "user": str(user.id), "max_per_user": per_user}).encode()
+    # Waiting on another process for up to MEDIA_WORKER_TIMEOUT: end the request's transaction
+    # first (on SQLite it holds the write lock) and touch no database object after the call.
+    db.session.commit()
     request = urllib.request.Request(
         current_app.config["MEDIA_WORKER_URL"].rstrip("/") + "/echo/offer", data=body, method="POST",
         headers={"Content-Type": "application/json", "X-Worker-Token": current_app.config["MEDIA_WORKER_TOKEN"]},
@@ -195,6 +205,10 @@ def precall_echo(user: User, offer: Any) -> dict[str, str]:
     except urllib.error.HTTPError as exc:
         if exc.code == 400:
             raise ValidationFailed("The test server could not use that offer.") from None
+        if exc.code == 429:
+            raise PrecallQuotaExceeded(
+                f"You already have {per_user} connection test{'s' if per_user > 1 else ''} running. "
+                "Close the other pre-call check tabs or wait a minute, then try again.") from None
         raise MediaWorkerUnavailable("The connection test server is busy or misconfigured; try again.") from None
     except (urllib.error.URLError, TimeoutError, OSError, ValueError):
         raise MediaWorkerUnavailable("The connection test server is not reachable right now.") from None
