@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
+import redis
 from PIL import Image
 from sqlalchemy import func, select
 
@@ -602,14 +604,32 @@ def test_client_seq_and_waited_ms_are_validated(pair, client_seq, waited_ms):
     assert stored_bodies(consult) == []
 
 
+@pytest.fixture(params=["memory", "redis"])
+def limiter_storage(request, app, monkeypatch) -> str:
+    """The chat limiter in one process (memory://) and shared by processes (Redis, REDIS_TEST_URL)."""
+    uri = "memory://"
+    if request.param == "redis":
+        uri = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+        try:
+            redis.Redis.from_url(uri, socket_connect_timeout=2).ping()
+        except redis.RedisError:
+            require(False, f"Redis is not reachable at {uri}")
+    monkeypatch.setitem(app.config, "RATELIMIT_STORAGE_URI", uri)
+    services._limiter.clear()
+    limiter = services._rate_limiter()
+    if request.param == "redis":
+        limiter.storage.reset()  # windows left by an earlier run for the same user ids
+    return uri
+
+
 def test_a_replayed_outbox_is_not_refused_by_the_per_second_limit_but_replays_are_bounded(app, pair,
-                                                                                          monkeypatch):
+                                                                                          monkeypatch,
+                                                                                          limiter_storage):
     """A reconnect flush of 12 waiting messages goes through at 3/s; a client claiming everything is
     a replay still gets at most CHAT_REPLAYS_PER_MINUTE more than the per-second limit."""
     rural, specialist, consult = pair
     monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 3)
     monkeypatch.setitem(app.config, "CHAT_REPLAYS_PER_MINUTE", 15)
-    services._limiter.clear()
     for n in range(1, 13):  # the backlog, one at a time in order, as room.js sends it
         sent = services.send_message(sender_of(rural, consult), lambda: (rural, consult), f"replay-{n:04d}",
                                      f"offline {n}", client_seq=n, waited_ms=30_000 - n)
