@@ -48,7 +48,10 @@
     var saved = null;
     try { saved = JSON.parse(localStorage.getItem(outboxKey) || "null"); } catch (e) { saved = null; }
     if (!saved || !Array.isArray(saved.items)) return { next: 1, items: [] };
-    return { next: Math.max(1, Number(saved.next) || 1), items: saved.items };
+    var items = saved.items.filter(function (o) {  // only well-formed items of this consult
+      return o && o.payload && typeof o.payload.client_id === "string" && o.payload.ref === ref;
+    });
+    return { next: Math.max(1, Number(saved.next) || 1), items: items };
   }
   function saveOutbox() {
     if (!storing) return;
