@@ -80,6 +80,8 @@ class Config:
     CHAT_MAX_CHARS = _env_int("CHAT_MAX_CHARS", 4000)
     CHAT_MESSAGES_PER_SECOND = _env_int("CHAT_MESSAGES_PER_SECOND", 5)
     CHAT_PAGE_SIZE = _env_int("CHAT_PAGE_SIZE", 100)  # messages per history page (join, backfill, older)
+    # Messages that waited in a browser's outbox (a reconnect flush) are charged here first.
+    CHAT_REPLAYS_PER_MINUTE = _env_int("CHAT_REPLAYS_PER_MINUTE", 120)
     SOCKET_MAX_PAYLOAD_BYTES = _env_int("SOCKET_MAX_PAYLOAD_BYTES", 256 * 1024)
 
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.

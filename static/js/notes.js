@@ -33,7 +33,9 @@
   var sections = {};
   var editors = {};          // user_id -> {name, section, cursor}
   var resyncTimer = null;
-  var storeKey = "huizhen-notes-" + ref + "-" + root.dataset.me;
+  // this user's alone: static/js/session.js removes other users' keys and clears it at sign-out
+  var storeKey = "huizhen:notes:" + root.dataset.me + ":" + ref;
+  var storing = true;  // false once signing out: nothing is written back
   var storeTimer = null;
 
   // --- binary <-> base64 -------------------------------------------------------------------
@@ -187,7 +189,7 @@
     if (storeTimer) return;
     storeTimer = setTimeout(function () {
       storeTimer = null;
-      try { localStorage.setItem(storeKey, toB64(Y.encodeStateAsUpdate(doc))); } catch (e) { /* full: memory only */ }
+      if (storing) try { localStorage.setItem(storeKey, toB64(Y.encodeStateAsUpdate(doc))); } catch (e) { /* full: memory only */ }
     }, 300);
   }
   function allSaved() {
@@ -313,13 +315,15 @@
   setInterval(function () { if (state.joined && !state.readOnly) syncNow(); }, 60000);
 
   function keepNowIfUnsynced() {
-    if (state.canEdit && (state.dirty || state.inflight > 0)) {
+    if (storing && state.canEdit && (state.dirty || state.inflight > 0)) {
       try { localStorage.setItem(storeKey, toB64(Y.encodeStateAsUpdate(doc))); } catch (err) { /* ignore */ }
       return true;
     }
     return false;
   }
   window.addEventListener("pagehide", keepNowIfUnsynced);
+  document.addEventListener("huizhen:before-signout", keepNowIfUnsynced);  // counted in the warning
+  document.addEventListener("huizhen:signout", function () { storing = false; });
   document.addEventListener("visibilitychange", function () { if (document.hidden) keepNowIfUnsynced(); });
   window.addEventListener("beforeunload", function (e) {
     if (keepNowIfUnsynced()) { e.preventDefault(); e.returnValue = ""; }

@@ -1,10 +1,13 @@
 /* Huizhen consult room: chat over Socket.IO. Every message is persisted before it is
-   acknowledged; unsent messages wait in an outbox (kept across reloads) and are retried with
-   the same client id, so a lost ack never duplicates a message. History comes in pages: a first
-   join shows the latest page, older pages load when the reader scrolls to the top (or presses
-   "Load earlier messages"); after a reconnect or any gap in sequence numbers the client fetches
-   every missing page, tracking the highest sequence number up to which it has shown everything
-   (never just the highest it has seen). Text is rendered as text only. */
+   acknowledged; unsent messages wait in an outbox (kept across reloads, per user and consult)
+   and are retried with the same client id, so a lost ack never duplicates a message. The outbox
+   is sent one message at a time in the order it was written, each numbered (client_seq), so a
+   newer message never overtakes an older one; a message the server refuses for good is shown as
+   NOT SENT with the reason. History comes in pages: a first join shows the latest page, older
+   pages load when the reader scrolls to the top (or presses "Load earlier messages"); after a
+   reconnect or any gap in sequence numbers the client fetches every missing page, tracking the
+   highest sequence number up to which it has shown everything (never just the highest it has
+   seen). Text is rendered as text only. */
 (function () {
   "use strict";
   var root = document.getElementById("room");
@@ -36,22 +39,40 @@
   var names = {};            // user id -> name
   var joined = false;
   var everConnected = false;
-  var outboxKey = "huizhen-outbox-" + ref;
-  var outbox = loadOutbox();
+  // this user's outbox for this consult; static/js/session.js removes other users' keys and
+  // clears this one at sign-out (after saying what is unsent)
+  var outboxKey = "huizhen:outbox:" + me + ":" + ref;
+  var box = loadOutbox();      // {next: the next client_seq, items: [{payload, preview, queuedAt, failed?}]}
+  var outbox = box.items;
+  var inFlight = null;         // the item sent and not answered yet: nothing else goes meanwhile
+  var retryTimer = null;
+  var connGen = 0;             // answers from a connection that has since dropped are ignored
+  var storing = true;          // false once signing out: nothing is written back
 
   var socket = io("/room", { transports: ["websocket", "polling"], reconnectionDelayMax: 5000 });
-  window.huizhenRoom = { socket: socket, state: function () { return { lastSeq: lastSeq, outbox: outbox.length, joined: joined }; } };
+  window.huizhenRoom = { socket: socket, state: function () {
+    return { lastSeq: lastSeq, outbox: outbox.length, joined: joined,
+             failed: outbox.filter(function (o) { return o.failed; }).length };
+  } };
   window.huizhenRoom.history = function () {
     return { firstSeq: firstSeq, lastSeq: lastSeq, maxSeq: maxSeq, hasOlder: hasOlder, caughtUp: caughtUp,
              loadingOlder: loadingOlder, shown: seqs.length };
   };
 
   function loadOutbox() {
-    try { return JSON.parse(localStorage.getItem(outboxKey) || "[]"); } catch (e) { return []; }
+    var saved = null;
+    try { saved = JSON.parse(localStorage.getItem(outboxKey) || "null"); } catch (e) { saved = null; }
+    if (!saved || !Array.isArray(saved.items)) return { next: 1, items: [] };
+    var items = saved.items.filter(function (o) {  // only well-formed items of this consult
+      return o && o.payload && typeof o.payload.client_id === "string" && o.payload.ref === ref;
+    });
+    return { next: Math.max(1, Number(saved.next) || 1), items: items };
   }
   function saveOutbox() {
-    try { localStorage.setItem(outboxKey, JSON.stringify(outbox)); } catch (e) { /* storage full: keep in memory */ }
+    if (!storing) return;
+    try { localStorage.setItem(outboxKey, JSON.stringify(box)); } catch (e) { /* storage full: keep in memory */ }
   }
+  document.addEventListener("huizhen:signout", function () { storing = false; });
   function newClientId() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     return "c" + Date.now().toString(36) + Math.random().toString(36).slice(2, 12);
@@ -323,56 +344,139 @@
     });
   }
 
-  function sendItem(item) {
-    socket.timeout(10000).emit("send", item.payload, function (err, ack) {
-      if (err) return;                            // no ack: stays in the outbox, resent on reconnect
-      var idx = outbox.findIndex(function (o) { return o.payload.client_id === item.payload.client_id; });
+  function removeItem(clientId) {
+    var idx = outbox.findIndex(function (o) { return o.payload.client_id === clientId; });
+    if (idx >= 0) outbox.splice(idx, 1);
+    saveOutbox();
+  }
+  function pendingBubble(item) {
+    var li = pendingEls[item.payload.client_id];
+    if (!li) {
+      li = bubble({ sender_id: me, body: item.payload.body, client_id: item.payload.client_id, attachment: item.preview }, true);
+      pendingEls[item.payload.client_id] = li;
+      list.appendChild(li);
+      emptyState();
+    }
+    return li;
+  }
+  function setWhen(item, text) {
+    var el = pendingEls[item.payload.client_id];
+    if (el) el.querySelector(".meta span:last-child").textContent = text;
+  }
+  function copyText(text, button) {
+    function done() { button.textContent = "Copied"; }
+    function fallback() {  // no clipboard API (or refused): select it in a textarea and copy
+      var ta = document.createElement("textarea");
+      ta.value = text;
+      ta.setAttribute("readonly", "");
+      ta.className = "copy-buffer";
+      document.body.appendChild(ta);
+      ta.select();
+      try { if (document.execCommand("copy")) done(); } catch (e) { /* the text stays selectable in the bubble */ }
+      ta.remove();
+    }
+    if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(text).then(done, fallback);
+    else fallback();
+  }
+  // A message that can no longer be sent stays in the chat (and in the outbox, until dismissed)
+  // marked NOT SENT with the server's reason, with its text to copy.
+  function showFailed(item) {
+    var li = pendingBubble(item);
+    li.classList.remove("pending");
+    li.classList.add("failed");
+    setWhen(item, "NOT SENT");
+    if (li.querySelector(".not-sent")) return;
+    var note = document.createElement("div");
+    note.className = "not-sent";
+    var why = document.createElement("span");
+    why.className = "reason";
+    why.textContent = "Not sent: " + item.failed;
+    var copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "linkish";
+    copy.textContent = "Copy text";
+    copy.addEventListener("click", function () { copyText(item.payload.body || (item.preview && item.preview.name) || "", copy); });
+    var dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.className = "linkish";
+    dismiss.textContent = "Dismiss";
+    dismiss.addEventListener("click", function () {
+      removeItem(item.payload.client_id);
+      delete pendingEls[item.payload.client_id];
+      li.remove();
+      emptyState();
+    });
+    note.appendChild(why);
+    note.appendChild(copy);
+    note.appendChild(dismiss);
+    li.appendChild(note);
+  }
+  function renumberFrom(last) {
+    // The server has a message of ours numbered `last` (another window, or a browser whose
+    // counter was cleared at sign-out): number what is still waiting after it, in the same order.
+    box.next = Math.max(box.next, last + 1);
+    outbox.forEach(function (o) { if (!o.failed) o.payload.client_seq = box.next++; });
+    saveOutbox();
+  }
+  function retryLater(wait) {
+    retryTimer = setTimeout(function () { retryTimer = null; pump(); }, wait);
+  }
+
+  // Send the outbox ONE message at a time, oldest first: the next goes only when the server has
+  // answered for this one, so the sender's order is the order the messages were written.
+  function pump() {
+    if (!joined || inFlight || retryTimer) return;
+    var item = outbox.find(function (o) { return !o.failed; });
+    if (!item) return;
+    inFlight = item;
+    var gen = connGen;
+    var payload = Object.assign({}, item.payload, { waited_ms: Math.max(0, Date.now() - (item.queuedAt || Date.now())) });
+    socket.timeout(10000).emit("send", payload, function (err, ack) {
+      if (gen !== connGen) return;                // that connection dropped: the rejoin sends it again
+      inFlight = null;
+      if (err) { retryLater(2000); return; }      // no answer: try the same message again
       if (ack && ack.ok) {
-        if (idx >= 0) outbox.splice(idx, 1);
-        saveOutbox();
+        item.tries = 0;
+        removeItem(item.payload.client_id);
         var before = lastSeq;  // a gap below our own message: fetch it (accept() moves lastSeq)
         accept(ack.message);
         if (ack.message.seq > before + 1) backfill(before);
         renderReceipts();
+        pump();
+      } else if (ack && ack.error === "out_of_order" && typeof ack.last_client_seq === "number"
+                 && (item.renumbered || 0) < 3) {
+        item.renumbered = (item.renumbered || 0) + 1;
+        renumberFrom(ack.last_client_seq);
+        pump();
       } else if (ack && (ack.error === "rate_limited" || ack.status >= 500)) {
-        // Not refused, only not stored yet (too fast, or the server failed): keep it in the outbox
-        // and try again, backing off; the client id makes a repeat harmless.
+        // Not refused, only not stored yet (too fast, or the server failed): keep it at the head
+        // of the outbox and try again, backing off; the client id makes a repeat harmless.
         item.tries = (item.tries || 0) + 1;
-        var wait = ack.error === "rate_limited" ? 1200 : Math.min(30000, 1000 * Math.pow(2, item.tries - 1));
-        var pending = pendingEls[item.payload.client_id];
-        if (pending && ack.error !== "rate_limited") pending.querySelector(".meta span:last-child").textContent = "retrying…";
-        setTimeout(function () { if (joined) sendItem(item); }, wait);  // offline: the reconnect resends it
+        if (ack.error !== "rate_limited") setWhen(item, "retrying…");
+        retryLater(ack.error === "rate_limited" ? 1200 : Math.min(30000, 1000 * Math.pow(2, item.tries - 1)));
       } else {
-        if (idx >= 0) outbox.splice(idx, 1);
+        item.failed = (ack && ack.message) || "The message could not be sent.";
         saveOutbox();
-        var el = pendingEls[item.payload.client_id];
-        if (el) { el.classList.add("failed"); el.querySelector(".meta span:last-child").textContent = "not sent"; }
-        errorEl.textContent = (ack && ack.message) || "The message could not be sent.";
+        showFailed(item);
+        if (errorEl) errorEl.textContent = item.failed;
+        pump();
       }
     });
   }
 
   function flushOutbox() {
-    outbox.forEach(function (item) {
-      if (!pendingEls[item.payload.client_id]) {
-        var li = bubble({ sender_id: me, body: item.payload.body, client_id: item.payload.client_id, attachment: item.preview }, true);
-        pendingEls[item.payload.client_id] = li;
-        list.appendChild(li);
-      }
-      sendItem(item);
-    });
+    outbox.forEach(function (item) { if (item.failed) showFailed(item); else pendingBubble(item); });
+    pump();
   }
 
   function queue(payload, preview) {
-    var item = { payload: payload, preview: preview || null };
+    payload.client_seq = box.next++;
+    var item = { payload: payload, preview: preview || null, queuedAt: Date.now() };
     outbox.push(item);
     saveOutbox();
-    var li = bubble({ sender_id: me, body: payload.body, client_id: payload.client_id, attachment: preview }, true);
-    pendingEls[payload.client_id] = li;
-    list.appendChild(li);
-    emptyState();
+    pendingBubble(item);
     list.scrollTop = list.scrollHeight;
-    if (joined) sendItem(item);
+    pump();
   }
 
   socket.on("connect", function () {
@@ -388,11 +492,15 @@
       if (everConnected) showBanner("sync", "Connection restored. Fetching missed messages…");
       takeJoinBacklog(ack, everConnected);
       everConnected = true;
-      if (!readOnly) flushOutbox();
+      flushOutbox();  // also when read-only: the server says for each whether it was stored
     });
   });
   socket.on("disconnect", function () {
     joined = false;
+    connGen++;            // the message in flight (if any) is sent again after the rejoin
+    inFlight = null;
+    clearTimeout(retryTimer);
+    retryTimer = null;
     clearTyping();  // nobody's presence or typing is known while we are cut off
     peopleEl.querySelectorAll("li").forEach(function (li) { li.classList.remove("online"); });
     showBanner("down", "Connection lost — reconnecting. Messages you write will be sent when it is back.");
@@ -468,5 +576,6 @@
         .catch(function () { errorEl.textContent = "Upload failed: check the connection and try again."; });
     });
   }
+  flushOutbox();  // what waits from before a reload is shown at once (sent after the join)
   emptyState();
 })();

@@ -26,7 +26,7 @@ RURAL_TEXT = "Rural: pain on exertion, relieved by rest; no syncope."
 SPECIALIST_TEXT = "Specialist: likely stable angina, low-risk features."
 SAVED = "All changes saved"
 STORED_COPY_HAS = """(needle) => {
-  const key = Object.keys(localStorage).find(k => k.startsWith('huizhen-notes-'));
+  const key = Object.keys(localStorage).find(k => k.startsWith('huizhen:notes:'));
   if (!key) return false;
   const doc = new Y.Doc();
   Y.applyUpdate(doc, Uint8Array.from(atob(localStorage.getItem(key)), c => c.charCodeAt(0)));
@@ -142,7 +142,7 @@ def test_two_doctors_edit_the_same_section_at_once(app, live_server, browser, sh
         _wait_same([r, s], "findings", "BP 150/90, typed offline, tab closed.")
         expect(r.locator("#notes-status")).to_have_text(SAVED)
         assert notes.text_of(_consult(ref))["findings"] == "BP 150/90, typed offline, tab closed."
-        r.wait_for_function("() => !Object.keys(localStorage).some(k => k.startsWith('huizhen-notes-'))")
+        r.wait_for_function("() => !Object.keys(localStorage).some(k => k.startsWith('huizhen:notes:'))")
 
         # 3. A reload shows what was saved; the server has exactly what the browsers show.
         expected = {name: _area(s, name).input_value() for name in SECTIONS}

@@ -481,6 +481,42 @@ def test_a_flood_is_rate_limited_without_affecting_other_senders(app, make, room
     assert [m["client_id"] for m in events(other_b, "message")] == ["other-room-ok"]
 
 
+
+def test_an_out_of_order_send_gets_an_error_ack_with_the_last_number_and_is_not_broadcast(room):
+    _rural, _specialist, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    assert send(rural_sock, consult.ref, "order-0001", "first", client_seq=1)["ok"] is True
+    assert send(rural_sock, consult.ref, "order-0003", "third", client_seq=3)["ok"] is True
+    specialist_sock.get_received(NS)
+    ack = send(rural_sock, consult.ref, "order-0002", "second, late", client_seq=2)
+    assert_error(ack, 409, "out_of_order")
+    assert ack["last_client_seq"] == 3  # the browser renumbers its outbox after this
+    assert events(specialist_sock, "message") == []
+    assert message_count() == 2
+    retry = send(rural_sock, consult.ref, "order-0001", "first", client_seq=4)  # a lost ack: no refusal
+    assert retry["ok"] is True and retry["duplicate"] is True and retry["message"]["seq"] == 1
+    assert_error(send(rural_sock, consult.ref, "order-0009", "x", client_seq="9"), 422, "invalid_input")
+    assert_error(send(rural_sock, consult.ref, "order-0009", "x", client_seq=2**31), 422, "invalid_input")
+    assert_error(send(rural_sock, consult.ref, "order-0009", "x", waited_ms=-5), 422, "invalid_input")
+
+
+def test_a_reconnect_flush_larger_than_the_per_second_limit_is_stored_in_order(app, room, monkeypatch):
+    _rural, _specialist, consult, rural_sock, specialist_sock = room
+    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 3)
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    specialist_sock.get_received(NS)
+    acks = [send(rural_sock, consult.ref, f"backlog-{n:04d}", f"offline {n}", client_seq=n, waited_ms=20_000)
+            for n in range(1, 11)]
+    assert [a["ok"] for a in acks] == [True] * 10, acks
+    assert [m["body"] for m in events(specialist_sock, "message")] == [f"offline {n}" for n in range(1, 11)]
+    # a live flood is still limited
+    flood = [send(rural_sock, consult.ref, f"live-{n:04d}", "live", client_seq=10 + n, waited_ms=0)
+             for n in range(1, 6)]
+    assert_error(flood[-1], 429, "rate_limited")
+
+
 # --- presence, typing, read receipts -------------------------------------------------------------
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
+import redis
 from PIL import Image
 from sqlalchemy import func, select
 
@@ -650,3 +652,105 @@ def test_the_fast_path_and_the_full_path_share_one_gap_free_sequence_under_concu
     seqs = db.session.scalars(select(Message.seq).where(Message.consult_id == consult_id).order_by(Message.seq)).all()
     assert seqs == list(range(1, threads_n * per_thread + 2))
     assert counter_of(consult) == threads_n * per_thread + 1
+
+
+# --- each sender's order (client_seq) and the replay of an outbox (issue 9 item 1) ---------------
+
+
+def stored_bodies(consult) -> list[str]:
+    db.session.rollback()
+    return list(db.session.scalars(select(Message.body).where(Message.consult_id == consult.id)
+                                   .order_by(Message.seq)))
+
+
+@pytest.mark.parametrize("path", ["full", "fast"])
+def test_a_message_numbered_below_the_senders_last_is_refused_not_stored(pair, path):
+    """"…23, 26, 25, 24…" cannot be stored: the late 24 is refused, a retry of a stored one is not."""
+    rural, specialist, consult = pair
+
+    def send(client_id: str, body: str, client_seq: int | None, user=rural):
+        if path == "full":
+            return post_message(user, consult, client_id, body, client_seq=client_seq).message
+        return services.send_message(sender_of(user, consult), lambda: (user, consult), client_id, body,
+                                     client_seq=client_seq).wire
+
+    post_message(specialist, consult, "counter-0001", "creates the counter")  # the fast path needs it
+    for n in (23, 26):
+        send(f"order-00{n}", f"message {n}", n)
+    before = counter_of(consult)
+    with pytest.raises(services.OutOfOrder) as refused:
+        send("order-0025", "message 25", 25)
+    assert refused.value.status == 409 and refused.value.code == "out_of_order"
+    assert refused.value.last_client_seq == 26
+    with pytest.raises(services.OutOfOrder):
+        send("order-0026b", "another 26", 26)  # equal is not above
+    assert counter_of(consult) == before  # no sequence number taken: still gapless
+    # a retry of a stored message is answered with it (its ack was lost), whatever its number
+    retried = post_message(rural, consult, "order-0023", "message 23", client_seq=24)
+    assert retried.created is False and retried.message.body == "message 23"
+    # the order is per sender; a client that sends no number (an older page) is not checked
+    send("spec-0001", "the other doctor", 1, user=specialist)
+    send("legacy-0001", "from an older page", None)
+    send("order-0027", "message 27", 27)
+    assert stored_bodies(consult) == ["creates the counter", "message 23", "message 26", "the other doctor",
+                                      "from an older page", "message 27"]
+    assert counter_of(consult) == 6
+
+
+@pytest.mark.parametrize("client_seq, waited_ms", [
+    (0, None), (-1, None), (2**31, None), ("3", None), (True, None), (1.5, None),
+    (1, -1), (1, "1000"), (1, False), (1, 2.5),
+])
+def test_client_seq_and_waited_ms_are_validated(pair, client_seq, waited_ms):
+    rural, _, consult = pair
+    with pytest.raises(ValidationFailed):
+        post_message(rural, consult, "valid-0001", "hello", client_seq=client_seq, waited_ms=waited_ms)
+    fast = services.post_message_fast(sender_of(rural, consult), "valid-0001", "hello",
+                                      client_seq=client_seq, waited_ms=waited_ms)
+    assert fast == services.FastPost(None, rate_charged=False)
+    assert stored_bodies(consult) == []
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limiter_storage(request, app, monkeypatch) -> str:
+    """The chat limiter in one process (memory://) and shared by processes (Redis, REDIS_TEST_URL)."""
+    uri = "memory://"
+    if request.param == "redis":
+        uri = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+        try:
+            redis.Redis.from_url(uri, socket_connect_timeout=2).ping()
+        except redis.RedisError:
+            require(False, f"Redis is not reachable at {uri}")
+    monkeypatch.setitem(app.config, "RATELIMIT_STORAGE_URI", uri)
+    services._limiter.clear()
+    limiter = services._rate_limiter()
+    if request.param == "redis":
+        limiter.storage.reset()  # windows left by an earlier run for the same user ids
+    return uri
+
+
+def test_a_replayed_outbox_is_not_refused_by_the_per_second_limit_but_replays_are_bounded(app, pair,
+                                                                                          monkeypatch,
+                                                                                          limiter_storage):
+    """A reconnect flush of 12 waiting messages goes through at 3/s; a client claiming everything is
+    a replay still gets at most CHAT_REPLAYS_PER_MINUTE more than the per-second limit."""
+    rural, specialist, consult = pair
+    monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 3)
+    monkeypatch.setitem(app.config, "CHAT_REPLAYS_PER_MINUTE", 15)
+    for n in range(1, 13):  # the backlog, one at a time in order, as room.js sends it
+        sent = services.send_message(sender_of(rural, consult), lambda: (rural, consult), f"replay-{n:04d}",
+                                     f"offline {n}", client_seq=n, waited_ms=30_000 - n)
+        assert sent.created and sent.wire["seq"] == n
+    # new messages (not waiting) still have the per-second limit, and it is untouched by the replay
+    for n in range(13, 16):
+        post_message(rural, consult, f"replay-{n:04d}", f"live {n}", client_seq=n, waited_ms=0)
+    with pytest.raises(TooManyMessages):
+        post_message(rural, consult, "replay-0016", "too fast", client_seq=16, waited_ms=10)
+    # the replay allowance (15/min) has 3 left, then replays count against the (spent) per-second limit
+    for n in range(16, 19):
+        post_message(rural, consult, f"replay-{n:04d}", f"claimed replay {n}", client_seq=n, waited_ms=60_000)
+    with pytest.raises(TooManyMessages):
+        post_message(rural, consult, "replay-0019", "one replay too many", client_seq=19, waited_ms=60_000)
+    assert len(stored_bodies(consult)) == 18
+    # per user: the other doctor is not affected
+    assert post_message(specialist, consult, "other-0001", "still fine", waited_ms=0).created

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -32,6 +32,8 @@ class Message(db.Model):
     __table_args__ = (
         UniqueConstraint("consult_id", "seq"),
         UniqueConstraint("consult_id", "sender_id", "client_id"),
+        # the sender's order check: is there a stored message of this sender with client_seq >= n?
+        Index("ix_messages_sender_order", "consult_id", "sender_id", "client_seq"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -39,6 +41,8 @@ class Message(db.Model):
     seq: Mapped[int] = mapped_column(Integer)
     sender_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     client_id: Mapped[str] = mapped_column(String(64))
+    # the sender's browser numbers its outbox 1, 2, 3 … per consult; None from older clients
+    client_seq: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[str] = mapped_column(Text, default="")
     attachment_id: Mapped[int | None] = mapped_column(ForeignKey("attachments.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -10,7 +10,7 @@ from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
-from ..realtime import Connections, connections, emit, error_ack, handler, require_user  # noqa: F401
+from ..realtime import Connections, connections, emit, error_ack, handler, require_user
 from . import services
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,12 @@ class RoomNamespace(Namespace):
 
     @handler(authenticate=False)  # the store proves the session (services.post_message_fast)
     def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
-        sent = services.send_message(self._sender(data), lambda: self._resolve(data),
-                                     data.get("client_id"), data.get("body"), data.get("attachment_id"))
+        try:
+            sent = services.send_message(self._sender(data), lambda: self._resolve(data),
+                                         data.get("client_id"), data.get("body"), data.get("attachment_id"),
+                                         client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"))
+        except services.OutOfOrder as refused:  # the client renumbers its outbox after this
+            return {**error_ack(refused), "last_client_seq": refused.last_client_seq}
         if sent.created:  # emitted after the commit; a retried send is not broadcast twice
             emit("message", sent.wire, to=room_name(sent.consult_id), namespace=NAMESPACE)
         return {"ok": True, "message": sent.wire, "duplicate": not sent.created}

@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, url_for
-from limits import RateLimitItem, RateLimitItemPerSecond
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import Executable, bindparam, exists, insert, or_, select, update
+from sqlalchemy import Executable, Integer, bindparam, cast, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -42,11 +42,24 @@ CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
 OPEN_ROOM = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
 WRITABLE = tuple(s for s in OPEN_ROOM if s not in CLOSED)  # the room is open and its chat not read-only
+MAX_CLIENT_SEQ = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+REPLAY_MIN_WAIT_MS = 1000  # a message that waited this long in the browser's outbox is a replay
 
 
 class TooManyMessages(DomainError):
     status = 429
     code = "rate_limited"
+
+
+class OutOfOrder(DomainError):
+    """A newer message of this sender is already stored: storing this one would break their order."""
+
+    status = 409
+    code = "out_of_order"
+
+    def __init__(self, last_client_seq: int) -> None:
+        super().__init__("A newer message of yours is already stored; this one would be out of order.")
+        self.last_client_seq = last_client_seq
 
 
 @dataclass(frozen=True)
@@ -118,11 +131,20 @@ def _rate_limiter() -> MovingWindowRateLimiter | LocalMovingWindow:
     return _limiter[uri]
 
 
-def check_rate(user_id: int) -> None:
-    """Refuse a sender over CHAT_MESSAGES_PER_SECOND (per user, across processes with Redis)."""
+def check_rate(user_id: int, *, replay: bool = False) -> None:
+    """Refuse a sender over CHAT_MESSAGES_PER_SECOND (per user, across processes with Redis).
+
+    A replay (a message that waited in the browser's outbox) is first charged to a separate
+    allowance of CHAT_REPLAYS_PER_MINUTE, so a reconnect flush of a normal backlog is not refused;
+    once that is spent it counts against the per-second limit like a new message.
+    """
     limit = RateLimitItemPerSecond(current_app.config["CHAT_MESSAGES_PER_SECOND"])
     try:
-        allowed = _rate_limiter().hit(limit, "chat", str(user_id))
+        limiter = _rate_limiter()
+        if replay and limiter.hit(RateLimitItemPerMinute(current_app.config["CHAT_REPLAYS_PER_MINUTE"]),
+                                  "chat-replay", str(user_id)):
+            return
+        allowed = limiter.hit(limit, "chat", str(user_id))
     except Exception:  # the limiter's storage is down: do not lose clinical messages over it
         current_app.logger.warning("chat rate limiter unavailable; allowing message")
         return
@@ -150,21 +172,31 @@ def _existing(consult: Consult, sender: User, client_id: str) -> Message | None:
         Message.consult_id == consult.id, Message.sender_id == sender.id, Message.client_id == client_id))
 
 
+def _last_client_seq(consult_id: int, sender_id: int) -> int | None:
+    return db.session.scalar(select(func.max(Message.client_seq)).where(
+        Message.consult_id == consult_id, Message.sender_id == sender_id))
+
+
 def _insert_new(consult_id: int, sender_id: int, client_id: str, body: str,
-                attachment_id: int | None) -> tuple[int, int, datetime] | None:
+                attachment_id: int | None, client_seq: int | None = None) -> tuple[int, int, datetime] | None:
     """Take the next sequence number and insert, in the open transaction; None if client_id is taken.
 
     Two statements and no SELECT first: the counter UPDATE locks the consult's counter row, so
     sequence numbers are handed out one at a time, and the insert skips (rather than fails on) a
     client id this sender already used. The caller rolls back on None, which also gives the
-    sequence number back: numbers stay gapless.
+    sequence number back: numbers stay gapless. With a client_seq, a stored message of this sender
+    numbered as high or higher raises OutOfOrder (checked after the counter row is locked).
     """
     seq = _next_seq(consult_id)
+    if client_seq is not None:
+        last = _last_client_seq(consult_id, sender_id)
+        if last is not None and last >= client_seq:
+            raise OutOfOrder(last)
     created_at = utcnow()
     dialect_insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (dialect_insert(Message.__table__)
             .values(consult_id=consult_id, seq=seq, sender_id=sender_id, client_id=client_id, body=body,
-                    attachment_id=attachment_id, created_at=created_at)
+                    attachment_id=attachment_id, created_at=created_at, client_seq=client_seq)
             .on_conflict_do_nothing(index_elements=["consult_id", "sender_id", "client_id"])
             .returning(Message.__table__.c.id))
     message_id = db.session.execute(stmt).scalar()
@@ -203,13 +235,28 @@ def _clean_text(client_id: Any, body: Any) -> tuple[str, str]:
     return client_id, body
 
 
+def _clean_order(client_seq: Any, waited_ms: Any) -> tuple[int | None, bool]:
+    """The sender's client sequence number (None: an older client) and whether this is a replay."""
+    if client_seq is not None and (not isinstance(client_seq, int) or isinstance(client_seq, bool)
+                                   or not 1 <= client_seq <= MAX_CLIENT_SEQ):
+        raise ValidationFailed(f"client_seq must be a number from 1 to {MAX_CLIENT_SEQ}.")
+    if waited_ms is not None and (not isinstance(waited_ms, int) or isinstance(waited_ms, bool) or waited_ms < 0):
+        raise ValidationFailed("waited_ms must be a non-negative number.")
+    return client_seq, waited_ms is not None and waited_ms >= REPLAY_MIN_WAIT_MS
+
+
 def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
-                 attachment_id: Any = None, *, rate_charged: bool = False) -> Posted:
+                 attachment_id: Any = None, *, rate_charged: bool = False,
+                 client_seq: Any = None, waited_ms: Any = None) -> Posted:
     """Store a message with the next sequence number; a repeated client_id returns the original.
 
     rate_charged: this message was already counted against the sender's rate limit.
+    client_seq: the sender's browser's number for it; one not above the sender's last stored
+    number is refused (OutOfOrder) unless it is a retry. waited_ms: how long it waited in the
+    browser's outbox (a replay is charged to the replay allowance first, see check_rate).
     """
     client_id, body = _clean_text(client_id, body)
+    client_seq, replay = _clean_order(client_seq, waited_ms)
     attachment = None
     if attachment_id is not None:
         if not isinstance(attachment_id, int) or isinstance(attachment_id, bool):
@@ -225,7 +272,7 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
         return _retried_or(consult, sender, client_id, Forbidden("This consult is closed; its chat is read-only."))
     try:
         if not rate_charged:
-            check_rate(sender.id)
+            check_rate(sender.id, replay=replay)
     except TooManyMessages as refused:  # a retry is not a new message: recognise it even when limited
         return _retried_or(consult, sender, client_id, refused)
     consult_id, sender_id = consult.id, sender.id
@@ -236,19 +283,22 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
         # locked" because another sender committed after this snapshot.
         db.session.commit()
     try:
-        stored = _insert_new(consult_id, sender_id, client_id, body, attachment_id)
+        stored = _insert_new(consult_id, sender_id, client_id, body, attachment_id, client_seq)
         if stored is None:  # the sender's client id is taken: an idempotent retry
             db.session.rollback()  # gives the sequence number back
             return _retried_or(consult, sender, client_id, None)
         db.session.commit()
+    except OutOfOrder as refused:  # a retry of a stored message is still answered with it
+        db.session.rollback()
+        return _retried_or(consult, sender, client_id, refused)
     except Exception:
         db.session.rollback()
         raise
     message_id, seq, created_at = stored
     # The ack and the broadcast are built from what was just written (no reload): a transient
     # Message carrying the stored id, sequence number and time.
-    message = Message(id=message_id, consult_id=consult_id, seq=seq, sender_id=sender_id,
-                      client_id=client_id, body=body, attachment_id=attachment_id, created_at=created_at)
+    message = Message(id=message_id, consult_id=consult_id, seq=seq, sender_id=sender_id, client_id=client_id,
+                      client_seq=client_seq, body=body, attachment_id=attachment_id, created_at=created_at)
     message.sender = sender
     message.attachment = attachment
     return Posted(message, True)
@@ -293,13 +343,17 @@ def _claim_statements(dialect: str) -> tuple[Executable, ...]:
                        or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
         exists().where(User.id == uid, User.login_token == bindparam("token", type_=User.login_token.type),
                        User.status == AccountStatus.APPROVED),
+        # the sender's order: no stored message of theirs numbered as high (a NULL cseq passes)
+        ~exists().where(messages.c.consult_id == cid, messages.c.sender_id == uid,
+                        messages.c.client_seq >= bindparam("cseq", type_=Integer())),
     )
     claim = (update(counters).where(counters.c.consult_id == cid, *guard)
              .values(last_seq=counters.c.last_seq + 1).returning(counters.c.last_seq))
-    columns = ["consult_id", "seq", "sender_id", "client_id", "body", "created_at"]
+    columns = ["consult_id", "seq", "sender_id", "client_id", "body", "created_at", "client_seq"]
     values = [cid, None, uid, bindparam("client_id", type_=messages.c.client_id.type),
               bindparam("body", type_=messages.c.body.type),
-              bindparam("created_at", type_=messages.c.created_at.type)]
+              bindparam("created_at", type_=messages.c.created_at.type),
+              cast(bindparam("cseq", type_=Integer()), Integer())]  # typed even when NULL
     if dialect == "postgresql":  # one statement: the counter UPDATE feeds the INSERT through a CTE
         claimed = claim.cte("claim")
         values[1] = claimed.c.last_seq
@@ -317,32 +371,35 @@ def _claim_statements(dialect: str) -> tuple[Executable, ...]:
     return statements
 
 
-def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: Any = None) -> FastPost:
+def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: Any = None, *,
+                      client_seq: Any = None, waited_ms: Any = None) -> FastPost:
     """Store a plain text message in one short transaction, or leave the decision to post_message.
 
     The hot path of the chat. The counter UPDATE that hands out the sequence number carries the
     whole authorisation in its WHERE clause (the session's login token still belongs to this
     approved user, who is a party of this consult, which is still open), so no user or consult is
     loaded. Anything else (an attachment, a malformed payload, a refusal, a retried client id,
-    a consult without a counter yet, a sender over the rate limit) gives no message, after a
-    rollback, and post_message gives the precise answer, audits a refusal or returns the original.
+    a consult without a counter yet, a sender over the rate limit, a client_seq out of the
+    sender's order) gives no message, after a rollback, and post_message gives the precise answer,
+    audits a refusal or returns the original.
     """
     undecided = FastPost(None)
     if attachment_id is not None:
         return undecided
     try:
         client_id, body = _clean_text(client_id, body)
+        client_seq, replay = _clean_order(client_seq, waited_ms)
     except ValidationFailed:
         return undecided
     if not body:
         return undecided
     try:
-        check_rate(sender.user_id)
+        check_rate(sender.user_id, replay=replay)
     except TooManyMessages:
         return undecided  # post_message refuses it, or recognises a retry
     created_at = utcnow()
     params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token,
-              "client_id": client_id, "body": body, "created_at": created_at}
+              "client_id": client_id, "body": body, "created_at": created_at, "cseq": client_seq}
     engine = db.engine
     dialect = engine.dialect.name
     statements = _claim_statements(dialect)
@@ -372,22 +429,24 @@ class Sent:
 
 
 def send_message(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], client_id: Any,
-                 body: Any, attachment_id: Any = None) -> Sent:
+                 body: Any, attachment_id: Any = None, *, client_seq: Any = None, waited_ms: Any = None) -> Sent:
     """Store a chat message, by the fast path when it can; created is False for an idempotent retry.
 
     A sender known from a joined connection takes the fast path; anything it cannot decide goes
     to post_message with the user and consult that resolve() loads and checks (it raises the
-    precise refusal), counting the message once against the rate limit either way.
+    precise refusal), counting the message once against the rate limit either way. client_seq and
+    waited_ms keep the sender's order and tell a replay from a new message (see post_message).
     """
     charged = False
     if sender is not None:
-        fast = post_message_fast(sender, client_id, body, attachment_id)
+        fast = post_message_fast(sender, client_id, body, attachment_id, client_seq=client_seq, waited_ms=waited_ms)
         if fast.wire is not None:
             return Sent(fast.wire, sender.consult_id, True)
         charged = fast.rate_charged
     user, consult = resolve()
     with loaded_after_commit():  # the wire form below is built from what was just written
-        posted = post_message(user, consult, client_id, body, attachment_id, rate_charged=charged)
+        posted = post_message(user, consult, client_id, body, attachment_id, rate_charged=charged,
+                              client_seq=client_seq, waited_ms=waited_ms)
     return Sent(to_wire(posted.message), consult.id, posted.created)
 
 
