@@ -46,6 +46,8 @@ class Config:
 
     # Sessions: rotated at login, invalidated at logout, signed out after inactivity.
     IDLE_TIMEOUT_MINUTES = _env_int("IDLE_TIMEOUT_MINUTES", 30)
+    # Each process re-checks its open sockets' sessions this often (idle ones are disconnected).
+    SESSION_SWEEP_SECONDS = _env_int("SESSION_SWEEP_SECONDS", 15)
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
@@ -73,6 +75,11 @@ class Config:
     CHAT_MAX_CHARS = _env_int("CHAT_MAX_CHARS", 4000)
     CHAT_MESSAGES_PER_SECOND = _env_int("CHAT_MESSAGES_PER_SECOND", 5)
     SOCKET_MAX_PAYLOAD_BYTES = _env_int("SOCKET_MAX_PAYLOAD_BYTES", 256 * 1024)
+
+    # Mail (password resets, notices to account owners). Unset: mails are written to the log.
+    SMTP_URL = os.environ.get("SMTP_URL", "")
+    MAIL_FROM = os.environ.get("MAIL_FROM", "Huizhen <no-reply@huizhen.invalid>")
+    PASSWORD_RESET_MINUTES = _env_int("PASSWORD_RESET_MINUTES", 30)
 
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.
     STUN_URLS = _env_list("STUN_URLS", "")

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,15 +21,28 @@ from flask import Flask
 from flask.globals import _cv_app
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, text, update
 from werkzeug.serving import make_server
 
 from config import TestingConfig
 from webapp import create_app
 from webapp.auth.services import Registration, create_user
+from webapp.auth.sessions import hash_key
 from webapp.consults import services as consults
 from webapp.extensions import db, limiter
-from webapp.models import AccountStatus, Consult, Facility, FacilityLevel, Partnership, Role, Sex, Urgency, User
+from webapp.models import (
+    AccountStatus,
+    Consult,
+    Facility,
+    FacilityLevel,
+    Partnership,
+    Role,
+    Sex,
+    Urgency,
+    User,
+    UserSession,
+    utcnow,
+)
 from webapp.rooms import services as chat_services
 from webapp.scheduling import services as scheduling
 
@@ -292,6 +306,20 @@ def login(client: FlaskClient, user_or_email, password: str = PASSWORD, *, remem
     if remember:
         data["remember"] = "y"
     return client.post("/login", data=data)
+
+
+def session_key_of(client: FlaskClient) -> str:
+    """The server-side session key a signed-in test client carries in its session cookie."""
+    with client.session_transaction() as sess:
+        return sess["_user_id"]
+
+
+def set_last_activity(client_or_key: FlaskClient | str, seconds_ago: float) -> None:
+    """Make a signed-in browser's server-side session look last active that long ago."""
+    key = client_or_key if isinstance(client_or_key, str) else session_key_of(client_or_key)
+    db.session.execute(update(UserSession).where(UserSession.key_hash == hash_key(key))
+                       .values(last_seen_at=utcnow() - timedelta(seconds=seconds_ago)))
+    db.session.commit()
 
 
 def post_form(client: FlaskClient, path: str, data: dict | None = None, *, token_from: str = "/", **kw):

@@ -15,7 +15,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from config import ProductionConfig, TestingConfig
-from tests.conftest import CSRF_RE, PASSWORD, csrf_token, login, post_form
+from tests.conftest import CSRF_RE, PASSWORD, csrf_token, login, post_form, set_last_activity
 from webapp import check_production_config, create_app
 from webapp.extensions import db
 from webapp.models import AccountStatus, AuditEvent, User
@@ -270,14 +270,11 @@ def test_idle_session_is_signed_out(app, make):
     client = app.test_client()
     login(client, user, remember=True)
     limit = app.config["IDLE_TIMEOUT_MINUTES"] * 60
-    now = datetime.now(UTC).timestamp()
 
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = now - limit + 120  # still inside the window
+    set_last_activity(client, limit - 120)  # still inside the window
     assert client.get("/").status_code == 200
 
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = now - limit - 60
+    set_last_activity(client, limit + 60)
     r = client.get("/consults/new")
     assert r.status_code == 302 and path_of(r) == "/login"
     assert "next=/consults/new" in r.headers["Location"]
@@ -297,8 +294,7 @@ def test_an_idle_browser_keeps_its_session_cookie_so_remember_me_cannot_skip_the
     assert session_cookie.expires.timestamp() > idle_deadline + 3600
     assert session_cookie.expires.timestamp() >= remember_cookie.expires.timestamp() - 5
     # ... so the browser that comes back idle sends both cookies, and is signed out (not back in)
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = datetime.now(UTC).timestamp() - app.config["IDLE_TIMEOUT_MINUTES"] * 60 - 60
+    set_last_activity(client, app.config["IDLE_TIMEOUT_MINUTES"] * 60 + 60)
     assert client.get("/").status_code == 302
     assert not is_signed_in(client)
     assert client.get_cookie("remember_token") is None
@@ -307,8 +303,7 @@ def test_an_idle_browser_keeps_its_session_cookie_so_remember_me_cannot_skip_the
 def test_idle_session_json_caller_gets_401(app, make, monkeypatch):
     client = app.test_client()
     login(client, make.rural())
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = datetime.now(UTC).timestamp() - 10 * 3600
+    set_last_activity(client, 10 * 3600)
     r = client.get("/", headers={"Accept": "application/json"})
     assert r.status_code == 401
     assert r.get_json() == {"error": "session_expired", "message": "Your session expired. Sign in again."}
@@ -317,8 +312,7 @@ def test_idle_session_json_caller_gets_401(app, make, monkeypatch):
 def test_idle_timeout_setting_is_honoured(app, make, monkeypatch):
     client = app.test_client()
     login(client, make.rural())
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = datetime.now(UTC).timestamp() - 5 * 60
+    set_last_activity(client, 5 * 60)
     monkeypatch.setitem(app.config, "IDLE_TIMEOUT_MINUTES", 2)
     r = client.get("/")
     assert r.status_code == 302 and path_of(r) == "/login"
@@ -330,8 +324,7 @@ def test_idle_session_posting_a_form_changes_nothing(app, make):
     client = app.test_client()
     login(client, user)
     token = csrf_token(client, f"/consults/{consult.ref}/edit")
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = datetime.now(UTC).timestamp() - 10 * 3600
+    set_last_activity(client, 10 * 3600)
     r = client.post(f"/consults/{consult.ref}/edit", data={"csrf_token": token, "chief_complaint": "Changed",
                                                            "urgency": "routine", "save": "1"})
     assert r.status_code == 302 and path_of(r) == "/login"

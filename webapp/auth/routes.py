@@ -112,7 +112,7 @@ def change_password():
             status = exc.status
         else:
             session.clear()
-            login_user(user)  # this device stays signed in; every other session has ended
+            login_user(user)  # this device stays signed in (a new session); every other one has ended
             flash("Your password was changed. Other devices have been signed out.", "success")
             return redirect(url_for("dashboard.index"))
     elif request.method == "POST":

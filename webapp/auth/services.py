@@ -15,7 +15,8 @@ from ..audit.services import record
 from ..errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..models import SPECIALTIES, AccountStatus, Facility, Role, User, utcnow
-from ..models.user import LANGUAGES, new_login_token
+from ..models.user import LANGUAGES
+from . import sessions
 
 MIN_PASSWORD_LENGTH = 10
 _hashers: dict[bool, PasswordHasher] = {}
@@ -162,6 +163,7 @@ def authenticate(email: str, password: str) -> User:
     if hasher().check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
+    sessions.open_session(user)  # user.session_key: what the cookies will carry
     record("auth.login", actor=user, target=f"user:{user.id}")
     db.session.commit()
     return user
@@ -177,15 +179,16 @@ def _dummy_hash() -> str:
     return _DUMMY[fast]
 
 
-def end_sessions(user: User, reason: str) -> None:
-    """Invalidate every session and remember-me cookie of the user."""
-    user.login_token = new_login_token()
-    record(f"auth.{reason}", actor=user, target=f"user:{user.id}")
+def end_sessions(user: User, reason: str, *, actor: User | None = None) -> None:
+    """Invalidate every session and remember-me cookie of the user, and their sockets everywhere."""
+    sessions.end_all(user, reason)
+    record(f"auth.{reason}", actor=actor or user, target=f"user:{user.id}")
     db.session.commit()
+    sessions.sockets_ended(user)
 
 
 def change_password(user: User, current: str, new: str) -> None:
-    """Change a password after checking the current one; other sessions end."""
+    """Change a password after checking the current one; every session ends, this device gets a new one."""
     try:
         hasher().verify(user.password_hash, current or "")
     except (VerificationError, InvalidHashError):
@@ -193,7 +196,11 @@ def change_password(user: User, current: str, new: str) -> None:
                                fields={"current_password": "incorrect"}) from None
     _check_password_strength(new, user.email)
     user.password_hash = hash_password(new)
-    end_sessions(user, "password_changed")
+    sessions.end_all(user, "password_changed")
+    sessions.open_session(user)  # this device stays signed in, under a new session
+    record("auth.password_changed", actor=user, target=f"user:{user.id}")
+    db.session.commit()
+    sessions.sockets_ended(user)
 
 
 def _reviewable(user_id: int, reviewer: User) -> User:
