@@ -80,6 +80,9 @@ class Config:
     SMTP_URL = os.environ.get("SMTP_URL", "")
     MAIL_FROM = os.environ.get("MAIL_FROM", "Huizhen <no-reply@huizhen.invalid>")
     PASSWORD_RESET_MINUTES = _env_int("PASSWORD_RESET_MINUTES", 30)
+    # The public address of the site, for links in mails (set it in production: without it the
+    # request's Host header is used, which a forged request could point elsewhere).
+    PUBLIC_URL = os.environ.get("PUBLIC_URL", "")
 
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.
     STUN_URLS = _env_list("STUN_URLS", "")

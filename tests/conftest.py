@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import secrets
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -380,6 +383,51 @@ def http_session(base_url: str, email: str, password: str = PASSWORD) -> request
 
 def cookie_header(session: requests.Session) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+
+
+# --- a real SMTP server (aiosmtpd) on a loopback port ------------------------------------------------
+
+
+class MailBox:
+    """The mails a test SMTP server received, as parsed messages."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self._cond = threading.Condition()
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd handler hook
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self._cond:
+            self.messages.append(message)
+            self._cond.notify_all()
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self._cond:
+            return [m for m in self.messages if m["To"] == address]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 10) -> list[EmailMessage]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.to(address)) >= count, timeout), f"no mail to {address}"
+        return self.to(address)
+
+
+def mail_text(message: EmailMessage) -> str:
+    """The plain-text body of a mail."""
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+@pytest.fixture
+def smtp_server(app, monkeypatch) -> Iterator[MailBox]:
+    """An aiosmtpd server on 127.0.0.1 that the app sends its mail to (SMTP_URL)."""
+    from aiosmtpd.controller import Controller
+
+    box = MailBox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    monkeypatch.setitem(app.config, "SMTP_URL", f"smtp://127.0.0.1:{controller.port}")
+    yield box
+    controller.stop()
 
 
 # --- headless Chromium ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ..models import (
     utcnow,
 )
 from ..scheduling import services as scheduling
+from ..sessionbus import recheck_consult
 from . import policy
 from .matching import eligible_specialists
 from .state import Event, apply
@@ -339,6 +340,7 @@ def assign(coordinator: User, ref: str, specialist_id: int) -> Consult:
     record("consult.assigned", actor=coordinator, consult=consult,
            detail={"specialist_id": specialist.id})
     _commit_or_conflict("The request changed meanwhile. Reload and try again.")
+    recheck_consult(consult.id)  # whoever the change leaves out loses its open connections
     return consult
 
 
@@ -368,6 +370,7 @@ def cancel(user: User, ref: str, reason: str) -> Consult:
             offer.status = OfferStatus.WITHDRAWN
     record("consult.cancelled", actor=user, consult=consult, detail={"reason": consult.cancel_reason})
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    recheck_consult(consult.id)  # e.g. its call ends: connections no longer entitled are closed
     return consult
 
 
@@ -428,6 +431,8 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
     else:
         record("recommendation.draft_saved", actor=specialist, consult=consult)
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    if sign:
+        recheck_consult(consult.id)  # its call ends: call connections are closed everywhere
     return rec
 
 
