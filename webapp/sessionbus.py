@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -156,11 +157,11 @@ class Bus:
         url = self.app.config.get("REDIS_URL")
         if not url:
             return None
-        if self._redis is None:
+        if self._redis is None or self._redis[0] != url:
             import redis
 
-            self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        return self._redis
+            self._redis = (url, redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
+        return self._redis[1]
 
     def publish(self, order: dict[str, Any]) -> None:
         """Tell the other processes (a Redis failure is logged: the sweeper catches up)."""
@@ -185,8 +186,12 @@ class Bus:
             server.start_background_task(self._listener)
 
     def _sweeper(self) -> None:
+        last = time.monotonic()
         while not self.stopped.is_set():
-            self._sleep(float(self.app.config["SESSION_SWEEP_SECONDS"]))
+            self._sleep(0.5)  # short steps: a changed SESSION_SWEEP_SECONDS applies at once
+            if time.monotonic() - last < float(self.app.config["SESSION_SWEEP_SECONDS"]):
+                continue
+            last = time.monotonic()
             try:
                 self.sweep()
             except Exception:
