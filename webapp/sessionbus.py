@@ -10,9 +10,10 @@ Every Socket.IO connection is tracked in its process with the user and the serve
 - ``recheck_consult(consult_id)`` (a consult cancelled, signed off or reassigned) makes every
   process re-check, for each connection joined to that consult, that its user may still be
   there, and disconnect the others;
-- a sweeper in each process re-checks every local connection's session every
-  ``SESSION_SWEEP_SECONDS``: an idle-expired session is disconnected even though nobody acted,
-  and a sign-out whose Redis message was lost (Redis down) still ends sockets on the other nodes.
+- a sweeper in each process re-checks every local connection every ``SESSION_SWEEP_SECONDS``
+  (its session, and its joined consult): an idle-expired session is disconnected even though
+  nobody acted, and an order whose Redis message was lost (Redis down) is still carried out on
+  the other nodes.
 
 python-socketio's pub/sub manager propagates ``disconnect(sid)``, ``close_room`` and room changes
 for one *sid* across processes, but it has no "disconnect every connection of user X" and knows
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from flask import Flask, current_app
+from sqlalchemy import select
 
 log = logging.getLogger(__name__)
 BUS_KEY = "huizhen.sessionbus"
@@ -112,32 +114,50 @@ class Bus:
         elif "session" in order:
             key = order["session"]
             self._disconnect(self.matching(lambda t: t.key_hash == key))
-        elif "consult_id" in order:
-            self._recheck(int(order["consult_id"]))
+        elif "consult_id" in order:  # database reads: off the caller's request and transaction
+            from .realtime import SERVER_KEY
 
-    def _recheck(self, consult_id: int) -> None:
+            self.app.extensions[SERVER_KEY].start_background_task(self._recheck_logged, int(order["consult_id"]))
+
+    def _recheck_logged(self, consult_id: int) -> None:
+        try:
+            self._recheck(consult_id)
+        except Exception:
+            log.exception("could not re-check the connections of consult %s; the per-event checks "
+                          "still refuse, and the next sweep re-checks them", consult_id)
+
+    def _not_entitled(self, conns: list[Tracked], consult_id: int | None = None) -> list[Tracked]:
+        """The joined connections (to consult_id, or to any consult) whose user may no longer be there."""
         from .extensions import db
         from .models import Consult, User
 
-        joined = [t for t in self.matching(lambda t: t.namespace in _rules)
-                  if _rules[t.namespace].joined(self.app, t.sid) == consult_id]
+        joined = []
+        for conn in conns:
+            if conn.namespace in _rules:
+                cid = _rules[conn.namespace].joined(self.app, conn.sid)
+                if cid is not None and (consult_id is None or cid == consult_id):
+                    joined.append((conn, cid))
         if not joined:
-            return
+            return []
         with self.app.app_context():
             try:
-                consult = db.session.get(Consult, consult_id)
-                gone = []
-                for conn in joined:
-                    user = db.session.get(User, conn.user_id)
-                    if consult is None or user is None or not _rules[conn.namespace].entitled(user, consult):
-                        gone.append(conn)
+                consults = {c.id: c for c in db.session.scalars(
+                    select(Consult).where(Consult.id.in_(sorted({cid for _, cid in joined}))))}
+                users = {u.id: u for u in db.session.scalars(
+                    select(User).where(User.id.in_(sorted({c.user_id for c, _ in joined}))))}
+                return [conn for conn, cid in joined
+                        if cid not in consults or conn.user_id not in users
+                        or not _rules[conn.namespace].entitled(users[conn.user_id], consults[cid])]
             finally:
                 db.session.remove()
-        self._disconnect(gone)
+
+    def _recheck(self, consult_id: int) -> None:
+        self._disconnect(self._not_entitled(self.matching(lambda t: True), consult_id))
 
     def sweep(self) -> None:
-        """Disconnect local connections whose session has ended, expired or lost its account."""
+        """Disconnect local connections whose session ended or went idle, or whose consult they lost."""
         from .auth import sessions
+        from .extensions import db
 
         conns = self.matching(lambda t: True)
         if not conns:
@@ -146,10 +166,9 @@ class Bus:
             try:
                 alive = sessions.live_key_hashes({t.key_hash for t in conns})
             finally:
-                from .extensions import db
-
                 db.session.remove()
         self._disconnect([t for t in conns if t.key_hash not in alive])
+        self._disconnect(self._not_entitled([t for t in conns if t.key_hash in alive]))
 
     # --- across processes ------------------------------------------------------------------------
 

@@ -209,6 +209,22 @@ def test_cancelling_a_consult_closes_its_call_connections_but_keeps_the_read_onl
     assert specialist_party.call("/room", "backfill", {"ref": consult.ref, "after_seq": 0})["ok"] is True
 
 
+def test_the_sweep_closes_connections_to_a_consult_they_lost_when_the_order_never_came(app, consult_parties,
+                                                                                       party, monkeypatch):
+    """A change made on a node whose Redis order was lost: each process's sweep catches up."""
+    from webapp.models import Consult, ConsultStatus
+
+    _, specialist, consult = consult_parties
+    specialist_party = party(specialist)
+    specialist_party.join_all(consult.ref)
+    db.session.rollback()
+    db.session.execute(update(Consult).where(Consult.id == consult.id).values(status=ConsultStatus.CANCELLED))
+    db.session.commit()  # no recheck order at all
+    monkeypatch.setitem(app.config, "SESSION_SWEEP_SECONDS", 1)
+    assert specialist_party.gone["/call"].wait(TIMEOUT), "the sweep left a lost call connection open"
+    assert not specialist_party.gone["/room"].is_set() and not specialist_party.gone["/notes"].is_set()
+
+
 # --- idleness, judged on the server --------------------------------------------------------------------
 
 
