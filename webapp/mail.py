@@ -78,3 +78,20 @@ def send_mail(to: str, subject: str, text: str, html: str | None = None) -> bool
     except Exception:
         log.exception("could not send the mail %r to %s (SMTP_URL)", subject, to)
         return False
+
+
+def send_mail_later(to: str, subject: str, text: str, html: str | None = None) -> None:
+    """Send in a background task: the caller's response time says nothing about the mail.
+
+    Used where the timing of a response must not reveal whether an account exists (forgotten
+    password, registration with a taken address).
+    """
+    from .realtime import SERVER_KEY
+
+    app = current_app._get_current_object()
+
+    def deliver() -> None:
+        with app.app_context():
+            send_mail(to, subject, text, html)
+
+    app.extensions[SERVER_KEY].start_background_task(deliver)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from ..audit.services import record
 from ..errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
-from ..mail import external_url, send_mail
+from ..mail import external_url, send_mail_later
 from ..models import SPECIALTIES, AccountStatus, Facility, PasswordReset, Role, User, utcnow
 from ..models.user import LANGUAGES
 from . import sessions
@@ -142,7 +142,7 @@ def register(reg: Registration) -> User | None:
         hash_password(reg.password)  # the same work as a real registration: no timing oracle
         record("account.registration_for_taken_email", target=f"user:{owner.id}")
         db.session.commit()
-        send_mail(owner.email, "Someone tried to register with your email address",
+        send_mail_later(owner.email, "Someone tried to register with your email address",
                   render_template("mail/registration_taken.txt", user=owner,
                                   login_url=external_url("auth.login"),
                                   forgot_url=external_url("auth.forgot_password")))
@@ -151,7 +151,7 @@ def register(reg: Registration) -> User | None:
     record("account.registered", actor=user, target=f"user:{user.id}",
            detail={"role": user.role.value})
     db.session.commit()
-    send_mail(user.email, "Your Huizhen registration was received",
+    send_mail_later(user.email, "Your Huizhen registration was received",
               render_template("mail/registration_received.txt", user=user))
     return user
 
@@ -341,7 +341,7 @@ def request_password_reset(email: str) -> None:
     record("auth.password_reset_requested", actor=user, target=f"user:{user.id}", detail={"sent": True})
     db.session.commit()
     link = external_url("auth.reset_password", token=token)
-    send_mail(user.email, "Reset your Huizhen password",
+    send_mail_later(user.email, "Reset your Huizhen password",
               render_template("mail/password_reset.txt", user=user, link=link,
                               minutes=current_app.config["PASSWORD_RESET_MINUTES"]))
 
