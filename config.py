@@ -53,6 +53,8 @@ class Config:
 
     # Sessions: rotated at login, invalidated at logout, signed out after inactivity.
     IDLE_TIMEOUT_MINUTES = _env_int("IDLE_TIMEOUT_MINUTES", 30)
+    # Each process re-checks its open sockets' sessions this often (idle ones are disconnected).
+    SESSION_SWEEP_SECONDS = _env_int("SESSION_SWEEP_SECONDS", 15)
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
@@ -83,6 +85,14 @@ class Config:
     # Messages that waited in a browser's outbox (a reconnect flush) are charged here first.
     CHAT_REPLAYS_PER_MINUTE = _env_int("CHAT_REPLAYS_PER_MINUTE", 120)
     SOCKET_MAX_PAYLOAD_BYTES = _env_int("SOCKET_MAX_PAYLOAD_BYTES", 256 * 1024)
+
+    # Mail (password resets, notices to account owners). Unset: mails are written to the log.
+    SMTP_URL = os.environ.get("SMTP_URL", "")
+    MAIL_FROM = os.environ.get("MAIL_FROM", "Huizhen <no-reply@huizhen.invalid>")
+    PASSWORD_RESET_MINUTES = _env_int("PASSWORD_RESET_MINUTES", 30)
+    # The public address of the site, for links in mails (set it in production: without it the
+    # request's Host header is used, which a forged request could point elsewhere).
+    PUBLIC_URL = os.environ.get("PUBLIC_URL", "")
 
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.
     STUN_URLS = _env_list("STUN_URLS", "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import secrets
@@ -12,6 +14,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -20,15 +24,28 @@ from flask import Flask
 from flask.globals import _cv_app
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, text, update
 from werkzeug.serving import make_server
 
 from config import TestingConfig
 from webapp import create_app
 from webapp.auth.services import Registration, create_user
+from webapp.auth.sessions import hash_key
 from webapp.consults import services as consults
 from webapp.extensions import db, limiter
-from webapp.models import AccountStatus, Consult, Facility, FacilityLevel, Partnership, Role, Sex, Urgency, User
+from webapp.models import (
+    AccountStatus,
+    Consult,
+    Facility,
+    FacilityLevel,
+    Partnership,
+    Role,
+    Sex,
+    Urgency,
+    User,
+    UserSession,
+    utcnow,
+)
 from webapp.rooms import services as chat_services
 from webapp.scheduling import services as scheduling
 
@@ -327,6 +344,20 @@ def login(client: FlaskClient, user_or_email, password: str = PASSWORD, *, remem
     return client.post("/login", data=data)
 
 
+def session_key_of(client: FlaskClient) -> str:
+    """The server-side session key a signed-in test client carries in its session cookie."""
+    with client.session_transaction() as sess:
+        return sess["_user_id"]
+
+
+def set_last_activity(client_or_key: FlaskClient | str, seconds_ago: float) -> None:
+    """Make a signed-in browser's server-side session look last active that long ago."""
+    key = client_or_key if isinstance(client_or_key, str) else session_key_of(client_or_key)
+    db.session.execute(update(UserSession).where(UserSession.key_hash == hash_key(key))
+                       .values(last_seen_at=utcnow() - timedelta(seconds=seconds_ago)))
+    db.session.commit()
+
+
 def post_form(client: FlaskClient, path: str, data: dict | None = None, *, token_from: str = "/", **kw):
     """POST a form with a valid CSRF token, as the page would."""
     payload = {"csrf_token": csrf_token(client, token_from)}
@@ -385,6 +416,51 @@ def http_session(base_url: str, email: str, password: str = PASSWORD) -> request
 
 def cookie_header(session: requests.Session) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+
+
+# --- a real SMTP server (aiosmtpd) on a loopback port ------------------------------------------------
+
+
+class MailBox:
+    """The mails a test SMTP server received, as parsed messages."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self._cond = threading.Condition()
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd handler hook
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self._cond:
+            self.messages.append(message)
+            self._cond.notify_all()
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self._cond:
+            return [m for m in self.messages if m["To"] == address]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 10) -> list[EmailMessage]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.to(address)) >= count, timeout), f"no mail to {address}"
+        return self.to(address)
+
+
+def mail_text(message: EmailMessage) -> str:
+    """The plain-text body of a mail."""
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+@pytest.fixture
+def smtp_server(app, monkeypatch) -> Iterator[MailBox]:
+    """An aiosmtpd server on 127.0.0.1 that the app sends its mail to (SMTP_URL)."""
+    from aiosmtpd.controller import Controller
+
+    box = MailBox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    monkeypatch.setitem(app.config, "SMTP_URL", f"smtp://127.0.0.1:{controller.port}")
+    yield box
+    controller.stop()
 
 
 # --- headless Chromium ---------------------------------------------------------------------------

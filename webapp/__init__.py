@@ -6,11 +6,11 @@ import logging
 import os
 import secrets
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import click
-from flask import Flask, flash, has_request_context, redirect, request, session, url_for
+from flask import Flask, flash, g, has_request_context, redirect, request, session, url_for
 from flask_login import current_user, login_url, logout_user
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -146,13 +146,18 @@ def register_extensions(app: Flask) -> None:
     login_manager.session_protection = "basic"
 
     @login_manager.user_loader
-    def load_user(token: str):
-        from sqlalchemy import select
+    def load_user(key: str):
+        """The user of an open, non-idle server-side session (cookie or remember-me cookie)."""
+        from .auth import sessions
 
-        from .models import User
-
-        user = db.session.scalar(select(User).where(User.login_token == token))
-        return user if user is not None and user.is_active else None
+        loaded = sessions.load(key)
+        if loaded is None:
+            return None
+        if loaded.expired:  # judged on the server: _idle_timeout ends it and says so
+            g.huizhen_idle_session = loaded
+            return None
+        g.huizhen_session = loaded.session
+        return loaded.user
 
     @login_manager.unauthorized_handler
     def _unauthorized():
@@ -234,22 +239,25 @@ def register_request_hooks(app: Flask) -> None:
 
     @app.before_request
     def _idle_timeout():
-        if request.endpoint == "static" or not current_user.is_authenticated:
+        """Idleness is judged from the server-side session record, never from the cookie."""
+        if request.endpoint == "static":
             return None
-        now = datetime.now(UTC).timestamp()
-        last = session.get("_last_seen")
-        limit = app.config["IDLE_TIMEOUT_MINUTES"] * 60
-        if last is not None and now - float(last) > limit:
-            logout_user()
-            session.pop("_last_seen", None)
+        from .auth import sessions
+
+        signed_in = current_user.is_authenticated  # loads the session (see load_user)
+        idle = g.pop("huizhen_idle_session", None)
+        if idle is not None:
+            sessions.end_idle(idle.user, idle.session)
+            logout_user()  # the remember-me cookie goes too
             flash("You were signed out after a period of inactivity. Please sign in again.", "info")
             from .errors import error_response, wants_json
 
             if wants_json(request):
                 return error_response(401, "session_expired", "Your session expired. Sign in again.")
             return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
-        session["_last_seen"] = now
-        session.permanent = True
+        if signed_in and "huizhen_session" in g:
+            sessions.touch(g.huizhen_session)
+            session.permanent = True
         return None
 
     @app.after_request

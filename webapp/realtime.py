@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, NamedTuple
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from flask_login import current_user
 
 from .errors import DomainError, ValidationFailed
@@ -100,11 +100,39 @@ def error_ack(exc: DomainError) -> dict[str, Any]:
     return {"ok": False, "error": exc.code, "message": exc.message, "status": exc.status}
 
 
+# Events a person makes (typing, chatting, editing, a video call's periodic stats): they keep the
+# session alive. Events a browser sends by itself (read receipts, backfill, notes sync) do not, so
+# an unattended screen still reaches the idle timeout.
+ACTIVE_EVENTS = frozenset({"join", "send", "typing", "update", "focus", "signal", "state", "stats", "leave"})
+
+
 def require_user() -> None:
-    """Load the session's user afresh; a signed-out or suspended account is refused."""
+    """Load the session's user afresh; a signed-out, idle or suspended session is refused."""
     g.pop("_login_user", None)
     if not current_user.is_authenticated:
         raise ValidationFailed("Your session has ended; sign in again.")
+    event = getattr(request, "event", None)
+    if isinstance(event, dict) and event.get("message") in ACTIVE_EVENTS and "huizhen_session" in g:
+        from .auth.sessions import touch
+
+        touch(g.huizhen_session)
+
+
+def accept_connection(namespace: str) -> None:
+    """Refuse a connection without a live session; track it so that ending the session ends it."""
+    if not current_user.is_authenticated:
+        raise ConnectionRefusedError("unauthorized")
+    from .auth.sessions import hash_key
+    from .sessionbus import bus
+
+    bus().track(namespace, request.sid, current_user.id, hash_key(current_user.session_key or ""))
+
+
+def forget_connection(namespace: str) -> None:
+    """A connection is gone: stop tracking it."""
+    from .sessionbus import bus
+
+    bus().untrack(namespace, request.sid)
 
 
 def handler(fn: Callable | None = None, *, remove_session: bool = False, authenticate: bool = True) -> Callable:

@@ -7,18 +7,28 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from config import ProductionConfig, TestingConfig
-from tests.conftest import CSRF_RE, PASSWORD, csrf_token, login, post_form
+from tests.conftest import (
+    CSRF_RE,
+    PASSWORD,
+    csrf_token,
+    free_port,
+    login,
+    mail_text,
+    post_form,
+    set_last_activity,
+)
 from webapp import check_production_config, create_app
 from webapp.extensions import db
-from webapp.models import AccountStatus, AuditEvent, User
+from webapp.models import AccountStatus, AuditEvent, PasswordReset, User, utcnow
 
 NEW_PASSWORD = "a-much-better-passphrase-42"
 
@@ -120,7 +130,7 @@ def test_registration_refuses_duplicates_and_coordinator_role(app, make):
             "facility_id": str(facility.id), "specialty": "", "languages": ["zh-CN"],
             "licence_number": "1", "timezone": "Asia/Shanghai"}
     r = post_form(client, "/register", {**base, "email": "TAKEN@test.example"}, token_from="/register")
-    assert r.status_code == 409 and "already exists" in " ".join(flashes(r))
+    assert r.status_code == 201 and "already exists" not in r.get_data(as_text=True)  # no account oracle
     r = post_form(client, "/register", {**base, "email": "boss@test.example", "role": "coordinator"},
                   token_from="/register")
     assert r.status_code == 422
@@ -270,14 +280,11 @@ def test_idle_session_is_signed_out(app, make):
     client = app.test_client()
     login(client, user, remember=True)
     limit = app.config["IDLE_TIMEOUT_MINUTES"] * 60
-    now = datetime.now(UTC).timestamp()
 
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = now - limit + 120  # still inside the window
+    set_last_activity(client, limit - 120)  # still inside the window
     assert client.get("/").status_code == 200
 
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = now - limit - 60
+    set_last_activity(client, limit + 60)
     r = client.get("/consults/new")
     assert r.status_code == 302 and path_of(r) == "/login"
     assert "next=/consults/new" in r.headers["Location"]
@@ -297,8 +304,7 @@ def test_an_idle_browser_keeps_its_session_cookie_so_remember_me_cannot_skip_the
     assert session_cookie.expires.timestamp() > idle_deadline + 3600
     assert session_cookie.expires.timestamp() >= remember_cookie.expires.timestamp() - 5
     # ... so the browser that comes back idle sends both cookies, and is signed out (not back in)
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = datetime.now(UTC).timestamp() - app.config["IDLE_TIMEOUT_MINUTES"] * 60 - 60
+    set_last_activity(client, app.config["IDLE_TIMEOUT_MINUTES"] * 60 + 60)
     assert client.get("/").status_code == 302
     assert not is_signed_in(client)
     assert client.get_cookie("remember_token") is None
@@ -307,8 +313,7 @@ def test_an_idle_browser_keeps_its_session_cookie_so_remember_me_cannot_skip_the
 def test_idle_session_json_caller_gets_401(app, make, monkeypatch):
     client = app.test_client()
     login(client, make.rural())
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = datetime.now(UTC).timestamp() - 10 * 3600
+    set_last_activity(client, 10 * 3600)
     r = client.get("/", headers={"Accept": "application/json"})
     assert r.status_code == 401
     assert r.get_json() == {"error": "session_expired", "message": "Your session expired. Sign in again."}
@@ -317,8 +322,7 @@ def test_idle_session_json_caller_gets_401(app, make, monkeypatch):
 def test_idle_timeout_setting_is_honoured(app, make, monkeypatch):
     client = app.test_client()
     login(client, make.rural())
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = datetime.now(UTC).timestamp() - 5 * 60
+    set_last_activity(client, 5 * 60)
     monkeypatch.setitem(app.config, "IDLE_TIMEOUT_MINUTES", 2)
     r = client.get("/")
     assert r.status_code == 302 and path_of(r) == "/login"
@@ -330,8 +334,7 @@ def test_idle_session_posting_a_form_changes_nothing(app, make):
     client = app.test_client()
     login(client, user)
     token = csrf_token(client, f"/consults/{consult.ref}/edit")
-    with client.session_transaction() as sess:
-        sess["_last_seen"] = datetime.now(UTC).timestamp() - 10 * 3600
+    set_last_activity(client, 10 * 3600)
     r = client.post(f"/consults/{consult.ref}/edit", data={"csrf_token": token, "chief_complaint": "Changed",
                                                            "urgency": "routine", "save": "1"})
     assert r.status_code == 302 and path_of(r) == "/login"
@@ -496,3 +499,180 @@ def test_production_refuses_unsafe_settings(production_env, override, problem):
         create_app(ProductionConfig, {**GOOD_PRODUCTION, **override})
     assert "Refusing to start in production" in str(info.value)
     assert problem in str(info.value)
+
+
+# --- registration does not reveal which emails have accounts ---------------------------------------------
+
+
+def test_registration_says_the_same_for_a_taken_email_creates_nothing_and_tells_the_owner(app, make,
+                                                                                       smtp_server):
+    facility = make.facility()
+    owner = make.rural(email="owner@test.example", name="Dr Owner")
+    base = {"full_name": "Dr Someone", "password": PASSWORD, "confirm": PASSWORD, "role": "rural_doctor",
+            "facility_id": str(facility.id), "specialty": "", "languages": ["zh-CN"],
+            "licence_number": "620100000999", "timezone": "Asia/Shanghai"}
+    taken = post_form(app.test_client(), "/register", {**base, "email": "OWNER@test.example"}, token_from="/register")
+    fresh = post_form(app.test_client(), "/register", {**base, "email": "new@test.example"}, token_from="/register")
+
+    assert taken.status_code == fresh.status_code == 201
+    assert lede(taken) == lede(fresh) and "if this address can be used, you will hear from us" in lede(taken)
+    assert flashes(taken) == flashes(fresh) == []
+    reread()
+    assert db.session.scalar(select(func.count()).select_from(User).where(
+        func.lower(User.email) == "owner@test.example")) == 1
+    assert db.session.get(User, owner.id).full_name == "Dr Owner"  # nothing of the owner's account changed
+    assert db.session.scalar(select(func.count()).select_from(User)) == 2  # owner + new registrant
+
+    [notice] = smtp_server.wait_for("owner@test.example")
+    assert "tried to register" in notice["Subject"]
+    assert "No new account was created" in mail_text(notice) and "/password/forgot" in mail_text(notice)
+    smtp_server.wait_for("new@test.example")  # the new registrant hears from us too: same outcome outside
+
+
+# --- suspension and reinstatement by a coordinator ---------------------------------------------------
+
+
+def test_a_coordinator_suspends_and_reinstates_an_account_and_its_sessions_end_at_once(app, make):
+    coordinator, user = make.coordinator(), make.rural(email="suspended@test.example")
+    phone, coord = app.test_client(), app.test_client()
+    assert login(phone, user, remember=True).status_code == 302
+    remember = cookie(phone, "remember_token")
+    assert login(coord, coordinator).status_code == 302
+    assert "suspended@test.example" in coord.get("/admin/registrations").get_data(as_text=True)
+
+    r = post_form(coord, f"/admin/users/{user.id}/suspend", {"reason": ""}, token_from="/admin/registrations")
+    assert r.status_code == 422 and is_signed_in(phone)
+    r = post_form(coord, f"/admin/users/{user.id}/suspend", {"reason": "Licence under review"},
+                  token_from="/admin/registrations")
+    assert r.status_code == 302 and "signed out everywhere" in " ".join(flashes(coord.get(r.headers["Location"])))
+    assert not is_signed_in(phone)
+    assert not is_signed_in(replay(app, remember_token=remember))
+    r = login(app.test_client(), user)
+    assert r.status_code == 403 and "suspended" in " ".join(flashes(r))
+    reread()
+    assert db.session.get(User, user.id).status == AccountStatus.SUSPENDED
+    [entry] = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "account.suspended")).all()
+    assert (entry.actor_id, entry.target, entry.detail["reason"]) == (coordinator.id, f"user:{user.id}",
+                                                                      "Licence under review")
+
+    r = post_form(coord, f"/admin/users/{user.id}/reinstate", token_from="/admin/registrations")
+    assert r.status_code == 302
+    assert login(app.test_client(), user).status_code == 302
+    reread()
+    assert [e.actor_id for e in db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "account.reinstated"))] == [coordinator.id]
+    # refusals: a second reinstatement, a clinician trying, an unknown account
+    assert post_form(coord, f"/admin/users/{user.id}/reinstate", token_from="/admin/registrations").status_code == 409
+    assert post_form(coord, "/admin/users/999999/suspend", {"reason": "x"},
+                     token_from="/admin/registrations").status_code == 404
+    other = app.test_client()
+    login(other, make.specialist())
+    assert post_form(other, f"/admin/users/{user.id}/suspend", {"reason": "x"}).status_code == 403
+    assert is_signed_in(app.test_client()) is False
+
+
+# --- password reset --------------------------------------------------------------------------------------
+
+LINK_RE = re.compile(r"http://localhost(/password/reset/[A-Za-z0-9_-]+)")
+
+
+def test_forgot_password_says_the_same_for_any_email_and_mails_a_single_use_link(app, make, smtp_server):
+    user = make.rural(email="forgetful@test.example")
+    laptop = app.test_client()
+    assert login(laptop, user, remember=True).status_code == 302
+
+    known = post_form(app.test_client(), "/password/forgot", {"email": "Forgetful@test.example"},
+                      token_from="/password/forgot")
+    unknown = post_form(app.test_client(), "/password/forgot", {"email": "nobody@test.example"},
+                        token_from="/password/forgot")
+    assert known.status_code == unknown.status_code == 302
+    assert known.headers["Location"] == unknown.headers["Location"]
+    [mail] = smtp_server.wait_for("forgetful@test.example")
+    assert smtp_server.to("nobody@test.example") == []
+    path = LINK_RE.search(mail_text(mail)).group(1)
+    reread()
+    token_part = path.rsplit("/", 1)[1]
+    assert db.session.scalar(select(func.count()).select_from(PasswordReset).where(
+        PasswordReset.token_hash == token_part)) == 0, "only the token's hash is stored"
+
+    browser = app.test_client()
+    assert browser.get(path).status_code == 200
+    r = post_form(browser, path, {"new_password": "short", "confirm": "short"}, token_from=path)
+    assert r.status_code == 422
+    r = post_form(browser, path, {"new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, token_from=path)
+    assert r.status_code == 302 and path_of(r) == "/login"
+    assert not is_signed_in(laptop), "a reset ends every session"
+    assert login(app.test_client(), user, PASSWORD).status_code == 401
+    assert login(app.test_client(), user, NEW_PASSWORD).status_code == 302
+
+    # used once: the same link is refused, with a clear message
+    again = app.test_client().get(path)
+    assert again.status_code == 400 and "invalid, already used or expired" in again.get_data(as_text=True)
+    r = post_form(app.test_client(), path, {"new_password": "another-long-passphrase",
+                                            "confirm": "another-long-passphrase"}, token_from="/login")
+    assert r.status_code == 400
+    assert login(app.test_client(), user, NEW_PASSWORD).status_code == 302
+    reread()
+    assert len(db.session.scalars(select(AuditEvent).where(AuditEvent.action == "auth.password_reset")).all()) == 1
+
+
+def test_a_wrong_or_expired_reset_link_is_refused(app, make, smtp_server):
+    user = make.rural(email="late@test.example")
+    assert app.test_client().get("/password/reset/not-a-real-token").status_code == 400
+    assert app.test_client().get("/password/reset/" + "x" * 300).status_code == 400
+    post_form(app.test_client(), "/password/forgot", {"email": user.email}, token_from="/password/forgot")
+    path = LINK_RE.search(mail_text(smtp_server.wait_for(user.email)[0])).group(1)
+    db.session.execute(update(PasswordReset).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    r = post_form(app.test_client(), path, {"new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD},
+                  token_from="/login")
+    assert r.status_code == 400
+    assert login(app.test_client(), user, PASSWORD).status_code == 302
+
+
+def test_forgot_password_is_throttled_like_login(app, make, monkeypatch):
+    monkeypatch.setitem(app.config, "LOGIN_RATE_LIMIT", "2 per minute")
+    client = app.test_client()
+    codes = [post_form(client, "/password/forgot", {"email": "someone@test.example"},
+                       token_from="/password/forgot").status_code for _ in range(3)]
+    assert codes == [302, 302, 429]
+
+
+def test_a_coordinator_issues_a_reset_link_where_email_is_not_configured(app, make, caplog):
+    coordinator, user = make.coordinator(), make.specialist(email="nomail@test.example")
+    coord = app.test_client()
+    login(coord, coordinator)
+    r = post_form(coord, f"/admin/users/{user.id}/reset-link", token_from="/admin/registrations")
+    assert r.status_code == 200
+    path = LINK_RE.search(r.get_data(as_text=True)).group(1)
+    reread()
+    [entry] = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "account.reset_link_issued")).all()
+    assert (entry.actor_id, entry.target) == (coordinator.id, f"user:{user.id}")
+    browser = app.test_client()
+    r = post_form(browser, path, {"new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD}, token_from=path)
+    assert r.status_code == 302
+    assert login(app.test_client(), user, NEW_PASSWORD).status_code == 302
+    clinician = app.test_client()
+    login(clinician, make.rural())
+    assert post_form(clinician, f"/admin/users/{user.id}/reset-link").status_code == 403
+
+
+def test_without_smtp_the_mail_is_logged_and_an_smtp_failure_is_never_a_500(app, make, caplog, monkeypatch):
+    user = make.rural(email="logged@test.example")
+
+    def logged(pattern: str) -> bool:  # the mail goes out in a background task
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if re.search(pattern, caplog.text):
+                return True
+            time.sleep(0.05)
+        return False
+
+    caplog.set_level("INFO", logger="webapp.mail")
+    r = post_form(app.test_client(), "/password/forgot", {"email": user.email}, token_from="/password/forgot")
+    assert r.status_code == 302
+    assert logged(LINK_RE.pattern), "make run users find the link in the log"
+    monkeypatch.setitem(app.config, "SMTP_URL", f"smtp://127.0.0.1:{free_port()}")  # nobody listens there
+    r = post_form(app.test_client(), "/password/forgot", {"email": user.email}, token_from="/password/forgot")
+    assert r.status_code == 302
+    assert logged("could not send the mail")

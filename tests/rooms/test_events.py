@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import post_form
+from webapp.auth import sessions
 from webapp.consults import services as consults
 from webapp.extensions import db
 from webapp.models import AccountStatus, AuditEvent, Message
@@ -90,8 +91,11 @@ def test_after_logout_the_next_event_is_refused(app, make, sio):
     assert send(rural_sock, consult.ref, "before-logout")["ok"] is True
     specialist_sock.get_received(NS)
 
-    response = post_form(browser, "/logout", token_from="/")
-    assert response.status_code == 302
+    # Signed out on another node whose disconnect order never arrived (Redis down): the session is
+    # ended in the database only, and every event of the still-open socket is refused.
+    sessions.end_all(rural, "logout")
+    db.session.commit()
+    assert rural_sock.is_connected(NS)
     ack = send(rural_sock, consult.ref, "after-logout-1", "sent with a dead session")
     assert_error(ack, 422)
     assert "session" in ack["message"].lower()
@@ -101,6 +105,23 @@ def test_after_logout_the_next_event_is_refused(app, make, sio):
         assert refused["ok"] is False, (event, refused)
     assert message_count() == 1
     assert all_events(specialist_sock) == []  # nothing of the dead session reached the room
+
+
+def test_logout_disconnects_the_open_socket_at_once(app, make, sio):
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    browser = app.test_client()
+    rural_sock = sio(rural, flask_client=browser)
+    specialist_sock = sio(specialist)
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    specialist_sock.get_received(NS)
+
+    assert post_form(browser, "/logout", token_from="/").status_code == 302
+    assert not rural_sock.is_connected(NS), "the signed-out user's socket is closed by the server"
+    assert send(specialist_sock, consult.ref, "after-logout-2")["ok"] is True
+    assert [p["people"] for p in events(specialist_sock, "presence")][-1] == [
+        {"user_id": specialist.id, "name": specialist.full_name, "connections": 1}]
 
 
 def test_a_suspended_account_is_refused_on_its_next_send(make, room):

@@ -7,17 +7,29 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 import redis
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tests.conftest import require
+from webapp.auth import services as accounts
+from webapp.auth import sessions
 from webapp.consults import services as consults
 from webapp.errors import Forbidden, NotFound, ValidationFailed
 from webapp.extensions import db
-from webapp.models import AccountStatus, AuditEvent, ConsultStatus, Message, ReadReceipt, RoomCounter
+from webapp.models import (
+    AccountStatus,
+    AuditEvent,
+    ConsultStatus,
+    Message,
+    ReadReceipt,
+    RoomCounter,
+    UserSession,
+    utcnow,
+)
 from webapp.rooms import services
 from webapp.rooms.services import TooManyMessages, enter_room, mark_read, messages_after, post_message
 
@@ -537,7 +549,8 @@ def test_concurrent_posts_get_unique_gap_free_sequence_numbers(app, pair, databa
 
 
 def sender_of(user, consult, token: str | None = None) -> services.Sender:
-    return services.Sender(user.id, token or user.login_token, user.full_name, consult.id)
+    user_id, name, consult_id = user.id, user.full_name, consult.id  # read before start() commits
+    return services.Sender(user_id, token or sessions.start(user), name, consult_id)
 
 
 def counter_of(consult) -> int | None:
@@ -558,7 +571,8 @@ def test_the_fast_path_stores_the_next_message_as_post_message_would(pair):
     assert counter_of(consult) == 2
 
 
-@pytest.mark.parametrize("case", ["retried", "stale_token", "suspended", "not_a_party", "closed", "no_counter_yet"])
+@pytest.mark.parametrize("case", ["retried", "stale_token", "signed_out", "idle", "someone_elses_session",
+                                  "suspended", "not_a_party", "closed", "no_counter_yet"])
 def test_the_fast_path_stores_nothing_and_takes_no_number_when_it_cannot_prove_the_send(make, pair, case):
     """Each of these is for post_message to answer; the fast path's UPDATE is rolled back."""
     rural, specialist, consult = pair
@@ -566,8 +580,17 @@ def test_the_fast_path_stores_nothing_and_takes_no_number_when_it_cannot_prove_t
     user, token, client_id = rural, None, "fast-0002"
     if case == "retried":
         client_id = "slow-0001"
-    elif case == "stale_token":  # signed out elsewhere: the login token was rotated
+    elif case == "stale_token":  # a session key the server never issued
         token = "a-token-that-is-no-longer-current"
+    elif case == "signed_out":  # the session was ended (sign-out on another device)
+        token = sessions.start(rural)
+        accounts.end_sessions(rural, "logout")
+    elif case == "idle":  # the session went idle: judged in the same statement
+        token = sessions.start(rural)
+        db.session.execute(update(UserSession).values(last_seen_at=utcnow() - timedelta(hours=2)))
+        db.session.commit()
+    elif case == "someone_elses_session":  # a live session, but of another user
+        token = sessions.start(specialist)
     elif case == "suspended":
         rural.status = AccountStatus.SUSPENDED
         db.session.commit()

@@ -26,3 +26,7 @@ class AssignForm(FlaskForm):
 
 class RejectForm(FlaskForm):
     note = TextAreaField("Reason", validators=[DataRequired("Give a reason."), Length(max=500)])
+
+
+class SuspendForm(FlaskForm):
+    reason = TextAreaField("Reason", validators=[DataRequired("Give a reason."), Length(max=500)])

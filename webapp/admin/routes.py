@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from ..audit import services as audit
 from ..auth import services as accounts
@@ -13,7 +13,7 @@ from ..errors import NotFound, ValidationFailed
 from ..extensions import db
 from ..models import Facility, FacilityLevel, Role
 from . import services
-from .forms import AssignForm, FacilityForm, PartnershipForm, RejectForm
+from .forms import AssignForm, FacilityForm, PartnershipForm, RejectForm, SuspendForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 coordinator_only = role_required(Role.COORDINATOR)
@@ -27,7 +27,8 @@ def _first_error(form) -> str:
 @coordinator_only
 def registrations():
     return render_template("admin/registrations.html", pending=accounts.pending_registrations(),
-                           users=services.list_users(), empty_form=EmptyForm(), reject_form=RejectForm())
+                           users=services.list_users(), empty_form=EmptyForm(), reject_form=RejectForm(),
+                           suspend_form=SuspendForm())
 
 
 @bp.post("/registrations/<int:user_id>/approve")
@@ -47,6 +48,33 @@ def reject(user_id: int):
     user = accounts.reject(me(), user_id, form.note.data)
     flash(f"The registration of {user.full_name} was rejected.", "info")
     return redirect(url_for(".registrations"))
+
+
+@bp.post("/users/<int:user_id>/suspend")
+@coordinator_only
+def suspend(user_id: int):
+    form = SuspendForm()
+    if not form.validate():
+        raise ValidationFailed(_first_error(form), fields={"reason": "required"})
+    user = accounts.suspend(me(), user_id, form.reason.data)
+    flash(f"{user.full_name} is suspended and was signed out everywhere.", "success")
+    return redirect(url_for(".registrations"))
+
+
+@bp.post("/users/<int:user_id>/reinstate")
+@coordinator_only
+def reinstate(user_id: int):
+    user = accounts.reinstate(me(), user_id)
+    flash(f"{user.full_name} can sign in again.", "success")
+    return redirect(url_for(".registrations"))
+
+
+@bp.post("/users/<int:user_id>/reset-link")
+@coordinator_only
+def reset_link(user_id: int):
+    user, link = accounts.issue_reset_link(me(), user_id)
+    return render_template("admin/reset_link.html", user=user, link=link,
+                           minutes=current_app.config["PASSWORD_RESET_MINUTES"])
 
 
 def _facility_choices() -> list[tuple[int, str]]:

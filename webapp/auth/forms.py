@@ -71,3 +71,14 @@ class PasswordChangeForm(FlaskForm):
                                  description=PASSWORD_HELP)
     confirm = PasswordField("Repeat new password",
                             validators=[DataRequired(), EqualTo("new_password", "The passwords differ.")])
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+
+
+class ResetPasswordForm(FlaskForm):
+    new_password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)],
+                                 description=PASSWORD_HELP)
+    confirm = PasswordField("Repeat new password",
+                            validators=[DataRequired(), EqualTo("new_password", "The passwords differ.")])

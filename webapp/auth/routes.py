@@ -12,7 +12,7 @@ from ..errors import DomainError
 from ..extensions import db, limiter
 from ..models import Facility, Role
 from . import services
-from .forms import LoginForm, PasswordChangeForm, RegistrationForm
+from .forms import ForgotPasswordForm, LoginForm, PasswordChangeForm, RegistrationForm, ResetPasswordForm
 
 bp = Blueprint("auth", __name__)
 
@@ -77,7 +77,7 @@ def register():
     form.facility_id.choices = _facility_choices()
     status = 200
     if form.validate_on_submit():
-        try:
+        try:  # the same answer whether or not the email already has an account
             services.register(services.Registration(
                 email=form.email.data, password=form.password.data, full_name=form.full_name.data,
                 role=Role(form.role.data), facility_id=form.facility_id.data,
@@ -112,9 +112,54 @@ def change_password():
             status = exc.status
         else:
             session.clear()
-            login_user(user)  # this device stays signed in; every other session has ended
+            login_user(user)  # this device stays signed in (a new session); every other one has ended
             flash("Your password was changed. Other devices have been signed out.", "success")
             return redirect(url_for("dashboard.index"))
     elif request.method == "POST":
         status = 422
     return render_template("auth/password.html", form=form), status
+
+
+FORGOT_SENT = ("If an approved account uses this address, we have sent it a link to reset the password. "
+               "The link works once, for {minutes} minutes.")
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"], key_func=_login_key)
+def forgot_password():
+    form = ForgotPasswordForm()
+    status = 200
+    if form.validate_on_submit():
+        services.request_password_reset(form.email.data)  # says nothing about the account
+        flash(FORGOT_SENT.format(minutes=current_app.config["PASSWORD_RESET_MINUTES"]), "info")
+        return redirect(url_for("auth.login"))
+    if request.method == "POST":
+        status = 422
+    return render_template("auth/forgot.html", form=form), status
+
+
+@bp.route("/password/reset/<token>", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+def reset_password(token: str):
+    services.check_reset_link(token)  # an unknown, used or expired link: a clear 400 page
+    form = ResetPasswordForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            services.reset_password(token, form.new_password.data)
+        except DomainError as exc:
+            if isinstance(exc, services.ResetLinkInvalid):
+                raise
+            flash(exc.message, "error")
+            status = exc.status
+        else:
+            if current_user.is_authenticated:
+                logout_user()
+            session.clear()
+            flash("Your password was changed and every device was signed out. Sign in with the new password.",
+                  "success")
+            return redirect(url_for("auth.login"))
+    elif request.method == "POST":
+        status = 422
+    return render_template("auth/reset.html", form=form), status

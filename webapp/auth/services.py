@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from zoneinfo import available_timezones
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app
-from sqlalchemy import func, select
+from flask import current_app, render_template
+from sqlalchemy import func, select, update
 
 from ..audit.services import record
 from ..errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
-from ..models import SPECIALTIES, AccountStatus, Facility, Role, User, utcnow
-from ..models.user import LANGUAGES, new_login_token
+from ..mail import external_url, send_mail_later
+from ..models import SPECIALTIES, AccountStatus, Facility, PasswordReset, Role, User, utcnow
+from ..models.user import LANGUAGES
+from . import sessions
 
 MIN_PASSWORD_LENGTH = 10
 _hashers: dict[bool, PasswordHasher] = {}
@@ -122,15 +126,33 @@ def create_user(reg: Registration, *, status: AccountStatus = AccountStatus.PEND
     return user
 
 
-def register(reg: Registration) -> User:
-    """Register a clinician; the account waits for a coordinator's approval."""
+def register(reg: Registration) -> User | None:
+    """Register a clinician (the account waits for approval); None when the email is taken.
+
+    The caller says the same thing either way, so registration reveals no account: a taken
+    address creates nothing, and its owner is told by email (after the commit).
+    """
     if reg.role == Role.COORDINATOR:  # create_user() skips the profile checks for coordinators
         raise ValidationFailed("Coordinator accounts are created by an administrator.",
                                fields={"role": "not allowed"})
+    _check_password_strength(reg.password, reg.email.strip().lower())
+    _validate_profile(reg)
+    owner = find_by_email(reg.email)
+    if owner is not None:
+        hash_password(reg.password)  # the same work as a real registration: no timing oracle
+        record("account.registration_for_taken_email", target=f"user:{owner.id}")
+        db.session.commit()
+        send_mail_later(owner.email, "Someone tried to register with your email address",
+                  render_template("mail/registration_taken.txt", user=owner,
+                                  login_url=external_url("auth.login"),
+                                  forgot_url=external_url("auth.forgot_password")))
+        return None
     user = create_user(reg)
     record("account.registered", actor=user, target=f"user:{user.id}",
            detail={"role": user.role.value})
     db.session.commit()
+    send_mail_later(user.email, "Your Huizhen registration was received",
+              render_template("mail/registration_received.txt", user=user))
     return user
 
 
@@ -162,6 +184,7 @@ def authenticate(email: str, password: str) -> User:
     if hasher().check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
+    sessions.open_session(user)  # user.session_key: what the cookies will carry
     record("auth.login", actor=user, target=f"user:{user.id}")
     db.session.commit()
     return user
@@ -177,15 +200,16 @@ def _dummy_hash() -> str:
     return _DUMMY[fast]
 
 
-def end_sessions(user: User, reason: str) -> None:
-    """Invalidate every session and remember-me cookie of the user."""
-    user.login_token = new_login_token()
-    record(f"auth.{reason}", actor=user, target=f"user:{user.id}")
+def end_sessions(user: User, reason: str, *, actor: User | None = None) -> None:
+    """Invalidate every session and remember-me cookie of the user, and their sockets everywhere."""
+    sessions.end_all(user, reason)
+    record(f"auth.{reason}", actor=actor or user, target=f"user:{user.id}")
     db.session.commit()
+    sessions.sockets_ended(user)
 
 
 def change_password(user: User, current: str, new: str) -> None:
-    """Change a password after checking the current one; other sessions end."""
+    """Change a password after checking the current one; every session ends, this device gets a new one."""
     try:
         hasher().verify(user.password_hash, current or "")
     except (VerificationError, InvalidHashError):
@@ -193,7 +217,11 @@ def change_password(user: User, current: str, new: str) -> None:
                                fields={"current_password": "incorrect"}) from None
     _check_password_strength(new, user.email)
     user.password_hash = hash_password(new)
-    end_sessions(user, "password_changed")
+    sessions.end_all(user, "password_changed")
+    sessions.open_session(user)  # this device stays signed in, under a new session
+    record("auth.password_changed", actor=user, target=f"user:{user.id}")
+    db.session.commit()
+    sessions.sockets_ended(user)
 
 
 def _reviewable(user_id: int, reviewer: User) -> User:
@@ -238,3 +266,132 @@ def pending_registrations() -> list[User]:
     return list(db.session.scalars(
         select(User).where(User.status == AccountStatus.PENDING).order_by(User.created_at)
     ))
+
+
+# --- suspension -----------------------------------------------------------------------------------
+
+
+def _managed_account(coordinator: User, user_id: int) -> User:
+    if coordinator.role != Role.COORDINATOR:
+        raise Forbidden("Only coordinators manage accounts.")
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such account.")
+    if user.id == coordinator.id:
+        raise Conflict("You cannot suspend or reset your own account here.")
+    return user
+
+
+def suspend(coordinator: User, user_id: int, reason: str) -> User:
+    """A coordinator suspends an account: its sessions and sockets end at once, everywhere."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed("Give a reason for the suspension.", fields={"reason": "required"})
+    user = _managed_account(coordinator, user_id)
+    if user.status != AccountStatus.APPROVED:
+        raise Conflict(f"Only approved accounts can be suspended; this one is {user.status.value}.")
+    user.status = AccountStatus.SUSPENDED
+    user.review_note = reason[:500]
+    user.reviewed_at, user.reviewed_by_id = utcnow(), coordinator.id
+    sessions.end_all(user, "suspended")
+    record("account.suspended", actor=coordinator, target=f"user:{user.id}", detail={"reason": reason[:500]})
+    db.session.commit()
+    sessions.sockets_ended(user)
+    return user
+
+
+def reinstate(coordinator: User, user_id: int) -> User:
+    """A coordinator lifts a suspension; the clinician signs in again."""
+    user = _managed_account(coordinator, user_id)
+    if user.status != AccountStatus.SUSPENDED:
+        raise Conflict(f"Only suspended accounts can be reinstated; this one is {user.status.value}.")
+    user.status = AccountStatus.APPROVED
+    user.reviewed_at, user.reviewed_by_id = utcnow(), coordinator.id
+    record("account.reinstated", actor=coordinator, target=f"user:{user.id}")
+    db.session.commit()
+    return user
+
+
+# --- password reset -------------------------------------------------------------------------------
+
+
+class ResetLinkInvalid(DomainError):
+    status = 400
+    code = "reset_link_invalid"
+
+
+def _new_reset(user: User, issued_by: User | None = None) -> str:
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    minutes = int(current_app.config["PASSWORD_RESET_MINUTES"])
+    db.session.add(PasswordReset(token_hash=sessions.hash_key(token), user_id=user.id, created_at=now,
+                                 expires_at=now + timedelta(minutes=minutes),
+                                 issued_by_id=issued_by.id if issued_by else None))
+    return token
+
+
+def request_password_reset(email: str) -> None:
+    """Email a single-use reset link if an approved account has this address; silent otherwise."""
+    user = find_by_email(email or "")
+    if user is None or user.status != AccountStatus.APPROVED:
+        record("auth.password_reset_requested", detail={"email": (email or "")[:254].lower(), "sent": False})
+        db.session.commit()
+        return
+    token = _new_reset(user)
+    record("auth.password_reset_requested", actor=user, target=f"user:{user.id}", detail={"sent": True})
+    db.session.commit()
+    link = external_url("auth.reset_password", token=token)
+    send_mail_later(user.email, "Reset your Huizhen password",
+              render_template("mail/password_reset.txt", user=user, link=link,
+                              minutes=current_app.config["PASSWORD_RESET_MINUTES"]))
+
+
+def issue_reset_link(coordinator: User, user_id: int) -> tuple[User, str]:
+    """A coordinator makes a reset link to hand to a clinician (where email is not set up)."""
+    user = _managed_account(coordinator, user_id)
+    if user.status != AccountStatus.APPROVED:
+        raise Conflict(f"Only approved accounts get reset links; this one is {user.status.value}.")
+    token = _new_reset(user, issued_by=coordinator)
+    record("account.reset_link_issued", actor=coordinator, target=f"user:{user.id}")
+    db.session.commit()
+    return user, external_url("auth.reset_password", token=token)
+
+
+def _valid_reset(token: str) -> PasswordReset:
+    invalid = ResetLinkInvalid("This reset link is invalid, already used or expired. Ask for a new one.")
+    if not isinstance(token, str) or not token or len(token) > 200:
+        raise invalid
+    reset = db.session.scalar(select(PasswordReset).where(PasswordReset.token_hash == sessions.hash_key(token)))
+    if reset is None or reset.used_at is not None or reset.expires_at <= utcnow():
+        raise invalid
+    user = db.session.get(User, reset.user_id)
+    if user is None or user.status != AccountStatus.APPROVED:
+        raise invalid
+    return reset
+
+
+def check_reset_link(token: str) -> None:
+    """Refuse an unknown, used or expired reset link before showing the form."""
+    _valid_reset(token)
+
+
+def reset_password(token: str, new: str) -> User:
+    """Set a new password through a reset link: used once, and every session of the user ends."""
+    reset = _valid_reset(token)
+    user = db.session.get(User, reset.user_id)
+    assert user is not None
+    _check_password_strength(new, user.email)
+    now = utcnow()
+    claimed = db.session.execute(update(PasswordReset).where(
+        PasswordReset.id == reset.id, PasswordReset.used_at.is_(None)).values(used_at=now))
+    if claimed.rowcount != 1:  # another request used it meanwhile
+        db.session.rollback()
+        raise ResetLinkInvalid("This reset link is invalid, already used or expired. Ask for a new one.")
+    db.session.execute(update(PasswordReset).where(  # every other outstanding link of the user dies too
+        PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None)).values(used_at=now))
+    user.password_hash = hash_password(new)
+    sessions.end_all(user, "password_reset")
+    record("auth.password_reset", actor=user, target=f"user:{user.id}")
+    db.session.commit()
+    sessions.sockets_ended(user)
+    return user

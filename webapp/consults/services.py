@@ -34,6 +34,7 @@ from ..models import (
     utcnow,
 )
 from ..scheduling import services as scheduling
+from ..sessionbus import recheck_consult
 from . import policy
 from .matching import eligible_specialists
 from .state import Event, apply
@@ -346,7 +347,9 @@ def assign(coordinator: User, ref: str, specialist_id: int) -> Consult:
     consult.assigned_by_id = coordinator.id
     record("consult.assigned", actor=coordinator, consult=consult,
            detail={"specialist_id": specialist.id})
+    consult_id = consult.id
     _commit_or_conflict("The request changed meanwhile. Reload and try again.")
+    recheck_consult(consult_id)  # whoever the change leaves out loses its open connections
     return consult
 
 
@@ -375,7 +378,9 @@ def cancel(user: User, ref: str, reason: str) -> Consult:
         if offer.status == OfferStatus.OFFERED:
             offer.status = OfferStatus.WITHDRAWN
     record("consult.cancelled", actor=user, consult=consult, detail={"reason": consult.cancel_reason})
+    consult_id = consult.id
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    recheck_consult(consult_id)  # e.g. its call ends: connections no longer entitled are closed
     return consult
 
 
@@ -435,7 +440,10 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
         sign_notes(consult)
     else:
         record("recommendation.draft_saved", actor=specialist, consult=consult)
+    consult_id = consult.id
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    if sign:
+        recheck_consult(consult_id)  # its call ends: call connections are closed everywhere
     return rec
 
 

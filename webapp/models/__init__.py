@@ -15,6 +15,7 @@ from .consult import (
 from .facility import Facility, FacilityLevel, Partnership
 from .room import CallSession, Message, NoteSnapshot, NoteUpdate, ReadReceipt, RoomCounter
 from .scheduling import BLOCK_MINUTES, Appointment, AvailabilityWindow, BookedBlock
+from .session import PasswordReset, UserSession
 from .types import utcnow
 from .user import LANGUAGES, SPECIALTIES, AccountStatus, Role, User
 
@@ -39,6 +40,7 @@ __all__ = [
     "NoteUpdate",
     "OfferStatus",
     "Partnership",
+    "PasswordReset",
     "ReadReceipt",
     "Recommendation",
     "Role",
@@ -46,5 +48,6 @@ __all__ = [
     "Sex",
     "Urgency",
     "User",
+    "UserSession",
     "utcnow",
 ]

@@ -90,8 +90,12 @@ class User(UserMixin, db.Model):
 
     facility: Mapped[Facility | None] = relationship(foreign_keys=[facility_id])
 
+    # Not a column: the key of the server-side session (UserSession) this request runs in.
+    # Flask-Login stores it in the session and remember-me cookies (see auth.sessions).
+    session_key = None
+
     def get_id(self) -> str:
-        return self.login_token
+        return self.session_key or self.login_token
 
     @property
     def is_active(self) -> bool:  # type: ignore[override]

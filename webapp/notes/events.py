@@ -28,7 +28,14 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ..errors import Forbidden, ValidationFailed
-from ..realtime import emit, error_ack, handler  # noqa: F401  (error_ack re-exported)
+from ..realtime import (  # noqa: F401  (error_ack re-exported)
+    accept_connection,
+    emit,
+    error_ack,
+    forget_connection,
+    handler,
+)
+from ..sessionbus import register_namespace
 from . import services
 
 log = logging.getLogger(__name__)
@@ -86,6 +93,8 @@ class Editors:
 
 
 editors = Editors()
+# A connection joined to notes its user may no longer open is disconnected at once (sessionbus).
+register_namespace(NAMESPACE, joined=lambda app, sid: editors.consult_of(sid), entitled=services.can_open)
 
 
 def decode_b64(value: Any, what: str, *, limit: int, optional: bool = False) -> bytes | None:
@@ -113,10 +122,10 @@ class NotesNamespace(Namespace):
     """Live shared notes for one consult per connection."""
 
     def on_connect(self, auth: Any = None) -> None:
-        if not current_user.is_authenticated:
-            raise ConnectionRefusedError("unauthorized")
+        accept_connection(NAMESPACE)
 
     def on_disconnect(self, reason: Any = None) -> None:
+        forget_connection(NAMESPACE)
         left = editors.remove(request.sid)
         if left is not None and left.section:
             emit("focus", {**left.wire(), "section": None, "cursor": None},

@@ -10,7 +10,17 @@ from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
-from ..realtime import Connections, connections, emit, error_ack, handler, require_user
+from ..realtime import (  # noqa: F401
+    Connections,
+    accept_connection,
+    connections,
+    emit,
+    error_ack,
+    forget_connection,
+    handler,
+    require_user,
+)
+from ..sessionbus import register_namespace
 from . import services
 
 log = logging.getLogger(__name__)
@@ -31,14 +41,19 @@ def _presence() -> Connections:
     return connections(NAMESPACE)
 
 
+# A connection joined to a consult it may no longer enter is disconnected at once (sessionbus).
+register_namespace(NAMESPACE, joined=lambda app, sid: connections(NAMESPACE, app).consult_of(sid),
+                   entitled=services.can_enter)
+
+
 class RoomNamespace(Namespace):
     """Chat, presence, typing and read receipts for one consult room per connection."""
 
     def on_connect(self, auth: Any = None) -> None:
-        if not current_user.is_authenticated:
-            raise ConnectionRefusedError("unauthorized")
+        accept_connection(NAMESPACE)
 
     def on_disconnect(self, reason: Any = None) -> None:
+        forget_connection(NAMESPACE)
         left = _presence().remove(request.sid)
         if left is not None:
             emit("presence", {"people": _presence().people(left[0])}, to=room_name(left[0]), namespace=NAMESPACE)
@@ -73,7 +88,7 @@ class RoomNamespace(Namespace):
         }
 
     def _sender(self, data: dict[str, Any]) -> services.Sender | None:
-        """Who sends on this connection, from its joined room and its session (checked by the store)."""
+        """Who sends on this connection, from its joined room and its session key (checked by the store)."""
         joined, token = _presence().entry(request.sid), session.get("_user_id")
         if joined is None or not isinstance(token, str) or data.get("ref") != joined.ref:
             return None

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from ..audit.services import record_now
+from ..auth import sessions
 from ..consults import policy
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
@@ -35,6 +36,7 @@ from ..models import (
     Role,
     RoomCounter,
     User,
+    UserSession,
 )
 from ..models.types import utcnow
 
@@ -312,7 +314,7 @@ class Sender:
     """
 
     user_id: int
-    login_token: str
+    session_key: str
     name: str
     consult_id: int
 
@@ -341,8 +343,11 @@ def _claim_statements(dialect: str) -> tuple[Executable, ...]:
         # OR of equalities rather than IN: an IN list is re-expanded on every execution
         exists().where(Consult.id == cid, or_(*(Consult.status == s for s in WRITABLE)),
                        or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
-        exists().where(User.id == uid, User.login_token == bindparam("token", type_=User.login_token.type),
-                       User.status == AccountStatus.APPROVED),
+        exists().where(User.id == uid, User.status == AccountStatus.APPROVED),
+        # the sender's server-side session is open and not idle (auth.sessions)
+        exists().where(UserSession.key_hash == bindparam("key_hash", type_=UserSession.key_hash.type),
+                       UserSession.user_id == uid, UserSession.ended_at.is_(None),
+                       UserSession.last_seen_at >= bindparam("cutoff", type_=UserSession.last_seen_at.type)),
         # the sender's order: no stored message of theirs numbered as high (a NULL cseq passes)
         ~exists().where(messages.c.consult_id == cid, messages.c.sender_id == uid,
                         messages.c.client_seq >= bindparam("cseq", type_=Integer())),
@@ -371,17 +376,34 @@ def _claim_statements(dialect: str) -> tuple[Executable, ...]:
     return statements
 
 
+_touched: dict[str, float] = {}
+_touched_lock = threading.Lock()
+
+
+def _activity_due(key_hash: str) -> bool:
+    """Whether this session's activity should be written now (about once a minute, per process)."""
+    now = time.monotonic()
+    with _touched_lock:
+        if now - _touched.get(key_hash, -1e9) < sessions.touch_every():
+            return False
+        if len(_touched) > 100_000:
+            _touched.clear()
+        _touched[key_hash] = now
+        return True
+
+
 def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: Any = None, *,
                       client_seq: Any = None, waited_ms: Any = None) -> FastPost:
     """Store a plain text message in one short transaction, or leave the decision to post_message.
 
     The hot path of the chat. The counter UPDATE that hands out the sequence number carries the
-    whole authorisation in its WHERE clause (the session's login token still belongs to this
-    approved user, who is a party of this consult, which is still open), so no user or consult is
-    loaded. Anything else (an attachment, a malformed payload, a refusal, a retried client id,
-    a consult without a counter yet, a sender over the rate limit, a client_seq out of the
-    sender's order) gives no message, after a rollback, and post_message gives the precise answer,
-    audits a refusal or returns the original.
+    whole authorisation in its WHERE clause (the server-side session is open, not idle and belongs
+    to this approved user, who is a party of this consult, which is still open), so no user or
+    consult is loaded. Sending is activity: about once a minute the same transaction also records
+    it on the session (one more statement then, none otherwise). Anything else (an attachment,
+    a malformed payload, a refusal, a retried client id, a consult without a counter yet, a sender
+    over the rate limit, a client_seq out of the sender's order) gives no message, after a
+    rollback, and post_message gives the precise answer, audits a refusal or returns the original.
     """
     undecided = FastPost(None)
     if attachment_id is not None:
@@ -398,12 +420,19 @@ def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: 
     except TooManyMessages:
         return undecided  # post_message refuses it, or recognises a retry
     created_at = utcnow()
-    params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token,
+    key_hash = sessions.hash_key(sender.session_key)
+    params = {"cid": sender.consult_id, "uid": sender.user_id, "key_hash": key_hash,
+              "cutoff": sessions.idle_cutoff(created_at),
               "client_id": client_id, "body": body, "created_at": created_at, "cseq": client_seq}
     engine = db.engine
     dialect = engine.dialect.name
     statements = _claim_statements(dialect)
+    touch = _activity_due(key_hash)
     with engine.connect() as conn, conn.begin() as tx:
+        if touch:  # guarded like the claim: an ended or idle session is not revived
+            conn.execute(update(UserSession).where(
+                UserSession.key_hash == key_hash, UserSession.ended_at.is_(None),
+                UserSession.last_seen_at >= params["cutoff"]).values(last_seen_at=created_at))
         if dialect == "postgresql":
             row = conn.execute(statements[0], params).first()
         else:

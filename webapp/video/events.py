@@ -12,8 +12,9 @@ from ..audit.services import record_now
 from ..consults import policy
 from ..errors import NotFound, ValidationFailed
 from ..models import Consult
-from ..realtime import Connections, connections, emit, handler
+from ..realtime import Connections, accept_connection, connections, emit, forget_connection, handler
 from ..rooms import services as rooms
+from ..sessionbus import register_namespace
 from . import services
 
 NAMESPACE = "/call"
@@ -26,6 +27,12 @@ def call_room(consult_id: int) -> str:
 
 def _members() -> Connections:
     return connections(NAMESPACE)
+
+
+# A connection joined to a call its user may no longer take part in is disconnected (sessionbus).
+register_namespace(NAMESPACE, joined=lambda app, sid: connections(NAMESPACE, app).consult_of(sid),
+                   entitled=lambda user, consult: policy.is_party(user, consult)
+                   and consult.status in services.CALL_STATUSES)
 
 
 def _call_consult(ref: Any) -> Consult:
@@ -41,10 +48,10 @@ class CallNamespace(Namespace):
     """Join a call, relay offers/answers/ICE candidates and media state to the other party."""
 
     def on_connect(self, auth: Any = None) -> None:
-        if not current_user.is_authenticated:
-            raise ConnectionRefusedError("unauthorized")
+        accept_connection(NAMESPACE)
 
     def on_disconnect(self, reason: Any = None) -> None:
+        forget_connection(NAMESPACE)
         left = _members().remove(request.sid)
         if left is not None:
             emit("peer-left", {"user_id": left[1], "reason": "disconnected"}, to=call_room(left[0]),
