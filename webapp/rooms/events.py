@@ -10,7 +10,7 @@ from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
-from ..realtime import (  # noqa: F401
+from ..realtime import (
     Connections,
     accept_connection,
     connections,
