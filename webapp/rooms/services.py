@@ -37,6 +37,7 @@ from ..models import (
     User,
 )
 from ..models.types import utcnow
+from ..validation import clean_int, text_problem
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
@@ -64,7 +65,7 @@ def can_enter(user: User, consult: Consult) -> bool:
 
 def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
     """The consult whose room the user may open; a refusal is audited and looks like 404."""
-    if not isinstance(ref, str) or not ref or len(ref) > 32:
+    if not isinstance(ref, str) or not ref or len(ref) > 32 or text_problem(ref):
         raise ValidationFailed("A consult reference is required.")
     consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
     if consult is None:
@@ -196,6 +197,9 @@ def _clean_text(client_id: Any, body: Any) -> tuple[str, str]:
         body = ""
     if not isinstance(body, str):
         raise ValidationFailed("The message text must be a string.")
+    problem = text_problem(body, controls=False)
+    if problem:
+        raise ValidationFailed(f"The message text {problem}.")
     body = body.strip()
     limit = current_app.config["CHAT_MAX_CHARS"]
     if len(body) > limit:
@@ -212,9 +216,7 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
     client_id, body = _clean_text(client_id, body)
     attachment = None
     if attachment_id is not None:
-        if not isinstance(attachment_id, int) or isinstance(attachment_id, bool):
-            raise ValidationFailed("attachment_id must be a number.")
-        attachment = db.session.get(Attachment, attachment_id)
+        attachment = db.session.get(Attachment, clean_int(attachment_id, "attachment_id", lo=1))
         if attachment is None or attachment.consult_id != consult.id:
             raise ValidationFailed("That attachment does not belong to this consult.")
     if not body and attachment is None:
@@ -403,10 +405,7 @@ def _retried_or(consult: Consult, sender: User, client_id: str, refusal: DomainE
 
 def messages_after(consult: Consult, after_seq: Any, limit: int = 500) -> list[Message]:
     """Messages with a sequence number above after_seq, in order (backfill after a reconnect)."""
-    if after_seq is None:
-        after_seq = 0
-    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < 0:
-        raise ValidationFailed("after_seq must be a non-negative number.")
+    after_seq = clean_int(after_seq, "after_seq", default=0)
     return list(db.session.scalars(
         select(Message).where(Message.consult_id == consult.id, Message.seq > after_seq)
         .order_by(Message.seq).limit(limit)
@@ -419,8 +418,7 @@ def mark_read(user: User, consult: Consult, seq: Any) -> int:
     Only the two parties send receipts (a coordinator looking in must not show as "Seen by" the
     other doctor), and a receipt never runs ahead of the last message actually sent.
     """
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ValidationFailed("seq must be a non-negative number.")
+    seq = clean_int(seq, "seq")
     if not policy.is_party(user, consult):
         raise Forbidden("Only the consult's doctors send read receipts.")
     last = db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id)) or 0
