@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from .errors import ValidationFailed
 
@@ -96,3 +97,25 @@ def check_payload(data: Any) -> None:
             stack.extend((item, depth + 1) for item in value)
         else:
             raise ValidationFailed("The payload holds a value of an unknown type.")
+
+
+def safe_local_path(target: Any) -> str | None:
+    """target if it is a path on this site (for a ``next``/``back`` link or redirect), else None.
+
+    Browsers read ``/\\evil.example`` and ``//evil.example`` as another host, drop tabs and
+    newlines inside a URL and strip leading spaces and control characters, so the value must start
+    with exactly one '/', hold no backslash, no '//' in its path and no scheme or host, both as
+    given and after percent-decoding, and contain no whitespace or control character at all.
+    """
+    if not isinstance(target, str) or not target or len(target) > 2048:
+        return None
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target) or text_problem(target):
+        return None
+    for candidate in (target, unquote(target)):
+        path = candidate.split("?", 1)[0].split("#", 1)[0]
+        if not path.startswith("/") or "//" in path or "\\" in candidate:
+            return None
+        parts = urlsplit(candidate)
+        if parts.scheme or parts.netloc:
+            return None
+    return target
