@@ -90,7 +90,7 @@ def form_fields(valid: dict[str, Any], numbers: tuple[str, ...] = (),
     return build()
 
 
-EXAMPLES = int(os.environ.get("HUIZHEN_FUZZ_EXAMPLES", "30"))  # per target; raise it for a deeper local run
+EXAMPLES = int(os.environ.get("HUIZHEN_FUZZ_EXAMPLES", "25"))  # per target; raise it for a deeper local run
 FUZZ = settings(
     max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=True,
     # One world per target, shared by its examples (each example checks what it changed).

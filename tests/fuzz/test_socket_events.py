@@ -7,7 +7,7 @@ After each one: the acknowledgement is a dict without ``server_error`` and with 
 500; a refusal left every stored row (the audit log aside) unchanged, and whatever was stored
 is storable on PostgreSQL too (no NUL, no lone surrogate, text within its column, 32-bit ints).
 
-Derandomized and bounded (HUIZHEN_FUZZ_EXAMPLES per event, 30 by default). Run it on PostgreSQL
+Derandomized and bounded (HUIZHEN_FUZZ_EXAMPLES per event, 25 by default). Run it on PostgreSQL
 with TEST_DATABASE_URL as well: PostgreSQL refuses values SQLite stores.
 """
 
