@@ -561,6 +561,34 @@ class IsolatedSocketClient:
         return getattr(self._client, name)
 
 
+@pytest.fixture
+def party_socket(app):
+    """Signed-in Flask-SocketIO test clients on any namespace, optionally joined to a consult.
+
+    ``party_socket(user, "/notes", ref)`` signs ``user`` in through the login form, connects an
+    IsolatedSocketClient to the namespace and, given a ref, joins that consult (asserting the join
+    succeeded). Every client is disconnected after the test.
+    """
+    made: list[IsolatedSocketClient] = []
+
+    def connect(user, namespace: str, ref: str | None = None, **join) -> IsolatedSocketClient:
+        flask_client = app.test_client()
+        login(flask_client, user)
+        client = IsolatedSocketClient(app, flask_client, namespace)
+        made.append(client)
+        assert client.is_connected(namespace), f"{namespace} refused the connection"
+        if ref is not None:
+            ack = client.emit("join", {"ref": ref, **join}, namespace=namespace, callback=True)
+            assert ack and ack.get("ok"), ack
+            client.get_received(namespace)  # start from an empty inbox
+        return client
+
+    yield connect
+    for client in made:
+        if client.is_connected(client.namespace):
+            client.disconnect(client.namespace)
+
+
 def committing(socket_client):
     """Kept for older call sites: the clients built by IsolatedSocketClient already isolate events."""
     return socket_client

@@ -76,6 +76,9 @@ def signed_in(app, user):
 BAD_CASE_FIELDS = [
     ("patient_age_years", "abc"), ("patient_age_years", "500"), ("patient_age_years", "-1"),
     ("patient_age_years", "12.5"), ("patient_age_years", "99999999999999999999999"),
+    ("patient_age_years", "99999999999999999999"), ("spo2", "99999999999999999999"),
+    ("heart_rate", "99999999999999999999"), ("patient_age_years", "1" + "0" * 400),
+    ("spo2", "9" * 400), ("heart_rate", "-" + "9" * 400), ("bp_systolic", "2147483648"),
     ("temperature_c", "hot"), ("temperature_c", "NaN"), ("temperature_c", "sNaN"),
     ("temperature_c", "Infinity"), ("temperature_c", "-inf"), ("temperature_c", "1e30"),
     ("temperature_c", "1e-999999999"), ("weight_kg", "9" * 400), ("weight_kg", "sNaN"),
@@ -124,6 +127,14 @@ def test_case_form_messages_name_the_problem(app, world):
     assert "Not a valid decimal value." in text
     assert "Between 50 and 100 %." in text
     assert "Not a valid choice." in text
+
+
+def test_numbers_too_large_for_any_column_are_refused_at_the_field(app, world):
+    client = signed_in(app, world["requester"])
+    r = post_form(client, "/consults/new", {**BLANK_CASE, "patient_age_years": "1" + "0" * 400, "save": "1"},
+                  token_from="/consults/new")
+    assert r.status_code == 422
+    assert "The number is too large." in message(r)
 
 
 # --- unknown ids ----------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from config import BASE_DIR, Config, TestingConfig, config_from_env
 
 from .extensions import csrf, db, limiter, login_manager, migrate, socketio
 
+HSTS = "max-age=31536000; includeSubDomains"  # production responses: browsers use HTTPS only, for a year
+
 
 def create_app(config: type[Config] | None = None, overrides: dict[str, Any] | None = None) -> Flask:
     """Build a configured Huizhen application."""
@@ -86,17 +88,28 @@ def _ensure_sqlite_dir(uri: str) -> None:
 
 
 def check_production_config(app: Flask) -> None:
-    """Refuse to start production with DEBUG, a default secret, wildcard CORS or Werkzeug."""
+    """Refuse to start production with DEBUG, a guessable secret, odd or wildcard origins, or Werkzeug."""
     if app.config.get("ENV_NAME") != "production":
         return
+    from .configcheck import origin_problem, secret_key_problem
+
     problems = []
     if app.config.get("DEBUG"):
         problems.append("DEBUG is on")
     secret = app.config.get("SECRET_KEY") or ""
-    if len(secret) < 32 or len(set(secret)) < 10 or secret == TestingConfig.SECRET_KEY:
-        problems.append("SECRET_KEY is unset, shorter than 32 characters, not random or published in the source")
-    if "*" in app.config.get("ALLOWED_ORIGINS", []):
+    if secret == TestingConfig.SECRET_KEY:
+        problems.append("SECRET_KEY is the testing key published in the source")
+    elif problem := secret_key_problem(secret):
+        problems.append(f"SECRET_KEY {problem}; generate one with "
+                        "python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+    origins = app.config.get("ALLOWED_ORIGINS") or []
+    if "*" in origins:
         problems.append("ALLOWED_ORIGINS contains '*'")
+    elif not origins:
+        problems.append("ALLOWED_ORIGINS is empty")
+    for origin in origins:
+        if origin != "*" and (problem := origin_problem(origin)):
+            problems.append(f"ALLOWED_ORIGINS entry {origin!r} {problem}")
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite") and not os.environ.get(
         "HUIZHEN_ALLOW_SQLITE"
     ):
@@ -273,4 +286,6 @@ def register_request_hooks(app: Flask) -> None:
         )
         if request.endpoint != "static":
             response.headers.setdefault("Cache-Control", "no-store")
+        if app.config.get("ENV_NAME") == "production":  # browsers then refuse plain HTTP to the site
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response

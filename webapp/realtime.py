@@ -14,6 +14,7 @@ from flask_login import current_user
 
 from .errors import DomainError, ValidationFailed
 from .extensions import db
+from .validation import check_payload
 
 log = logging.getLogger(__name__)
 SERVER_KEY = "huizhen.socketio_server"
@@ -154,6 +155,7 @@ def handler(fn: Callable | None = None, *, remove_session: bool = False, authent
                 require_user()
             if extra or not isinstance(data, dict):  # extra arguments would be a TypeError, no ack
                 raise ValidationFailed("The payload must be a JSON object.")
+            check_payload(data)  # no NUL, lone surrogate, non-finite or oversized number anywhere
             if len(json.dumps(data, default=str)) > current_app.config["SOCKET_MAX_PAYLOAD_BYTES"]:
                 raise ValidationFailed("The payload is too large.")
             return fn(self, data)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
@@ -11,6 +9,7 @@ from sqlalchemy import select
 from ..errors import DomainError
 from ..extensions import db, limiter
 from ..models import Facility, Role
+from ..validation import safe_local_path
 from . import services
 from .forms import ForgotPasswordForm, LoginForm, PasswordChangeForm, RegistrationForm, ResetPasswordForm
 
@@ -23,9 +22,8 @@ def _login_key() -> str:
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return target
-    return url_for("dashboard.index")
+    """Where to go after signing in: a path on this site, else the dashboard."""
+    return safe_local_path(target) or url_for("dashboard.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -17,13 +17,28 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from ..models import SPECIALTIES, Sex, Urgency
+from ..validation import DB_INT_MAX
 from .services import CaseData, RecommendationData
 
 
-def _int(label: str, lo: int, hi: int, unit: str = "") -> IntegerField:
+class BoundedIntegerField(IntegerField):
+    """An IntegerField whose value fits a database INTEGER.
+
+    Python reads a number of any size, and WTForms' NumberRange then calls math.isnan() on it,
+    which overflows (a 500) beyond about 1e308: such a number is refused while it is parsed.
+    """
+
+    def process_formdata(self, valuelist):
+        super().process_formdata(valuelist)
+        if self.data is not None and not -DB_INT_MAX - 1 <= self.data <= DB_INT_MAX:
+            self.data = None
+            raise ValueError(self.gettext("The number is too large."))
+
+
+def _int(label: str, lo: int, hi: int, unit: str = "") -> BoundedIntegerField:
     # NumberRange %-formats its message: a literal "%" (SpO₂) must be doubled.
     message = f"Between {lo} and {hi}{unit}.".replace("%", "%%")
-    return IntegerField(label, validators=[Optional(), NumberRange(lo, hi, message)])
+    return BoundedIntegerField(label, validators=[Optional(), NumberRange(lo, hi, message)])
 
 
 class FiniteDecimalField(DecimalField):

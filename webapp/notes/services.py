@@ -39,6 +39,7 @@ from ..consults import policy
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..models import Consult, ConsultStatus, NoteSnapshot, NoteUpdate, Role, User, utcnow
+from ..validation import text_problem
 from . import yupdate
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def can_edit(user: User, consult: Consult) -> bool:
 
 def open_notes(user: User, ref: Any, *, audit: str | None = "notes.opened") -> Consult:
     """The consult whose notes the user may read; a refusal is audited and looks like 404."""
-    if not isinstance(ref, str) or not ref or len(ref) > 32:
+    if not isinstance(ref, str) or not ref or len(ref) > 32 or text_problem(ref):
         raise ValidationFailed("A consult reference is required.")
     consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
     if consult is None:

@@ -39,6 +39,7 @@ from ..models import (
     UserSession,
 )
 from ..models.types import utcnow
+from ..validation import clean_int, text_problem
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
@@ -79,7 +80,7 @@ def can_enter(user: User, consult: Consult) -> bool:
 
 def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
     """The consult whose room the user may open; a refusal is audited and looks like 404."""
-    if not isinstance(ref, str) or not ref or len(ref) > 32:
+    if not isinstance(ref, str) or not ref or len(ref) > 32 or text_problem(ref):
         raise ValidationFailed("A consult reference is required.")
     consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
     if consult is None:
@@ -230,6 +231,9 @@ def _clean_text(client_id: Any, body: Any) -> tuple[str, str]:
         body = ""
     if not isinstance(body, str):
         raise ValidationFailed("The message text must be a string.")
+    problem = text_problem(body, controls=False)
+    if problem:
+        raise ValidationFailed(f"The message text {problem}.")
     body = body.strip()
     limit = current_app.config["CHAT_MAX_CHARS"]
     if len(body) > limit:
@@ -261,9 +265,7 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
     client_seq, replay = _clean_order(client_seq, waited_ms)
     attachment = None
     if attachment_id is not None:
-        if not isinstance(attachment_id, int) or isinstance(attachment_id, bool):
-            raise ValidationFailed("attachment_id must be a number.")
-        attachment = db.session.get(Attachment, attachment_id)
+        attachment = db.session.get(Attachment, clean_int(attachment_id, "attachment_id", lo=1))
         if attachment is None or attachment.consult_id != consult.id:
             raise ValidationFailed("That attachment does not belong to this consult.")
     if not body and attachment is None:
@@ -596,8 +598,7 @@ def mark_read(user: User, consult: Consult, seq: Any) -> int:
     Only the two parties send receipts (a coordinator looking in must not show as "Seen by" the
     other doctor), and a receipt never runs ahead of the last message actually sent.
     """
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ValidationFailed("seq must be a non-negative number.")
+    seq = clean_int(seq, "seq")
     if not policy.is_party(user, consult):
         raise Forbidden("Only the consult's doctors send read receipts.")
     seq = min(seq, last_seq(consult))

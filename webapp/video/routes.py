@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, jsonify, render_template, request, url_for
 
 from ..auth.decorators import me, role_required
 from ..models import Role
+from ..validation import safe_local_path
 from . import services
 
 bp = Blueprint("video", __name__)
@@ -15,7 +16,9 @@ CLINICIANS = (Role.RURAL_DOCTOR, Role.SPECIALIST, Role.COORDINATOR)
 @bp.get("/precall")
 @role_required(*CLINICIANS)
 def precall():
-    return render_template("video/precall.html", back=request.args.get("back", ""))
+    back = request.args.get("back")  # the Back link goes to a page of this site, else the dashboard
+    back = (safe_local_path(back) or url_for("dashboard.index")) if back else ""
+    return render_template("video/precall.html", back=back)
 
 
 @bp.post("/precall/offer")

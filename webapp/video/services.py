@@ -19,6 +19,7 @@ from ..consults import policy
 from ..errors import DomainError, Forbidden, ValidationFailed
 from ..extensions import db
 from ..models import CallSession, Consult, ConsultStatus, User, utcnow
+from ..validation import text_problem
 
 CALL_STATUSES = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)
 SIGNAL_TYPES = ("offer", "answer", "candidate", "bye")
@@ -66,6 +67,8 @@ def validate_signal(data: dict[str, Any]) -> dict[str, Any]:
         sdp = data.get("sdp")
         if not isinstance(sdp, str) or not sdp.startswith("v=0"):
             raise ValidationFailed("The session description is not valid SDP.")
+        if len(sdp) > current_app.config["SIGNAL_MAX_SDP_BYTES"] or text_problem(sdp, controls=False):
+            raise ValidationFailed("The session description is too large or not valid text.")
         if len(sdp.encode()) > current_app.config["SIGNAL_MAX_SDP_BYTES"]:
             raise ValidationFailed("The session description is too large.")
         if any(ord(ch) < 9 for ch in sdp):
@@ -80,9 +83,10 @@ def validate_signal(data: dict[str, Any]) -> dict[str, Any]:
         text = cand.get("candidate")
         mid = cand.get("sdpMid")
         index = cand.get("sdpMLineIndex")
-        if not isinstance(text, str) or len(text) > 1024 or (text and not text.startswith("candidate:")):
+        if (not isinstance(text, str) or len(text) > 1024 or (text and not text.startswith("candidate:"))
+                or text_problem(text)):
             raise ValidationFailed("The ICE candidate is not valid.")
-        if mid is not None and (not isinstance(mid, str) or len(mid) > 64):
+        if mid is not None and (not isinstance(mid, str) or len(mid) > 64 or text_problem(mid)):
             raise ValidationFailed("sdpMid must be a short string.")
         if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 64):
             raise ValidationFailed("sdpMLineIndex must be a small number.")
