@@ -1,6 +1,6 @@
 """All models, imported so that Alembic and the app see every table."""
 
-from .audit import AuditEvent
+from .audit import AuditChainHead, AuditEvent
 from .consult import (
     Attachment,
     Consult,
@@ -25,6 +25,7 @@ __all__ = [
     "AccountStatus",
     "Appointment",
     "Attachment",
+    "AuditChainHead",
     "AuditEvent",
     "AvailabilityWindow",
     "BookedBlock", "CallSession",
