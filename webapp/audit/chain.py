@@ -179,8 +179,9 @@ def current_head(session: Session) -> AuditChainHead | None:
     ).one_or_none()
 
 
-def _check_rows(rows: Iterable[Any]) -> tuple[int, str, Any, Problem | None]:
-    expected, prev, last = 1, GENESIS, None
+def _check_rows(rows: Iterable[Any]) -> tuple[int, str, Problem | None]:
+    """Walk the entries in seq order: (good entries, hash of the last good one, first problem)."""
+    expected, prev = 1, GENESIS
     for row in rows:
         if row.seq != expected:
             if row.seq > expected:
@@ -188,23 +189,23 @@ def _check_rows(rows: Iterable[Any]) -> tuple[int, str, Any, Problem | None]:
                 reason = f"{missing} before it are missing (deleted)"
             else:
                 reason = f"out of sequence (expected seq {expected})"
-            return expected - 1, prev, last, Problem(row.seq, row.id, reason)
+            return expected - 1, prev, Problem(row.seq, row.id, reason)
         if row.prev_hash != prev:
-            return expected - 1, prev, last, Problem(row.seq, row.id, (
+            return expected - 1, prev, Problem(row.seq, row.id, (
                 "does not follow the entry before it (prev_hash differs): entries were reordered, "
                 "or this one was moved or inserted, or the one before it was rewritten"))
         if hash_of(row) != row.hash:
-            return expected - 1, prev, last, Problem(row.seq, row.id,
+            return expected - 1, prev, Problem(row.seq, row.id,
                                                      "its content does not match its hash (edited)")
-        prev, last, expected = row.hash, row, expected + 1
-    return expected - 1, prev, last, None
+        prev, expected = row.hash, expected + 1
+    return expected - 1, prev, None
 
 
 def verify(session: Session, anchors: Iterable[tuple[int, str]] = ()) -> Verification:
     """Check every entry's hash and link, the chain head, and optional external anchors (seq, hash)."""
     columns = [getattr(AuditEvent, name) for name in ("id", "hash", *HASHED)]
     rows = session.execute(select(*columns).order_by(AuditEvent.seq).execution_options(yield_per=1000))
-    count, last_hash, last, problem = _check_rows(rows)
+    count, last_hash, problem = _check_rows(rows)
     rows.close()
     head = current_head(session)
     head_seq, head_hash = (head.seq, head.hash) if head is not None else (None, None)
