@@ -15,8 +15,8 @@ REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM huizhen_app;
 REVOKE ALL ON audit_events FROM PUBLIC, huizhen_app;
 GRANT SELECT, INSERT ON audit_events TO huizhen_app;
 
--- The audit chain head: read it and move it (seq and hash only); its trigger refuses moving it
+-- The audit chain head: read it and move it (seq and hashes only); its trigger refuses moving it
 -- backwards or deleting it.
 REVOKE ALL ON audit_chain FROM PUBLIC, huizhen_app;
 GRANT SELECT ON audit_chain TO huizhen_app;
-GRANT UPDATE (seq, hash) ON audit_chain TO huizhen_app;
+GRANT UPDATE (seq, prev_hash, hash) ON audit_chain TO huizhen_app;

@@ -28,7 +28,7 @@ SQLITE_NO_UPDATE = """
 """
 
 
-def _backfill(bind) -> tuple[int, str]:
+def _backfill(bind) -> tuple[int, str, str]:
     events = sa.table(
         "audit_events", sa.column("id", sa.Integer), sa.column("at", UTCDateTime()),
         sa.column("actor_id", sa.Integer), sa.column("actor_email", sa.String),
@@ -36,16 +36,17 @@ def _backfill(bind) -> tuple[int, str]:
         sa.column("target", sa.String), sa.column("ip", sa.String), sa.column("detail", sa.JSON),
         sa.column("seq", sa.BigInteger), sa.column("prev_hash", sa.String), sa.column("hash", sa.String),
     )
-    seq, prev = 0, GENESIS
+    seq, before, prev = 0, GENESIS, GENESIS
     rows = bind.execute(sa.select(events).order_by(events.c.id)).all()
     for row in rows:
+        before = prev
         seq += 1
         digest = entry_hash(seq=seq, at=row.at, actor_id=row.actor_id, actor_email=row.actor_email,
                             action=row.action, consult_id=row.consult_id, target=row.target, ip=row.ip,
                             detail=row.detail, prev_hash=prev)
         bind.execute(events.update().where(events.c.id == row.id).values(seq=seq, prev_hash=prev, hash=digest))
         prev = digest
-    return seq, prev
+    return seq, before, prev
 
 
 def upgrade():
@@ -63,13 +64,14 @@ def upgrade():
     op.create_table('audit_chain',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('prev_hash', sa.String(length=64), nullable=False),
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_chain'))
     )
 
-    seq, head = _backfill(bind)
-    op.execute(sa.text("INSERT INTO audit_chain (id, seq, hash) VALUES (:id, :seq, :hash)")
-               .bindparams(id=HEAD_ID, seq=seq, hash=head))
+    seq, before, head = _backfill(bind)
+    op.execute(sa.text("INSERT INTO audit_chain (id, seq, prev_hash, hash) VALUES (:id, :seq, :prev, :hash)")
+               .bindparams(id=HEAD_ID, seq=seq, prev=before, hash=head))
 
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.alter_column('seq', existing_type=sa.BigInteger(), nullable=False)

@@ -1,16 +1,19 @@
 """The audit log's hash chain: entries are sealed at commit and the stored chain can be verified.
 
 Every audit entry carries ``seq`` (its position, 1, 2, 3 … with no gaps), ``prev_hash`` (the
-hash of entry ``seq - 1``, or ``GENESIS`` for the first) and ``hash``: SHA-256 over a canonical
-serialisation of its content and ``prev_hash``. The single ``audit_chain`` row holds the last
-``seq`` and ``hash`` (the chain head), so deleting the newest entries is found too.
+hash of entry ``seq - 1``, or ``GENESIS`` for the first) and ``hash`` =
+SHA-256("prev_hash:seq:content_hash"), where content_hash is SHA-256 over a canonical JSON
+serialisation of its time, actor, action, consult, target, address and detail. The single
+``audit_chain`` row holds the last ``seq``, its ``hash`` and ``prev_hash`` (the chain head), so
+deleting the newest entries is found too.
 
 ``record`` (services.py) only queues an entry on the session; ``seal_pending`` runs in the
-session's ``before_commit`` hook, as late as possible in the transaction: it flushes the caller's
-changes first, then locks the head row (an UPDATE of that row: a row lock on PostgreSQL, the
-write lock on SQLite), numbers and hashes the queued entries, inserts them and moves the head.
-Concurrent transactions therefore extend the chain one after the other and can never fork it;
-the lock is held only for that INSERT, one UPDATE and the COMMIT.
+session's ``before_commit`` hook, the last thing before COMMIT: it flushes the caller's changes
+first, then appends. On PostgreSQL one statement per entry moves the head (an UPDATE that locks
+its row until COMMIT; the database computes the link hash) and inserts the entry, so the lock is
+held for that statement and the COMMIT only. Elsewhere (SQLite) an UPDATE of the head takes the
+write lock, Python numbers and hashes the entries, inserts them and moves the head. Concurrent
+transactions extend the chain one after the other and can never fork it.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, insert, select, update
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import JSON, bindparam, event, select, text, update
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 from ..models import AuditChainHead, AuditEvent
+from ..models.types import UTCDateTime
 
 GENESIS = "0" * 64  # prev_hash of the first entry
 HEAD_ID = 1  # the one global chain
@@ -46,27 +50,36 @@ def _time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical(*, seq: int, at: datetime, actor_id: int | None, actor_email: str | None, action: str,
-              consult_id: int | None, target: str | None, ip: str | None, detail: Any,
-              prev_hash: str) -> bytes:
-    """The bytes that are hashed for one entry: a JSON array in a fixed order, ASCII only."""
-    document = [FORMAT, seq, _time(at), actor_id, actor_email, action, consult_id, target, ip,
-                detail if detail is not None else {}, prev_hash]
+def canonical(*, at: datetime, actor_id: int | None, actor_email: str | None, action: str,
+              consult_id: int | None, target: str | None, ip: str | None, detail: Any) -> bytes:
+    """The bytes hashed for an entry's content: a JSON array in a fixed order, ASCII only."""
+    document = [FORMAT, _time(at), actor_id, actor_email, action, consult_id, target, ip,
+                detail if detail is not None else {}]
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def entry_hash(**content: Any) -> str:
-    """SHA-256 (hex) of an entry's canonical form; takes the same keywords as ``canonical``."""
-    return hashlib.sha256(canonical(**content)).hexdigest()
+def link(prev_hash: str, seq: int, content_hash: str) -> str:
+    """The chained hash: SHA-256 of "prev_hash:seq:content_hash" (PostgreSQL computes the same)."""
+    return hashlib.sha256(f"{prev_hash}:{seq}:{content_hash}".encode("ascii")).hexdigest()
 
 
-HASHED = ("seq", "at", "actor_id", "actor_email", "action", "consult_id", "target", "ip", "detail",
-          "prev_hash")
+def entry_hash(*, seq: int, prev_hash: str, **content: Any) -> str:
+    """The hash an entry with this position, predecessor and content (``canonical``'s keywords) carries."""
+    return link(prev_hash, seq, hashlib.sha256(canonical(**content)).hexdigest())
+
+
+CONTENT = ("at", "actor_id", "actor_email", "action", "consult_id", "target", "ip", "detail")
+HASHED = ("seq", *CONTENT, "prev_hash")
+
+
+def content_hash_of(entry: Any) -> str:
+    """SHA-256 (hex) of an entry's canonical content (everything but its place in the chain)."""
+    return hashlib.sha256(canonical(**{name: getattr(entry, name) for name in CONTENT})).hexdigest()
 
 
 def hash_of(entry: Any) -> str:
     """The hash an entry (an AuditEvent or a row with the same attributes) should carry."""
-    return entry_hash(**{name: getattr(entry, name) for name in HASHED})
+    return link(entry.prev_hash, entry.seq, content_hash_of(entry))
 
 
 def normalise_detail(detail: dict[str, Any] | None) -> dict[str, Any]:
@@ -84,50 +97,86 @@ def queue(session: Session, entry: AuditEvent) -> None:
     session.info.setdefault(PENDING_KEY, []).append(entry)
 
 
-def _lock_head(session: Session, count: int) -> tuple[int, str]:
-    """Lock the chain head, reserve `count` positions; return the last used seq and its hash."""
+def _missing_head(session: Session) -> None:
+    """Create the head of an empty chain (the migration does; tests empty every table)."""
+    if session.scalar(select(AuditEvent.id).limit(1)) is not None:
+        raise AuditChainBroken("the audit chain head is missing; run `flask audit verify`")
+    values = {"id": HEAD_ID, "seq": 0, "prev_hash": GENESIS, "hash": GENESIS}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    session.execute(dialect_insert(AuditChainHead).values(**values).on_conflict_do_nothing())
+
+
+# PostgreSQL: one statement per entry moves the head (locking its row until COMMIT) and inserts
+# the entry with the position and hash it got; sha256() computes link() in the database.
+_APPEND_PG = text("""
+    WITH head AS (
+        UPDATE audit_chain
+        SET seq = seq + 1, prev_hash = hash,
+            hash = encode(sha256(convert_to(hash || ':' || (seq + 1)::text || ':' || :content_hash, 'UTF8')), 'hex')
+        WHERE id = :head_id
+        RETURNING seq, prev_hash, hash
+    )
+    INSERT INTO audit_events (at, actor_id, actor_email, action, consult_id, target, ip, detail,
+                              seq, prev_hash, hash)
+    SELECT CAST(:at AS timestamptz), CAST(:actor_id AS integer), CAST(:actor_email AS varchar),
+           CAST(:action AS varchar), CAST(:consult_id AS integer), CAST(:target AS varchar),
+           CAST(:ip AS varchar), CAST(:detail AS json), head.seq, head.prev_hash, head.hash
+    FROM head
+    RETURNING id, seq, prev_hash, hash
+""").bindparams(bindparam("at", type_=UTCDateTime()), bindparam("detail", type_=JSON()))
+
+
+def _append_postgresql(session: Session, pending: list[AuditEvent]) -> None:
+    for entry in pending:
+        params = {name: getattr(entry, name) for name in CONTENT}
+        params.update(content_hash=content_hash_of(entry), head_id=HEAD_ID)
+        row = session.execute(_APPEND_PG, params).one_or_none()
+        if row is None:
+            _missing_head(session)
+            row = session.execute(_APPEND_PG, params).one()
+        entry.id, entry.seq, entry.prev_hash, entry.hash = row.id, row.seq, row.prev_hash, row.hash
+        make_transient_to_detached(entry)  # it is stored: attach it without another INSERT
+        session.add(entry)
+
+
+def _append_portable(session: Session, pending: list[AuditEvent]) -> None:
+    """Other databases (SQLite): lock the head with an UPDATE, hash in Python, move the head."""
     reserve = (
         update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
-        .values(seq=AuditChainHead.seq + count)
+        .values(seq=AuditChainHead.seq + len(pending))
         .returning(AuditChainHead.seq, AuditChainHead.hash)
     )
     row = session.execute(reserve, execution_options={"synchronize_session": False}).one_or_none()
-    if row is None:  # an empty database whose head row was never created (tests empty every table)
-        if session.scalar(select(AuditEvent.id).limit(1)) is not None:
-            raise AuditChainBroken("the audit chain head is missing; run `flask audit verify`")
-        session.execute(_insert_head_if_absent(session))
+    if row is None:
+        _missing_head(session)
         row = session.execute(reserve, execution_options={"synchronize_session": False}).one()
-    return row.seq - count, row.hash
-
-
-def _insert_head_if_absent(session: Session):
-    values = {"id": HEAD_ID, "seq": 0, "hash": GENESIS}
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(AuditChainHead).values(**values).on_conflict_do_nothing()
-    if session.get_bind().dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(AuditChainHead).values(**values).on_conflict_do_nothing()
-    return insert(AuditChainHead).values(**values)
-
-
-def seal_pending(session: Session) -> None:
-    """Chain, insert and commit-ready the entries queued in this transaction (before_commit)."""
-    pending: list[AuditEvent] = session.info.pop(PENDING_KEY, None) or []
-    if not pending:
-        return
-    session.flush()  # the caller's own changes (and their errors) come before the chain lock
-    seq, prev = _lock_head(session, len(pending))
+    seq, prev = row.seq - len(pending), row.hash
     for entry in pending:
         seq += 1
         entry.seq, entry.prev_hash = seq, prev
         entry.hash = prev = hash_of(entry)
         session.add(entry)
     session.flush()
-    session.execute(update(AuditChainHead).where(AuditChainHead.id == HEAD_ID).values(hash=prev),
+    last = pending[-1]
+    session.execute(update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
+                    .values(prev_hash=last.prev_hash, hash=last.hash),
                     execution_options={"synchronize_session": False})
+
+
+def seal_pending(session: Session) -> None:
+    """Chain and insert the entries queued in this transaction, last thing before COMMIT."""
+    pending: list[AuditEvent] = session.info.pop(PENDING_KEY, None) or []
+    if not pending:
+        return
+    session.flush()  # the caller's own changes (and their errors) come before the chain lock
+    if session.get_bind().dialect.name == "postgresql":
+        _append_postgresql(session, pending)
+    else:
+        _append_portable(session, pending)
 
 
 @event.listens_for(Session, "before_commit")

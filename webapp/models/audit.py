@@ -45,6 +45,7 @@ class AuditChainHead(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)  # one row, id 1 (the global chain)
     seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))  # the hash of entry seq - 1
     hash: Mapped[str] = mapped_column(String(64))
 
 
