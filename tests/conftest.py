@@ -111,11 +111,15 @@ def postgres_available(url: str = POSTGRES_URL) -> bool:
             admin.dispose()
 
 
-def build_app(database_url: str, tmp: Path, **overrides) -> Flask:
-    """A test app on the given database, schema built by the Alembic migrations."""
+def build_app(database_url: str, tmp: Path, *, reset_schema: bool = True, **overrides) -> Flask:
+    """A test app on the given database, schema built by the Alembic migrations.
+
+    reset_schema=False keeps what is there (e.g. a schema whose ownership a test has set up).
+    """
     if database_url.startswith("postgresql"):
         postgres_available(database_url)
-    _reset_schema(database_url)
+    if reset_schema:
+        _reset_schema(database_url)
     config = {
         "SQLALCHEMY_DATABASE_URI": database_url,
         "UPLOAD_DIR": str(tmp / "uploads"),

@@ -11,6 +11,9 @@ from .extensions import db
 
 def register_cli(app: Flask) -> None:
     """Add Huizhen's commands to the flask CLI."""
+    from .audit.cli import audit_cli
+
+    app.cli.add_command(audit_cli)
 
     @app.cli.command("seed-demo")
     @click.option("--if-empty", is_flag=True, help="Do nothing when users already exist.")

@@ -40,7 +40,10 @@ class Watch:
         page = context.new_page()
 
         def on_console(msg) -> None:
-            if msg.type == "error" and "Failed to load resource" not in msg.text:
+            # "Failed to load resource": a 4xx page; ERR_INTERNET_DISCONNECTED: a reconnect attempt
+            # made while the test itself has taken the context offline (set_offline)
+            if (msg.type == "error" and "Failed to load resource" not in msg.text
+                    and "ERR_INTERNET_DISCONNECTED" not in msg.text):
                 self.problems.append(f"{who} console: {msg.text}")
 
         def on_response(response) -> None:

@@ -9,7 +9,8 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from ..extensions import db
-from ..models import AuditEvent, Consult, User
+from ..models import AuditEvent, Consult, User, utcnow
+from .chain import normalise_detail, queue
 
 
 def _actor() -> User | None:
@@ -26,18 +27,23 @@ def record(
     target: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Add an audit entry to the current transaction; the caller's commit persists it."""
+    """Add an audit entry to the current transaction; the caller's commit chains and persists it.
+
+    The entry is queued on the session, not flushed: at commit it gets its place in the hash
+    chain (audit/chain.py) under the chain lock, so the lock is held only at the very end.
+    """
     actor = actor or _actor()
     event = AuditEvent(
+        at=utcnow(),
         action=action,
         actor_id=actor.id if actor else None,
         actor_email=actor.email if actor else None,
         consult_id=consult.id if consult is not None else None,
         target=target,
         ip=request.remote_addr if has_request_context() else None,
-        detail=detail or {},
+        detail=normalise_detail(detail),
     )
-    db.session.add(event)
+    queue(db.session(), event)
     return event
 
 

@@ -1,6 +1,6 @@
 """All models, imported so that Alembic and the app see every table."""
 
-from .audit import AuditEvent
+from .audit import AuditChainHead, AuditEvent
 from .consult import (
     Attachment,
     Consult,
@@ -26,6 +26,7 @@ __all__ = [
     "AccountStatus",
     "Appointment",
     "Attachment",
+    "AuditChainHead",
     "AuditEvent",
     "AvailabilityWindow",
     "BookedBlock", "CallSession",
