@@ -74,6 +74,9 @@ class Config:
     CHAT_MESSAGES_PER_SECOND = _env_int("CHAT_MESSAGES_PER_SECOND", 5)
     CHAT_PAGE_SIZE = _env_int("CHAT_PAGE_SIZE", 100)  # messages per history page (join, backfill, older)
     SOCKET_MAX_PAYLOAD_BYTES = _env_int("SOCKET_MAX_PAYLOAD_BYTES", 256 * 1024)
+    # Presence across nodes (with REDIS_URL): a node's room members expire this long after its last
+    # heartbeat (sent every third of it), so a killed node's connections vanish within it.
+    PRESENCE_TTL_SECONDS = _env_int("PRESENCE_TTL_SECONDS", 15)
 
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.
     STUN_URLS = _env_list("STUN_URLS", "")
