@@ -49,21 +49,18 @@ class Connections:
         self._lock = threading.Lock()
         self._by_sid: dict[str, Entry] = {}
         self._listeners: list[Listener] = []
-        self._local_rev = 0
         if shared is not None:
             shared.watch(self)
 
     def add(self, sid: str, consult_id: int, user_id: int, name: str = "", ref: str = "") -> None:
         with self._lock:
             self._by_sid[sid] = Entry(consult_id, user_id, name, ref)
-            self._local_rev += 1
         if self.shared is not None:
             self.shared.add(self.namespace, consult_id, sid, user_id, name)
 
     def remove(self, sid: str) -> Entry | None:
         with self._lock:
             entry = self._by_sid.pop(sid, None)
-            self._local_rev += 1
         if entry is not None and self.shared is not None:
             self.shared.remove(self.namespace, entry.consult_id, sid)
         return entry
