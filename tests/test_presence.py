@@ -101,3 +101,21 @@ def test_without_redis_joins_and_reads_fall_back_to_this_nodes_connections(caplo
     assert table.remove("sid-b").user_id == 2 and user_ids(table.people(7)) == [1]
     down.beat()  # the heartbeat fails quietly too
     assert "presence store unavailable" in caplog.text
+
+
+def test_a_connection_that_moves_to_another_room_leaves_the_first(redis_url):
+    (_, a), (_, b) = node(redis_url), node(redis_url)
+    a.add("sid-a", 7, 1, "Dr Ma")
+    a.add("sid-a", 8, 1, "Dr Ma")
+    assert b.people(7) == [] and user_ids(b.people(8)) == [1]
+
+
+def test_a_withdrawal_redis_missed_is_made_by_the_next_heartbeat(redis_url):
+    (store_a, a), (_, b) = node(redis_url), node(redis_url)
+    a.add("sid-a", 7, 1, "Dr Ma")
+    a.add("sid-a2", 7, 1, "Dr Ma")
+    store_a._failed("a test outage", ConnectionError("down"))  # as after a timeout: Redis is skipped a moment
+    a.remove("sid-a2")
+    assert [p["connections"] for p in b.people(7)] == [2]  # Redis still has it (the node is alive)
+    store_a.beat()
+    assert [p["connections"] for p in b.people(7)] == [1]

@@ -84,6 +84,7 @@ class SharedPresence:
         self._write_lock = threading.Lock()  # a heartbeat's rewrite never resurrects a removed entry
         self._down_until = 0.0
         self._warned = False
+        self._unremoved: set[tuple[str, int, str]] = set()  # withdrawals Redis missed: (namespace, consult, sid)
         self._tables: list[Any] = []  # the namespaces' Connections, whose entries the heartbeat rewrites
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -146,8 +147,9 @@ class SharedPresence:
             return False
 
     def remove(self, namespace: str, consult_id: int, sid: str) -> bool:
-        """Withdraw one connection; False if Redis could not be reached."""
+        """Withdraw one connection; if Redis cannot be reached, the heartbeat withdraws it later."""
         if not self.available():
+            self._unremoved.add((namespace, consult_id, sid))
             return False
         try:
             with self._write_lock:
@@ -155,6 +157,7 @@ class SharedPresence:
             self._recovered()
             return True
         except (redis.RedisError, OSError) as exc:
+            self._unremoved.add((namespace, consult_id, sid))
             self._failed("remove", exc)
             return False
 
@@ -226,6 +229,9 @@ class SharedPresence:
             with self._write_lock:
                 self.redis.set(self.node_key(), "1", ex=self.ttl)
                 changed_rooms = []
+                for namespace, consult_id, sid in list(self._unremoved):
+                    self._apply(self.room_key(namespace, consult_id), delete=[self.field(sid)])
+                    self._unremoved.discard((namespace, consult_id, sid))
                 for table in self._tables:
                     for consult_id, entries in table.local_rooms().items():
                         put = {self.field(sid): json.dumps({"u": uid, "n": name}) for sid, uid, name in entries}

@@ -54,8 +54,11 @@ class Connections:
 
     def add(self, sid: str, consult_id: int, user_id: int, name: str = "", ref: str = "") -> None:
         with self._lock:
+            previous = self._by_sid.get(sid)
             self._by_sid[sid] = Entry(consult_id, user_id, name, ref)
         if self.shared is not None:
+            if previous is not None and previous.consult_id != consult_id:  # it moved to another room
+                self.shared.remove(self.namespace, previous.consult_id, sid)
             self.shared.add(self.namespace, consult_id, sid, user_id, name)
 
     def remove(self, sid: str) -> Entry | None:
