@@ -193,7 +193,10 @@ def test_presence_is_rebuilt_after_a_redis_outage_and_joins_work_during_it(clust
 
 
 @pytest.mark.browser
-def test_a_call_between_pages_on_two_nodes_connects_as_fast_as_on_one(cluster, cluster_make, browser):
+def test_room_pages_on_two_nodes_list_both_doctors_and_their_call_connects_as_fast_as_on_one(
+        cluster, cluster_make, browser):
+    from playwright.sync_api import expect
+
     from tests.browser.test_call import _signed_in, _wait_remote_video
 
     def call_setup_ms(rural_node: int, specialist_node: int) -> float:
@@ -206,6 +209,8 @@ def test_a_call_between_pages_on_two_nodes_connects_as_fast_as_on_one(cluster, c
             rural_page.goto(f"{cluster.node_url(rural_node)}/consults/{consult.ref}/room")
             spec_page.goto(f"{cluster.node_url(specialist_node)}/consults/{consult.ref}/room")
             spec_page.wait_for_function("() => window.huizhenCall.socket.connected")
+            for page in (rural_page, spec_page):  # each room page lists both doctors, whichever node
+                expect(page.locator("#people li.online")).to_have_count(2)
             rural_page.click("#call-join")
             rural_page.wait_for_function("() => document.getElementById('call-status').textContent"
                                          ".includes('Waiting for the other doctor')")
