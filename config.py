@@ -85,6 +85,9 @@ class Config:
     # Messages that waited in a browser's outbox (a reconnect flush) are charged here first.
     CHAT_REPLAYS_PER_MINUTE = _env_int("CHAT_REPLAYS_PER_MINUTE", 120)
     SOCKET_MAX_PAYLOAD_BYTES = _env_int("SOCKET_MAX_PAYLOAD_BYTES", 256 * 1024)
+    # Presence across nodes (with REDIS_URL): a node's room members expire this long after its last
+    # heartbeat (sent every third of it), so a killed node's connections vanish within it.
+    PRESENCE_TTL_SECONDS = _env_int("PRESENCE_TTL_SECONDS", 15)
 
     # Mail (password resets, notices to account owners). Unset: mails are written to the log.
     SMTP_URL = os.environ.get("SMTP_URL", "")

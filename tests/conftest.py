@@ -688,3 +688,26 @@ def cluster_make(cluster_app) -> Iterator[Factory]:
         yield Factory()
         db.session.rollback()
         db.session.remove()
+
+
+# --- a Redis database of the tests' own (REDIS_TEST_URL; .ci/run sets it) ------------------------
+
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """REDIS_TEST_URL, emptied before and after the test; skipped (failed in CI) if Redis does not answer."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        require(False, f"Redis at {REDIS_TEST_URL} does not answer ({exc}); set REDIS_TEST_URL")
+    client.flushdb()
+    try:
+        yield REDIS_TEST_URL
+    finally:
+        client.flushdb()
+        client.close()

@@ -202,7 +202,7 @@ def register_namespaces(app: Flask) -> None:
     """Register each domain's Socket.IO namespace explicitly."""
     from .rooms.events import NAMESPACE, RoomNamespace, presence_of
 
-    presence_of(app)  # who is in which room: one table per app, i.e. per process
+    presence_of(app)  # who is in which room: per app, shared across nodes through Redis (webapp/presence.py)
     if NAMESPACE not in socketio.server.namespace_handlers:
         socketio.on_namespace(RoomNamespace(NAMESPACE))
     from .notes.events import NAMESPACE as NOTES_NAMESPACE
@@ -211,7 +211,9 @@ def register_namespaces(app: Flask) -> None:
     if NOTES_NAMESPACE not in socketio.server.namespace_handlers:
         socketio.on_namespace(NotesNamespace(NOTES_NAMESPACE))
     from .video.events import NAMESPACE as CALL_NAMESPACE
-    from .video.events import CallNamespace
+    from .video.events import CallNamespace, call_members
+
+    call_members(app)
 
     if CALL_NAMESPACE not in socketio.server.namespace_handlers:
         socketio.on_namespace(CallNamespace(CALL_NAMESPACE))

@@ -12,13 +12,17 @@ from typing import Any, NamedTuple
 from flask import Flask, current_app, g, request
 from flask_login import current_user
 
+from . import presence
 from .errors import DomainError, ValidationFailed
 from .extensions import db
+from .presence import Listener, Member, SharedPresence, Snapshot
 from .validation import check_payload
 
 log = logging.getLogger(__name__)
 SERVER_KEY = "huizhen.socketio_server"
 CONNECTIONS_KEY = "huizhen.connections"
+PRESENCE_KEY = "huizhen.presence"
+_tables_lock = threading.RLock()
 
 
 class Entry(NamedTuple):
@@ -31,19 +35,39 @@ class Entry(NamedTuple):
 
 
 class Connections:
-    """Which connection (sid) is in which consult's room of one namespace, in this process."""
+    """Which connection (sid) is in which consult's room of one namespace.
 
-    def __init__(self) -> None:
+    The sid → entry map is this process's own (the chat send path reads it with no I/O). With a
+    shared store (REDIS_URL) each room's members are also kept in Redis, so people() and others()
+    answer for the whole cluster (webapp/presence.py); without one, or while Redis fails, they
+    answer from this process's connections.
+    """
+
+    def __init__(self, namespace: str = "", shared: SharedPresence | None = None, app: Flask | None = None) -> None:
+        self.namespace = namespace
+        self.shared = shared
+        self._app = app
         self._lock = threading.Lock()
         self._by_sid: dict[str, Entry] = {}
+        self._listeners: list[Listener] = []
+        if shared is not None:
+            shared.watch(self)
 
     def add(self, sid: str, consult_id: int, user_id: int, name: str = "", ref: str = "") -> None:
         with self._lock:
+            previous = self._by_sid.get(sid)
             self._by_sid[sid] = Entry(consult_id, user_id, name, ref)
+        if self.shared is not None:
+            if previous is not None and previous.consult_id != consult_id:  # it moved to another room
+                self.shared.remove(self.namespace, previous.consult_id, sid)
+            self.shared.add(self.namespace, consult_id, sid, user_id, name)
 
     def remove(self, sid: str) -> Entry | None:
         with self._lock:
-            return self._by_sid.pop(sid, None)
+            entry = self._by_sid.pop(sid, None)
+        if entry is not None and self.shared is not None:
+            self.shared.remove(self.namespace, entry.consult_id, sid)
+        return entry
 
     def entry(self, sid: str) -> Entry | None:
         """The connection's room and user, if it has joined one."""
@@ -55,26 +79,72 @@ class Connections:
             entry = self._by_sid.get(sid)
             return entry.consult_id if entry else None
 
+    def local_rooms(self) -> dict[int, list[tuple[str, int, str]]]:
+        """This process's connections by consult: (sid, user id, name)."""
+        with self._lock:
+            rooms: dict[int, list[tuple[str, int, str]]] = {}
+            for sid, e in self._by_sid.items():
+                rooms.setdefault(e.consult_id, []).append((sid, e.user_id, e.name))
+            return rooms
+
+    def snapshot(self, consult_id: int) -> Snapshot:
+        """The room's connections across the cluster (or in this process only, rev None, without Redis)."""
+        if self.shared is not None:
+            snap = self.shared.snapshot(self.namespace, consult_id)
+            if snap is not None:
+                return snap
+        members = [Member(sid, uid, name) for sid, uid, name in self.local_rooms().get(consult_id, [])]
+        return Snapshot(members, None, [])
+
     def people(self, consult_id: int) -> list[dict[str, Any]]:
         """The users connected to a consult's room, each with their number of connections."""
-        with self._lock:
-            seen: dict[int, dict[str, Any]] = {}
-            for cid, uid, name, _ in self._by_sid.values():
-                if cid == consult_id:
-                    seen.setdefault(uid, {"user_id": uid, "name": name, "connections": 0})
-                    seen[uid]["connections"] += 1
-            return sorted(seen.values(), key=lambda p: p["user_id"])
+        return presence.people(self.snapshot(consult_id).members)
 
     def others(self, consult_id: int, sid: str) -> list[int]:
         """User ids of the other connections in a consult's room."""
-        with self._lock:
-            return [e.user_id for s, e in self._by_sid.items() if e.consult_id == consult_id and s != sid]
+        return [m.user_id for m in self.snapshot(consult_id).members if m.sid != sid]
+
+    def on_change(self, listener: Listener) -> None:
+        """Call listener(consult_id, snapshot) when a room changes without a local event (a node died)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def changed(self, consult_id: int, snap: Snapshot) -> None:
+        """Tell the listeners (in an app context: they emit) that a room changed behind our back."""
+        for listener in self._listeners:
+            try:
+                if self._app is not None:
+                    with self._app.app_context():
+                        listener(consult_id, snap)
+                else:
+                    listener(consult_id, snap)
+            except Exception:
+                log.exception("presence listener failed for consult %s", consult_id)
 
 
 def connections(namespace: str, app: Flask | None = None) -> Connections:
-    """This app's (this process's) connection table for a namespace; a new app starts empty."""
+    """This app's connection table for a namespace (shared across nodes through Redis if configured)."""
     app = app or current_app._get_current_object()
-    return app.extensions.setdefault(CONNECTIONS_KEY, {}).setdefault(namespace, Connections())
+    tables = app.extensions.setdefault(CONNECTIONS_KEY, {})
+    table = tables.get(namespace)
+    if table is None:
+        with _tables_lock:
+            table = tables.get(namespace)
+            if table is None:
+                table = tables[namespace] = Connections(namespace, shared_presence(app), app)
+    return table
+
+
+def shared_presence(app: Flask) -> SharedPresence | None:
+    """The app's shared presence store: Redis when REDIS_URL is set, else None (in-process only)."""
+    url = app.config.get("REDIS_URL") or ""
+    if not url:
+        return None
+    with _tables_lock:
+        store = app.extensions.get(PRESENCE_KEY)
+        if store is None:
+            store = app.extensions[PRESENCE_KEY] = SharedPresence(url, int(app.config["PRESENCE_TTL_SECONDS"]))
+        return store
 
 
 def remember_server(app: Flask, server: Any) -> None:

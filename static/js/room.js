@@ -488,6 +488,7 @@
       joined = true;
       receipts = {};
       Object.keys(ack.receipts).forEach(function (k) { receipts[k] = ack.receipts[k]; });
+      presenceRev = ack.presence_rev || 0;
       renderPeople(ack.people);
       if (everConnected) showBanner("sync", "Connection restored. Fetching missed messages…");
       takeJoinBacklog(ack, everConnected);
@@ -515,7 +516,16 @@
     if (follow) toBottom();
     markRead();
   });
-  socket.on("presence", function (data) { renderPeople(data.people); });
+  // Each node sends the room's people across the cluster with the revision it read them at; a list
+  // sent by one node can arrive after a newer one sent by another, so an older revision is ignored.
+  var presenceRev = 0;
+  socket.on("presence", function (data) {
+    if (data.rev) {
+      if (data.rev < presenceRev) return;
+      presenceRev = data.rev;
+    }
+    renderPeople(data.people);
+  });
   socket.on("read", function (data) {
     receipts[data.user_id] = Math.max(receipts[data.user_id] || 0, data.seq);
     renderReceipts();

@@ -10,6 +10,7 @@ from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
+from ..presence import Snapshot, people
 from ..realtime import (
     Connections,
     accept_connection,
@@ -33,8 +34,20 @@ def room_name(consult_id: int) -> str:
 
 
 def presence_of(app: Flask) -> Connections:
-    """Who is connected to which consult room in this app (this process)."""
-    return connections(NAMESPACE, app)
+    """Who is connected to which consult room (across nodes with REDIS_URL); announces rooms that change."""
+    table = connections(NAMESPACE, app)
+    table.on_change(_announce)
+    return table
+
+
+def _presence_payload(snap: Snapshot) -> dict[str, Any]:
+    """The room's people and the revision they were read at (room.js ignores an older list)."""
+    return {"people": people(snap.members), "rev": snap.rev}
+
+
+def _announce(consult_id: int, snap: Snapshot) -> None:
+    """A room changed without an event here (a node died, Redis was refilled): tell its members."""
+    emit("presence", _presence_payload(snap), to=room_name(consult_id), namespace=NAMESPACE)
 
 
 def _presence() -> Connections:
@@ -56,7 +69,8 @@ class RoomNamespace(Namespace):
         forget_connection(NAMESPACE)
         left = _presence().remove(request.sid)
         if left is not None:
-            emit("presence", {"people": _presence().people(left[0])}, to=room_name(left[0]), namespace=NAMESPACE)
+            emit("presence", _presence_payload(_presence().snapshot(left[0])), to=room_name(left[0]),
+                 namespace=NAMESPACE)
 
     def _joined_consult(self, data: dict[str, Any]):
         consult = services.member_consult(current_user, data.get("ref"))
@@ -73,8 +87,8 @@ class RoomNamespace(Namespace):
         join_room(room_name(consult.id))
         _presence().add(request.sid, consult.id, current_user.id, current_user.full_name, consult.ref)
         backlog = services.join_backlog(consult, data.get("after_seq", 0))
-        people = _presence().people(consult.id)
-        emit("presence", {"people": people}, to=room_name(consult.id), namespace=NAMESPACE)
+        present = _presence_payload(_presence().snapshot(consult.id))  # every node's members
+        emit("presence", present, to=room_name(consult.id), namespace=NAMESPACE)
         return {
             "ok": True,
             "me": current_user.id,
@@ -83,7 +97,8 @@ class RoomNamespace(Namespace):
             "more": backlog.more,  # newer messages exist: page forward with "backfill"
             "last_seq": backlog.last_seq,
             "receipts": {str(k): v for k, v in services.read_receipts(consult).items()},
-            "people": people,
+            "people": present["people"],
+            "presence_rev": present["rev"],
             "read_only": consult.status in services.CLOSED,
         }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import Flask, request
 from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
@@ -12,6 +12,7 @@ from ..audit.services import record_now
 from ..consults import policy
 from ..errors import NotFound, ValidationFailed
 from ..models import Consult
+from ..presence import Snapshot
 from ..realtime import Connections, accept_connection, connections, emit, forget_connection, handler
 from ..rooms import services as rooms
 from ..sessionbus import register_namespace
@@ -26,6 +27,7 @@ def call_room(consult_id: int) -> str:
 
 
 def _members() -> Connections:
+    """Who is in which consult's call, across nodes when REDIS_URL is set (webapp/presence.py)."""
     return connections(NAMESPACE)
 
 
@@ -33,6 +35,19 @@ def _members() -> Connections:
 register_namespace(NAMESPACE, joined=lambda app, sid: connections(NAMESPACE, app).consult_of(sid),
                    entitled=lambda user, consult: policy.is_party(user, consult)
                    and consult.status in services.CALL_STATUSES)
+
+
+def call_members(app: Flask) -> Connections:
+    """The call table of an app; a party whose node died is announced as having left."""
+    table = connections(NAMESPACE, app)
+    table.on_change(_vanished)
+    return table
+
+
+def _vanished(consult_id: int, snap: Snapshot) -> None:
+    present = {m.user_id for m in snap.members}
+    for user_id in sorted({m.user_id for m in snap.vanished} - present):
+        emit("peer-left", {"user_id": user_id, "reason": "disconnected"}, to=call_room(consult_id), namespace=NAMESPACE)
 
 
 def _call_consult(ref: Any) -> Consult:
