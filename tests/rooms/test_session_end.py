@@ -33,7 +33,7 @@ from webapp.models import UserSession, utcnow
 
 NAMESPACES = ("/room", "/notes", "/call")
 TIMEOUT = 15
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")  # as .ci/run sets it
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = pytest.mark.usefixtures("generous_chat")
@@ -187,7 +187,7 @@ def test_an_ended_session_stops_receiving_on_room_notes_and_call(app, make, cons
 
 def test_a_redis_outage_never_makes_sign_out_fail(app, consult_parties, server, party, monkeypatch, caplog):
     rural, _, consult = consult_parties
-    monkeypatch.setitem(app.config, "REDIS_URL", f"redis://127.0.0.1:{free_port()}/11")  # nobody listens
+    monkeypatch.setitem(app.config, "REDIS_URL", f"redis://127.0.0.1:{free_port()}/15")  # nobody listens
     leaving = party(rural)
     leaving.join_all(consult.ref)
     assert post(leaving.session, server.url, "/logout").status_code == 302
