@@ -29,20 +29,20 @@ def _env_list(name: str, default: str) -> list[str]:
 # much over all their connections. "off" means no limit of this kind (the chat's send has its own
 # per-user CHAT_MESSAGES_PER_SECOND). Events not listed get SOCKET_RATE_LIMIT_DEFAULT.
 DEFAULT_EVENT_LIMITS: dict[str, str] = {
-    "/room join": "20 per minute",
+    "/room join": "60 per minute",  # a join per (re)connection; benches rejoin in a loop
     "/room send": "off",
     "/room backfill": "20 per 10 seconds",
     "/room typing": "10 per 10 seconds",  # room.js sends at most one every 2 s while typing, then a stop
     "/room read": "30 per 10 seconds",
-    "/notes join": "20 per minute",
+    "/notes join": "60 per minute",
     "/notes sync": "10 per 10 seconds",
     "/notes update": "300 per 10 seconds",  # keystrokes; the notes service also limits per user
     "/notes focus": "50 per 10 seconds",  # awareness: section and cursor
-    "/call join": "20 per minute",
+    "/call join": "60 per minute",
     "/call signal": "100 per 10 seconds",  # an offer/answer and a few dozen ICE candidates per setup
     "/call state": "30 per 10 seconds",
     "/call stats": "10 per 10 seconds",
-    "/call leave": "20 per minute",
+    "/call leave": "60 per minute",
 }
 
 
