@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from limits import parse as parse_limit
+
 BASE_DIR = Path(__file__).resolve().parent
 
 
@@ -21,6 +23,41 @@ def _env_bool(name: str, default: bool = False) -> bool:
 
 def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# Per connection, for each namespace and event; a user may use SOCKET_RATE_USER_FACTOR times as
+# much over all their connections. "off" means no limit of this kind (the chat's send has its own
+# per-user CHAT_MESSAGES_PER_SECOND). Events not listed get SOCKET_RATE_LIMIT_DEFAULT.
+DEFAULT_EVENT_LIMITS: dict[str, str] = {
+    "/room join": "60 per minute",  # a join per (re)connection; benches rejoin in a loop
+    "/room send": "off",
+    "/room backfill": "20 per 10 seconds",
+    "/room typing": "10 per 10 seconds",  # room.js sends at most one every 2 s while typing, then a stop
+    "/room read": "30 per 10 seconds",
+    "/notes join": "60 per minute",
+    "/notes sync": "10 per 10 seconds",
+    "/notes update": "300 per 10 seconds",  # keystrokes; the notes service also limits per user
+    "/notes focus": "50 per 10 seconds",  # awareness: section and cursor
+    "/call join": "60 per minute",
+    "/call signal": "100 per 10 seconds",  # an offer/answer and a few dozen ICE candidates per setup
+    "/call state": "30 per 10 seconds",
+    "/call stats": "10 per 10 seconds",
+    "/call leave": "60 per minute",
+}
+
+
+def _env_rate_limits(name: str) -> dict[str, str]:
+    """The default Socket.IO event limits, overridden by "/ns event=limit; ..." in the variable."""
+    limits = dict(DEFAULT_EVENT_LIMITS)
+    for part in os.environ.get(name, "").split(";"):
+        if part.strip():
+            key, _, value = part.partition("=")
+            if not value.strip() or len(key.split()) != 2:
+                raise RuntimeError(f"{name}: expected '/namespace event=N per period' or '=off', not {part!r}")
+            if value.strip().lower() not in {"off", "none"}:
+                parse_limit(value)  # a typo fails at start, not on the first event
+            limits[" ".join(key.split())] = value.strip()
+    return limits
 
 
 class Config:
@@ -96,6 +133,16 @@ class Config:
     # The public address of the site, for links in mails (set it in production: without it the
     # request's Host header is used, which a forged request could point elsewhere).
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "")
+
+    # Socket.IO event rate limits, per connection, for each "namespace event" (webapp/ratelimit.py
+    # has the defaults); a user gets SOCKET_RATE_USER_FACTOR times that over all their connections.
+    SOCKET_RATE_LIMITS = _env_rate_limits("SOCKET_RATE_LIMITS")
+    SOCKET_RATE_LIMIT_DEFAULT = os.environ.get("SOCKET_RATE_LIMIT_DEFAULT", "20 per second")
+    SOCKET_RATE_USER_FACTOR = _env_int("SOCKET_RATE_USER_FACTOR", 3)
+    # Refusals (access denied) of one user, consult and action: the first AUDIT_REFUSALS_PER_WINDOW
+    # in a window are audited one by one, further ones only at the 100th, 1,000th ... with a count.
+    AUDIT_REFUSAL_WINDOW_SECONDS = _env_int("AUDIT_REFUSAL_WINDOW_SECONDS", 60)
+    AUDIT_REFUSALS_PER_WINDOW = _env_int("AUDIT_REFUSALS_PER_WINDOW", 10)
 
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.
     STUN_URLS = _env_list("STUN_URLS", "")

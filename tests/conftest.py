@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, inspect, text, update
 from werkzeug.serving import make_server
 
 from config import TestingConfig
-from webapp import create_app
+from webapp import create_app, ratelimit
 from webapp.auth.services import Registration, create_user
 from webapp.auth.sessions import hash_key
 from webapp.consults import services as consults
@@ -187,6 +187,7 @@ def app(_app: Flask) -> Iterator[Flask]:
     truncate_all(_app)
     limiter.reset()
     chat_services._limiter.clear()  # the chat's own per-user window (rooms.services)
+    ratelimit.reset(_app)  # socket event windows and refusal counters (ids are reused between tests)
     _unmock_socketio(_app)
     _app.config["LOGIN_RATE_LIMIT"] = "1000 per minute"
     with _app.app_context():

@@ -194,8 +194,10 @@ def register_extensions(app: Flask) -> None:
         async_handlers=False,
     )
     from .realtime import remember_server
+    from .socketlimits import install_socket_limits
 
     remember_server(app, socketio.server)
+    install_socket_limits(app, socketio.server)  # oversized polling bodies and WebSocket messages
 
 
 def register_namespaces(app: Flask) -> None:

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, NamedTuple
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, request, session
 from flask_login import current_user
 
-from . import presence
+from . import presence, ratelimit
 from .errors import DomainError, ValidationFailed
 from .extensions import db
 from .presence import Listener, Member, SharedPresence, Snapshot
@@ -168,7 +168,10 @@ def emit(event: str, data: Any, *, to: str, namespace: str, skip_sid: str | None
 
 def error_ack(exc: DomainError) -> dict[str, Any]:
     """A Socket.IO error acknowledgement for a domain error."""
-    return {"ok": False, "error": exc.code, "message": exc.message, "status": exc.status}
+    ack = {"ok": False, "error": exc.code, "message": exc.message, "status": exc.status}
+    if getattr(exc, "retry_after", None) is not None:  # rate_limited: when to try again, in seconds
+        ack["retry_after"] = exc.retry_after  # type: ignore[attr-defined]
+    return ack
 
 
 # Events a person makes (typing, chatting, editing, a video call's periodic stats): they keep the
@@ -206,6 +209,14 @@ def forget_connection(namespace: str) -> None:
     bus().untrack(namespace, request.sid)
 
 
+def _user_key(authenticated: bool) -> str:
+    """Who sends, for the per-user event limits (a handler that proves the session itself has not
+    loaded the user: its login token, hashed, stands for the user)."""
+    if authenticated:
+        return str(current_user.id)
+    return ratelimit.hashed(str(session.get("_user_id") or request.sid))
+
+
 def handler(fn: Callable | None = None, *, remove_session: bool = False, authenticate: bool = True) -> Callable:
     """Validate the payload, run the handler, and turn every failure into an error ack.
 
@@ -214,15 +225,22 @@ def handler(fn: Callable | None = None, *, remove_session: bool = False, authent
     the session in the same SQL statement that stores the message, and calls require_user() on
     any other path). remove_session ends the database session after the event (the notes
     namespace keeps no ORM state between events).
+
+    Each event kind is rate-limited per connection (before any database work) and per user
+    (ratelimit.check_event): over the limit the ack is rate_limited and nothing is relayed.
     """
     if fn is None:
         return lambda f: handler(f, remove_session=remove_session, authenticate=authenticate)
 
+    event = fn.__name__.removeprefix("on_")
+
     @wraps(fn)
     def wrapped(self, data: Any = None, *extra: Any) -> dict[str, Any]:
         try:
+            ratelimit.check_event(self.namespace, event, sid=request.sid)  # before any database work
             if authenticate:
                 require_user()
+            ratelimit.check_event(self.namespace, event, user=_user_key(authenticate))
             if extra or not isinstance(data, dict):  # extra arguments would be a TypeError, no ack
                 raise ValidationFailed("The payload must be a JSON object.")
             check_payload(data)  # no NUL, lone surrogate, non-finite or oversized number anywhere

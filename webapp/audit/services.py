@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import has_request_context, request
+from flask import current_app, has_request_context, request
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -52,6 +52,43 @@ def record_now(action: str, **kwargs: Any) -> AuditEvent:
     event = record(action, **kwargs)
     db.session.commit()
     return event
+
+
+def _power_of_ten(count: int) -> bool:
+    while count % 10 == 0:
+        count //= 10
+    return count == 1
+
+
+def record_refusal(action: str, *, actor: User, consult: Consult | None = None,
+                   detail: dict[str, Any] | None = None) -> AuditEvent | None:
+    """Audit a refused access, rate-limited so that a flood of refusals cannot flood the log.
+
+    The first AUDIT_REFUSALS_PER_WINDOW refusals of a user, consult, action and detail in a window
+    of AUDIT_REFUSAL_WINDOW_SECONDS are recorded one by one, at once. Further ones are counted (in
+    the rate limiter's storage: across processes with Redis) and recorded only at the 100th,
+    1,000th ... refusal, with the count so far in ``detail["count"]``; the first row of the next
+    window carries the previous window's total (``previous_window_count``) when it was over the
+    allowance. Rows are never updated (the log stays append-only). If the counter is unavailable
+    every refusal is recorded. Returns the row written, or None when the refusal was only counted.
+    """
+    from ..ratelimit import count_refusal
+
+    window = int(current_app.config["AUDIT_REFUSAL_WINDOW_SECONDS"])
+    allowance = int(current_app.config["AUDIT_REFUSALS_PER_WINDOW"])
+    key = f"{action}/{actor.id}/{consult.id if consult is not None else '-'}/{sorted((detail or {}).items())}"
+    try:
+        count, previous = count_refusal(key, window)
+    except Exception:
+        current_app.logger.warning("refusal counter unavailable; auditing %s individually", action)
+        return record_now(action, actor=actor, consult=consult, detail=detail)
+    if count <= allowance:
+        extra: dict[str, Any] = {"previous_window_count": previous} if previous > allowance else {}
+        return record_now(action, actor=actor, consult=consult, detail={**(detail or {}), **extra} or None)
+    if not _power_of_ten(count):
+        return None
+    return record_now(action, actor=actor, consult=consult,
+                      detail={**(detail or {}), "count": count, "window_seconds": window})
 
 
 def list_events(

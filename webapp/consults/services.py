@@ -12,7 +12,7 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..audit.services import record, record_now
+from ..audit.services import record, record_now, record_refusal
 from ..errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..files import services as files
@@ -98,7 +98,7 @@ def _by_ref(ref: str, *, lock: bool = False) -> Consult:
 
 
 def _deny(user: User, consult: Consult, action: str) -> NotFound:
-    record_now("consult.access_denied", actor=user, consult=consult, detail={"action": action})
+    record_refusal("consult.access_denied", actor=user, consult=consult, detail={"action": action})
     return NotFound("No such consult.")
 
 

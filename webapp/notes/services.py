@@ -34,7 +34,7 @@ from pycrdt import Doc, Text
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..audit.services import record, record_now
+from ..audit.services import record, record_now, record_refusal
 from ..consults import policy
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
@@ -102,7 +102,7 @@ def open_notes(user: User, ref: Any, *, audit: str | None = "notes.opened") -> C
     if consult is None:
         raise NotFound("No such consult.")
     if not can_open(user, consult):
-        record_now("notes.access_denied", actor=user, consult=consult)
+        record_refusal("notes.access_denied", actor=user, consult=consult)
         raise NotFound("No such consult.")
     if audit:
         record_now(audit, actor=user, consult=consult)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, url_for
-from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Executable, Integer, bindparam, cast, exists, func, insert, or_, select, update
@@ -21,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from ..audit.services import record_now
+from ..audit.services import record_now, record_refusal
 from ..auth import sessions
 from ..consults import policy
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
@@ -39,6 +38,7 @@ from ..models import (
     UserSession,
 )
 from ..models.types import utcnow
+from ..ratelimit import LocalMovingWindow
 from ..validation import clean_int, text_problem
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -86,7 +86,7 @@ def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
     if consult is None:
         raise NotFound("No such consult.")
     if not can_enter(user, consult):
-        record_now("room.access_denied", actor=user, consult=consult)
+        record_refusal("room.access_denied", actor=user, consult=consult)
         raise NotFound("No such consult.")
     if audit:
         record_now("room.entered", actor=user, consult=consult)
@@ -96,31 +96,6 @@ def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
 def member_consult(user: User, ref: Any) -> Consult:
     """Re-check membership for one event (no audit entry unless refused)."""
     return enter_room(user, ref, audit=False)
-
-
-class LocalMovingWindow:
-    """The moving-window limit of one process, for RATELIMIT_STORAGE_URI=memory://.
-
-    Same rule as limits' MovingWindowRateLimiter (at most `amount` hits per key in any window of
-    `expiry` seconds), without limits' MemoryStorage, which restarts a 10 ms timer after hits and
-    walks every key (making a lock per key) each time: with 1,000 users chatting that walk was the
-    largest single cost of a chat message (measured with bench/chat_bench.py and py-spy).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hits: dict[str, deque[float]] = {}
-
-    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
-        key, now = item.key_for(*identifiers), time.monotonic()
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - item.get_expiry():
-                hits.popleft()
-            if len(hits) + cost > item.amount:
-                return False
-            hits.extend([now] * cost)
-            return True
 
 
 _limiter: dict[str, MovingWindowRateLimiter | LocalMovingWindow] = {}

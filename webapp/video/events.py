@@ -8,7 +8,7 @@ from flask import Flask, request
 from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
-from ..audit.services import record_now
+from ..audit.services import record_refusal
 from ..consults import policy
 from ..errors import NotFound, ValidationFailed
 from ..models import Consult
@@ -53,7 +53,7 @@ def _vanished(consult_id: int, snap: Snapshot) -> None:
 def _call_consult(ref: Any) -> Consult:
     consult = rooms.member_consult(current_user, ref)
     if not policy.is_party(current_user, consult):
-        record_now("call.access_denied", actor=current_user, consult=consult)
+        record_refusal("call.access_denied", actor=current_user, consult=consult)
         raise NotFound("No such consult.")
     services.require_call_party(current_user, consult)
     return consult
