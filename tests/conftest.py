@@ -133,6 +133,23 @@ def build_app(database_url: str, tmp: Path, *, reset_schema: bool = True, **over
     return app
 
 
+def build_postgres_app(suffix: str, tmp_path_factory, threads: int) -> Flask:
+    """An app on a PostgreSQL database of its own (POSTGRES_URL + suffix), whatever the suite runs on,
+    with a pool large enough for `threads` concurrent workers."""
+    url = f"{POSTGRES_URL}_{suffix}"
+    require(postgres_available(url), f"PostgreSQL is not reachable at {url}")
+    return build_app(url, tmp_path_factory.mktemp("pg-files"),
+                     SQLALCHEMY_ENGINE_OPTIONS={"pool_size": threads + 5, "max_overflow": 5})
+
+
+def emptied(app: Flask) -> Iterator[Flask]:
+    """Empty the app's tables, then hold its app context for a test (a fixture body)."""
+    truncate_all(app)
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
 def truncate_all(app: Flask) -> None:
     """Empty every table between tests (the schema stays)."""
     with app.app_context():

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from tests.conftest import POSTGRES_URL, Factory, build_app, postgres_available, require, truncate_all
+from tests.conftest import Factory, build_postgres_app, emptied
 from webapp.audit.chain import verify
 from webapp.audit.services import record, record_now
 from webapp.extensions import db
@@ -22,18 +22,12 @@ ROUNDS = 10
 
 @pytest.fixture(scope="module")
 def _pg_app(tmp_path_factory) -> Flask:
-    url = f"{POSTGRES_URL}_chain"  # its own database, whatever the suite runs on
-    require(postgres_available(url), f"PostgreSQL is not reachable at {url}")
-    return build_app(url, tmp_path_factory.mktemp("pg-files"),
-                     SQLALCHEMY_ENGINE_OPTIONS={"pool_size": THREADS + 5, "max_overflow": 5})
+    return build_postgres_app("chain", tmp_path_factory, THREADS)
 
 
 @pytest.fixture
 def pg_app(_pg_app: Flask):
-    truncate_all(_pg_app)
-    with _pg_app.app_context():
-        yield _pg_app
-        db.session.remove()
+    yield from emptied(_pg_app)
 
 
 def test_twenty_writers_at_once_keep_one_unbroken_chain(pg_app):
