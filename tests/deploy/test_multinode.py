@@ -8,7 +8,6 @@ nodes through Redis, a node killed with SIGKILL fails over through nginx with no
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 import requests
@@ -21,14 +20,6 @@ pytestmark = pytest.mark.cluster
 
 # The harness smoke test is about nodes, not the chat's rate limit (tests/rooms covers that).
 CLUSTER_ENV = {"CHAT_MESSAGES_PER_SECOND": "1000"}
-
-
-@pytest.fixture
-def parties(cluster_make) -> dict[str, Any]:
-    rural = cluster_make.rural(name="Dr Ma Xiaoli")
-    specialist = cluster_make.specialist(name="Dr Zhou Wei")
-    consult = cluster_make.scheduled(rural, specialist)
-    return {"rural": (rural.email, rural.id), "specialist": (specialist.email, specialist.id), "ref": consult.ref}
 
 
 def health(url: str) -> tuple[int, dict]:

@@ -31,14 +31,6 @@ ANSWER = "v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 CALL_BOUND_MS = 6000
 
 
-@pytest.fixture
-def parties(cluster_make) -> dict[str, Any]:
-    rural = cluster_make.rural(name="Dr Ma Xiaoli")
-    specialist = cluster_make.specialist(name="Dr Zhou Wei")
-    consult = cluster_make.scheduled(rural, specialist)
-    return {"rural": (rural.email, rural.id), "specialist": (specialist.email, specialist.id), "ref": consult.ref}
-
-
 class CallPeer:
     """A python-socketio client's /call side, recording what the server pushes."""
 
