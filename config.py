@@ -74,6 +74,10 @@ class Config:
     CHAT_MESSAGES_PER_SECOND = _env_int("CHAT_MESSAGES_PER_SECOND", 5)
     CHAT_PAGE_SIZE = _env_int("CHAT_PAGE_SIZE", 100)  # messages per history page (join, backfill, older)
     SOCKET_MAX_PAYLOAD_BYTES = _env_int("SOCKET_MAX_PAYLOAD_BYTES", 256 * 1024)
+    # Recovery: every page asks its node for the room's latest seq this often (a database read, not
+    # the message queue), so a stored message is shown within it whatever the queue does.
+    RESYNC_SECONDS = _env_int("RESYNC_SECONDS", 5)
+    SOCKET_RETRY_AFTER_MS = _env_int("SOCKET_RETRY_AFTER_MS", 2000)  # first retry after 'unavailable'
 
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.
     STUN_URLS = _env_list("STUN_URLS", "")

@@ -28,7 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ..errors import Forbidden, ValidationFailed
-from ..realtime import emit, error_ack, handler  # noqa: F401  (error_ack re-exported)
+from ..realtime import authenticate_connection, emit, error_ack, handler  # noqa: F401  (error_ack re-exported)
 from . import services
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,7 @@ class NotesNamespace(Namespace):
     """Live shared notes for one consult per connection."""
 
     def on_connect(self, auth: Any = None) -> None:
-        if not current_user.is_authenticated:
-            raise ConnectionRefusedError("unauthorized")
+        authenticate_connection()  # 'unauthorized', or 'unavailable' (retry) when the database fails
 
     def on_disconnect(self, reason: Any = None) -> None:
         left = editors.remove(request.sid)

@@ -10,7 +10,7 @@ from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
-from ..realtime import Connections, connections, emit, error_ack, handler, require_user  # noqa: F401
+from ..realtime import Connections, authenticate_connection, connections, emit, error_ack, handler, require_user  # noqa: F401
 from . import services
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ class RoomNamespace(Namespace):
     """Chat, presence, typing and read receipts for one consult room per connection."""
 
     def on_connect(self, auth: Any = None) -> None:
-        if not current_user.is_authenticated:
-            raise ConnectionRefusedError("unauthorized")
+        authenticate_connection()  # 'unauthorized', or 'unavailable' (retry) when the database fails
 
     def on_disconnect(self, reason: Any = None) -> None:
         left = _presence().remove(request.sid)

@@ -12,7 +12,7 @@ from ..audit.services import record_now
 from ..consults import policy
 from ..errors import NotFound, ValidationFailed
 from ..models import Consult
-from ..realtime import Connections, connections, emit, handler
+from ..realtime import Connections, authenticate_connection, connections, emit, handler
 from ..rooms import services as rooms
 from . import services
 
@@ -41,8 +41,7 @@ class CallNamespace(Namespace):
     """Join a call, relay offers/answers/ICE candidates and media state to the other party."""
 
     def on_connect(self, auth: Any = None) -> None:
-        if not current_user.is_authenticated:
-            raise ConnectionRefusedError("unauthorized")
+        authenticate_connection()  # 'unauthorized', or 'unavailable' (retry) when the database fails
 
     def on_disconnect(self, reason: Any = None) -> None:
         left = _members().remove(request.sid)
