@@ -9,15 +9,19 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
 import socketio as sio_client
+from sqlalchemy import func, select
 
 from config import TestingConfig
 from tests.conftest import LiveServer, cookie_header, free_port, http_session
+from tests.rooms.test_events import NS, assert_error, join, send
 from webapp import create_app
 from webapp.extensions import db, socketio
+from webapp.models import AuditEvent
 from webapp.realtime import SERVER_KEY
 
 NAMESPACES = ("/room", "/notes", "/call")
@@ -78,3 +82,24 @@ def test_an_anonymous_connect_is_refused_as_unauthorized(live_server):
     for namespace in NAMESPACES:
         data = refusal(live_server.url, namespace, None)
         assert data == {"message": "unauthorized"}, f"{namespace}: {data}"
+
+
+def test_head_gives_the_latest_stored_seq_to_joined_parties_only_and_is_rate_limited(make, sio):
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    writer, reader = sio(rural), sio(specialist)
+    early = reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True)
+    assert_error(early, 422, "invalid_input")  # not joined on this connection
+    join(writer, consult.ref)
+    join(reader, consult.ref)
+    assert reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True) == {"ok": True, "last_seq": 0}
+    for i in range(3):
+        sent = send(writer, consult.ref, f"head-{i:03d}", f"m{i}")
+        assert sent["ok"], sent
+    assert_error(reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True), 429, "rate_limited")
+    time.sleep(0.6)
+    audited = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    assert reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True) == {"ok": True, "last_seq": 3}
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == audited  # no audit row
+    stranger = sio(make.specialist())
+    assert_error(stranger.emit("head", {"ref": consult.ref}, namespace=NS, callback=True), 404, "not_found")

@@ -98,6 +98,12 @@ class RoomNamespace(Namespace):
                 "last_seq": services.last_seq(consult)}
 
     @handler
+    def on_head(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The resync check (every RESYNC_SECONDS, and when the page comes back): the latest stored seq."""
+        consult = self._joined_consult(data)
+        return {"ok": True, "last_seq": services.head(consult, request.sid)}
+
+    @handler
     def on_history(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined_consult(data)
         page = services.messages_before(consult, data.get("before_seq"))

@@ -473,6 +473,38 @@ def last_seq(consult: Consult) -> int:
     return db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id)) or 0
 
 
+class IntervalGate:
+    """At most one pass per key in any `gap` seconds, in this process (keys forgotten once idle)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def allow(self, key: str, gap: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._last) > 10_000:  # drop connections that stopped asking (closed ones)
+                self._last = {k: t for k, t in self._last.items() if now - t < 60}
+            if now - self._last.get(key, -gap) < gap:
+                return False
+            self._last[key] = now
+            return True
+
+
+_head_gate = IntervalGate()
+
+
+def head(consult: Consult, connection: str) -> int:
+    """The resync check: the room's latest seq read from the database, not the message queue.
+
+    No audit entry and one indexed read (the room counter's primary key); refused when one
+    connection asks more than twice a second (pages ask every RESYNC_SECONDS).
+    """
+    if not _head_gate.allow(connection, 0.5):
+        raise TooManyMessages("Checking for new messages too often; wait a moment.")
+    return last_seq(consult)
+
+
 @dataclass(frozen=True)
 class Backlog:
     """What a joining client is given: one page, and where the room's history goes on from it.
