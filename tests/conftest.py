@@ -544,3 +544,91 @@ def coturn() -> Iterator[Coturn]:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# --- processes of the test's own: a Redis server, Huizhen nodes -------------------------------------
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 20) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:port (or the process exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class RedisProcess:
+    """A redis-server of the test's own on a loopback port, which the test may stop and start."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisProcess:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A Redis server for this test alone (never the machine's shared one)."""
+    redis = RedisProcess()
+    require(redis.binary is not None, "redis-server is not installed (apt-get install redis-server)")
+    yield redis.start()
+    redis.stop()
+
+
+class NodeProcess:
+    """One Huizhen node in a process of its own (tests/node_main.py), served on a loopback port."""
+
+    def __init__(self, overrides: dict, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.overrides = {**overrides, "ALLOWED_ORIGINS": [*overrides.get("ALLOWED_ORIGINS", []), self.url]}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> NodeProcess:
+        import json
+        import sys
+
+        env = {**os.environ, "HUIZHEN_TEST_OVERRIDES": json.dumps(self.overrides)}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.node_main", str(self.port)], env=env,
+                                         cwd=Path(__file__).resolve().parent.parent, stdout=log, stderr=log)
+        wait_for_port(self.port, self.proc, timeout=60)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

@@ -17,7 +17,7 @@ import socketio as sio_client
 from sqlalchemy import func, select
 
 from config import TestingConfig
-from tests.conftest import LiveServer, cookie_header, free_port, http_session
+from tests.conftest import LiveServer, NodeProcess, cookie_header, free_port, http_session
 from tests.rooms.test_events import NS, assert_error, join, send
 from webapp import create_app
 from webapp.extensions import db, socketio
@@ -103,3 +103,145 @@ def test_head_gives_the_latest_stored_seq_to_joined_parties_only_and_is_rate_lim
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == audited  # no audit row
     stranger = sio(make.specialist())
     assert_error(stranger.emit("head", {"ref": consult.ref}, namespace=NS, callback=True), 404, "not_found")
+
+
+# --- two nodes sharing a Redis of the test's own ------------------------------------------------------
+
+RESYNC_SECONDS = TestingConfig.RESYNC_SECONDS
+BOUND = RESYNC_SECONDS + 5  # the check interval, plus a loaded shared machine's slack for the backfill
+
+
+class ResyncReader:
+    """A reader running room.js's protocol: live 'message' events, and every RESYNC_SECONDS a
+    'head' check that backfills (page by page) whatever is stored and not shown yet."""
+
+    def __init__(self, client: sio_client.Client, ref: str) -> None:
+        self.client, self.ref = client, ref
+        self.shown: dict[int, float] = {}  # seq -> when it was first shown (monotonic)
+        self.live: set[int] = set()        # seqs that arrived as live events
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        client.on("message", self._on_message, namespace=NS)
+        ack = client.call("join", {"ref": ref, "after_seq": 0}, namespace=NS, timeout=15)
+        assert ack["ok"], ack
+        self._take(ack["messages"])
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _take(self, messages: list[dict[str, Any]], live: bool = False) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for m in messages:
+                self.shown.setdefault(m["seq"], now)
+                if live:
+                    self.live.add(m["seq"])
+
+    def last_contiguous(self) -> int:
+        with self.lock:
+            seq = 0
+            while seq + 1 in self.shown:
+                seq += 1
+            return seq
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        self._take([message], live=True)
+
+    def _catch_up(self, latest: int) -> None:
+        while self.last_contiguous() < latest:
+            page = self.client.call("backfill", {"ref": self.ref, "after_seq": self.last_contiguous()},
+                                    namespace=NS, timeout=15)
+            assert page["ok"], page
+            self._take(page["messages"])
+            if not page["messages"]:
+                return
+
+    def _loop(self) -> None:
+        while not self.stop.wait(RESYNC_SECONDS):
+            try:
+                head = self.client.call("head", {"ref": self.ref}, namespace=NS, timeout=10)
+            except sio_client.exceptions.TimeoutError:
+                continue  # as room.js: the next check asks again
+            if head.get("ok"):
+                self._catch_up(head["last_seq"])
+
+    def wait_shown(self, seqs: list[int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if all(s in self.shown for s in seqs):
+                    return
+            time.sleep(0.1)
+        with self.lock:
+            missing = [s for s in seqs if s not in self.shown]
+        raise AssertionError(f"not shown within {timeout:.0f} s: {missing}")
+
+
+@pytest.fixture
+def two_nodes(app, own_redis, tmp_path):
+    """Two Huizhen processes on the test's database, sharing the test's own Redis."""
+    overrides = {"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"], "REDIS_URL": own_redis.url,
+                 "UPLOAD_DIR": str(tmp_path / "uploads"), "CHAT_MESSAGES_PER_SECOND": 1000,
+                 "LOGIN_RATE_LIMIT": "1000 per minute"}
+    nodes = [NodeProcess(overrides, tmp_path / f"node-{i}.log") for i in (1, 2)]
+    try:
+        yield [node.start() for node in nodes]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def connect_as(node: NodeProcess, user) -> sio_client.Client:
+    client = sio_client.Client(reconnection=False)
+    client.connect(node.url, namespaces=[NS], transports=["websocket"],
+                   headers={"Cookie": cookie_header(http_session(node.url, user.email))}, wait_timeout=10)
+    return client
+
+
+def test_every_stored_message_reaches_a_reader_on_another_node_while_redis_is_down_and_after(
+        make, own_redis, two_nodes):
+    writer_node, reader_node = two_nodes
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    writer = connect_as(writer_node, rural)
+    reader_client = connect_as(reader_node, specialist)
+    try:
+        assert writer.call("join", {"ref": consult.ref}, namespace=NS, timeout=15)["ok"]
+        reader = ResyncReader(reader_client, consult.ref)
+        stored: dict[int, float] = {}
+
+        def write(tag: str) -> int:
+            ack = writer.call("send", {"ref": consult.ref, "client_id": f"resync-{tag}", "body": tag},
+                              namespace=NS, timeout=15)
+            assert ack["ok"], ack
+            stored[ack["message"]["seq"]] = time.monotonic()
+            return ack["message"]["seq"]
+
+        first = write("before-outage")
+        reader.wait_shown([first], BOUND)
+        assert first in reader.live  # Redis carried it across nodes
+
+        own_redis.stop()
+        during = []
+        outage_ends = time.monotonic() + 15
+        while time.monotonic() < outage_ends:  # the writer keeps writing through ~15 s of outage
+            during.append(write(f"outage-{len(during):02d}"))
+            time.sleep(1.5)
+        reader.wait_shown(during, BOUND)  # Redis is still down: shown from the database
+        assert own_redis.proc is None
+        assert "the message queue did not take" in writer_node.log()  # the failed publish was noticed
+
+        own_redis.start()
+        after = [write(f"after-{i}") for i in range(3)]
+        reader.wait_shown(after, BOUND)
+        reader.stop.set()
+
+        late = {seq: reader.shown[seq] - at for seq, at in stored.items()}
+        assert max(late.values()) <= BOUND, late
+        backfilled = [seq for seq in during if seq not in reader.live]
+        assert backfilled, "the outage did not hide any live event: the test proved nothing"
+        full = reader_client.call("backfill", {"ref": consult.ref, "after_seq": 0}, namespace=NS, timeout=15)
+        assert sorted(reader.shown) == [m["seq"] for m in full["messages"]] == list(range(1, len(stored) + 1))
+    finally:
+        for client in (writer, reader_client):
+            if client.connected:
+                client.disconnect()
