@@ -10,7 +10,7 @@
      the network comes back; each page uses it to ask for what it may have missed. */
 (function () {
   "use strict";
-  var CAP_MS = 30000;
+  var CAP_MS = 15000;        // never wait longer than this between two attempts
 
   function backoff(attempt, firstMs) {            // full range [d/2, d], d doubling up to CAP_MS
     var d = Math.min(CAP_MS, (firstMs || 1000) * Math.pow(2, attempt));

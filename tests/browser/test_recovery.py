@@ -1,0 +1,82 @@
+"""The room page recovers by itself from a database outage, in headless Chromium.
+
+The page's node reaches PostgreSQL through a relay the test cuts for ~10 s. The page's socket
+reconnects during the outage: the server refuses the namespace connect as 'unavailable' (the user
+cannot be loaded), the page says so and retries with backoff; a message typed meanwhile waits in
+the outbox. Once the database is back the page rejoins, sends it and shows it as stored.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, expect
+from sqlalchemy import select
+
+from tests.browser.test_room_chat import delivered, say, sign_in_and_open_room
+from tests.conftest import POSTGRES_URL, Factory, NodeProcess, TcpRelay, build_app, postgres_available, require
+from webapp.extensions import db, socketio
+from webapp.models import Message
+from webapp.realtime import SERVER_KEY
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def database_behind_relay(app, tmp_path):
+    """A PostgreSQL database of this test's own, reached through a relay the test can cut."""
+    url = f"{POSTGRES_URL}_relay"
+    require(postgres_available(url), f"PostgreSQL is not reachable at {url}")
+    target = urlsplit(url.replace("postgresql+psycopg", "postgresql"))
+    relay = TcpRelay(target.port or 5432, target.hostname or "127.0.0.1").up()
+    relayed = url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{relay.port}")
+    built = build_app(relayed, tmp_path)  # the schema, through the relay
+    yield built, relay
+    relay.down()
+    socketio.server = app.extensions[SERVER_KEY]  # build_app() pointed the singleton at `built`
+    with built.app_context():
+        db.engine.dispose()
+
+
+def test_the_room_recovers_by_itself_after_a_database_outage_and_sends_what_was_typed(
+        browser: Browser, database_behind_relay, tmp_path):
+    built, relay = database_behind_relay
+    with built.app_context():
+        make = Factory()
+        rural, specialist = make.rural(), make.specialist()
+        consult = make.scheduled(rural, specialist)
+        ref, email = consult.ref, rural.email
+    node = NodeProcess({"SQLALCHEMY_DATABASE_URI": built.config["SQLALCHEMY_DATABASE_URI"],
+                        "UPLOAD_DIR": str(tmp_path / "uploads"), "LOGIN_RATE_LIMIT": "1000 per minute"},
+                       tmp_path / "node.log").start()
+    context = browser.new_context(locale="en-GB")
+    try:
+        page = context.new_page()
+        sign_in_and_open_room(page, node.url, email, ref)
+        say(page, "before the outage")
+        expect(delivered(page)).to_have_count(1)
+
+        relay.down()  # PostgreSQL is unreachable from the node
+        page.evaluate("window.huizhenRoom.socket.io.engine.close()")  # the page's connection drops
+        banner = page.locator("#conn-banner")
+        expect(banner).to_contain_text("Server busy, retrying in", timeout=15000)
+        say(page, "typed during the outage")
+        expect(page.locator("#messages .msg.pending")).to_have_count(1)
+        time.sleep(10)  # the outage goes on; the page keeps retrying, backing off
+        assert not page.evaluate("window.huizhenRoom.state().joined")
+        expect(banner).to_contain_text("retrying in")
+
+        relay.up()  # the database is back: the page recovers without a reload
+        page.wait_for_function("() => window.huizhenRoom.state().joined", timeout=45000)
+        expect(delivered(page)).to_have_count(2, timeout=30000)
+        expect(page.locator("#messages .msg.pending")).to_have_count(0)
+        expect(delivered(page).last).to_contain_text("typed during the outage")
+        with built.app_context():
+            bodies = db.session.scalars(select(Message.body).order_by(Message.seq)).all()
+        assert bodies == ["before the outage", "typed during the outage"]
+        assert "refusing a socket connect while the database fails" in node.log()
+    finally:
+        context.close()
+        node.stop()
