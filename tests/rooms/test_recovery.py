@@ -17,7 +17,7 @@ import socketio as sio_client
 from sqlalchemy import func, select
 
 from config import TestingConfig
-from tests.conftest import LiveServer, NodeProcess, cookie_header, free_port, http_session
+from tests.conftest import LiveServer, NodeProcess, cookie_header, free_port, http_session, post_form
 from tests.rooms.test_events import NS, assert_error, join, send
 from webapp import create_app
 from webapp.extensions import db, socketio
@@ -92,6 +92,7 @@ def test_head_gives_the_latest_stored_seq_to_joined_parties_only_and_is_rate_lim
     assert_error(early, 422, "invalid_input")  # not joined on this connection
     join(writer, consult.ref)
     join(reader, consult.ref)
+    time.sleep(0.6)  # the refused check above counted against this connection's rate
     assert reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True) == {"ok": True, "last_seq": 0}
     for i in range(3):
         sent = send(writer, consult.ref, f"head-{i:03d}", f"m{i}")
@@ -245,3 +246,18 @@ def test_every_stored_message_reaches_a_reader_on_another_node_while_redis_is_do
         for client in (writer, reader_client):
             if client.connected:
                 client.disconnect()
+
+
+def test_head_after_logout_is_refused_though_it_skips_loading_the_user(app, make, sio):
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    browser = app.test_client()
+    reader = sio(rural, flask_client=browser)
+    join(reader, consult.ref)
+    assert send(reader, consult.ref, "head-logout-1", "m1")["ok"]
+    assert reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True) == {"ok": True, "last_seq": 1}
+    assert post_form(browser, "/logout", token_from="/").status_code == 302
+    time.sleep(0.6)
+    ack = reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True)
+    assert_error(ack, 422)
+    assert "session" in ack["message"].lower()

@@ -492,17 +492,39 @@ class IntervalGate:
 
 
 _head_gate = IntervalGate()
+_head_cache: dict[str, Executable] = {}
 
 
-def head(consult: Consult, connection: str) -> int:
+def _head_statement(dialect: str) -> Executable:
+    """The room counter's value, guarded like the send fast path (built once per dialect)."""
+    if dialect not in _head_cache:
+        cid, uid = bindparam("cid", type_=RoomCounter.consult_id.type), bindparam("uid", type_=User.id.type)
+        _head_cache[dialect] = select(RoomCounter.last_seq).where(
+            RoomCounter.consult_id == cid,
+            exists().where(Consult.id == cid, or_(*(Consult.status == s for s in OPEN_ROOM)),
+                           or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
+            exists().where(User.id == uid, User.login_token == bindparam("token", type_=User.login_token.type),
+                           User.status == AccountStatus.APPROVED))
+    return _head_cache[dialect]
+
+
+def head(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], connection: str) -> int:
     """The resync check: the room's latest seq read from the database, not the message queue.
 
-    No audit entry and one indexed read (the room counter's primary key); refused when one
-    connection asks more than twice a second (pages ask every RESYNC_SECONDS).
+    Cheap, as every page asks every RESYNC_SECONDS: no audit entry, and for a party on a joined
+    connection one indexed statement that also proves the session and the membership (as the send
+    fast path does). Anyone else (a coordinator, a room without messages yet, a refusal) goes the
+    ordinary way through resolve(). Refused when one connection asks more than twice a second.
     """
     if not _head_gate.allow(connection, 0.5):
         raise TooManyMessages("Checking for new messages too often; wait a moment.")
-    return last_seq(consult)
+    if sender is not None:
+        params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token}
+        with db.engine.connect() as conn:
+            seq = conn.execute(_head_statement(db.engine.dialect.name), params).scalar()
+        if seq is not None:
+            return seq
+    return last_seq(resolve()[1])
 
 
 @dataclass(frozen=True)
