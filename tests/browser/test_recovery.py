@@ -69,8 +69,10 @@ def test_the_room_recovers_by_itself_after_a_database_outage_and_sends_what_was_
         expect(banner).to_contain_text("retrying in")
 
         relay.up()  # the database is back: the page recovers without a reload
+        back = time.monotonic()
         page.wait_for_function("() => window.huizhenRoom.state().joined", timeout=45000)
         expect(delivered(page)).to_have_count(2, timeout=30000)
+        print(f"\npage rejoined, sent the waiting message {time.monotonic() - back:.1f} s after the database returned")
         expect(page.locator("#messages .msg.pending")).to_have_count(0)
         expect(delivered(page).last).to_contain_text("typed during the outage")
         with built.app_context():
