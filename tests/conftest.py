@@ -697,3 +697,17 @@ class TcpRelay:
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def two_nodes(app, own_redis, tmp_path) -> Iterator[list[NodeProcess]]:
+    """Two Huizhen processes on the test's database, sharing the test's own Redis."""
+    overrides = {"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"], "REDIS_URL": own_redis.url,
+                 "UPLOAD_DIR": str(tmp_path / "uploads"), "CHAT_MESSAGES_PER_SECOND": 1000,
+                 "LOGIN_RATE_LIMIT": "1000 per minute"}
+    nodes = [NodeProcess(overrides, tmp_path / f"node-{i}.log") for i in (1, 2)]
+    try:
+        yield [node.start() for node in nodes]
+    finally:
+        for node in nodes:
+            node.stop()

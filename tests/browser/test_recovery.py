@@ -1,6 +1,10 @@
-"""The room page recovers by itself from a database outage, in headless Chromium.
+"""The room page recovers by itself from outages, in headless Chromium.
 
-The page's node reaches PostgreSQL through a relay the test cuts for ~10 s. The page's socket
+Redis: two node processes share a Redis of the test's own, stopped while the writer (on one node)
+writes chat and notes; the reader's page (on the other node) shows all of it within the resync
+bound, while Redis is still down, and live delivery after it returns.
+
+Database: the page's node reaches PostgreSQL through a relay the test cuts for ~10 s. The page's socket
 reconnects during the outage: the server refuses the namespace connect as 'unavailable' (the user
 cannot be loaded), the page says so and retries with backoff; a message typed meanwhile waits in
 the outbox. Once the database is back the page rejoins, sends it and shows it as stored.
@@ -15,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
+from config import TestingConfig
 from tests.browser.test_room_chat import delivered, say, sign_in_and_open_room
 from tests.conftest import POSTGRES_URL, Factory, NodeProcess, TcpRelay, build_app, postgres_available, require
 from webapp.extensions import db, socketio
@@ -82,3 +87,40 @@ def test_the_room_recovers_by_itself_after_a_database_outage_and_sends_what_was_
     finally:
         context.close()
         node.stop()
+
+
+def test_a_reader_on_another_node_sees_chat_and_notes_written_while_redis_is_down(
+        browser: Browser, make, own_redis, two_nodes):
+    writer_node, reader_node = two_nodes
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    bound_ms = (TestingConfig.RESYNC_SECONDS + 8) * 1000  # the check interval; a browser on a loaded machine
+    contexts = [browser.new_context(locale="en-GB") for _ in range(2)]
+    try:
+        writer, reader = (context.new_page() for context in contexts)
+        sign_in_and_open_room(writer, writer_node.url, rural.email, consult.ref)
+        sign_in_and_open_room(reader, reader_node.url, specialist.email, consult.ref)
+        say(writer, "before the outage")
+        expect(delivered(reader)).to_have_count(1)  # live, through Redis
+        expect(writer.locator("#notes-status")).to_have_text("All changes saved")
+
+        own_redis.stop()
+        for i in range(3):
+            say(writer, f"written while Redis is down {i}")
+        notes = writer.locator("textarea[data-section=history]")
+        notes.click()
+        writer.keyboard.type("Typed while Redis was down.", delay=10)
+        expect(writer.locator("#notes-status")).to_have_text("All changes saved")
+        expect(delivered(reader)).to_have_count(4, timeout=bound_ms)  # from the database, not the queue
+        expect(delivered(reader).last).to_contain_text("written while Redis is down 2")
+        expect(reader.locator("textarea[data-section=history]")).to_have_value(
+            "Typed while Redis was down.", timeout=bound_ms)
+        assert own_redis.proc is None  # all of it while Redis was still down
+
+        own_redis.start()
+        say(writer, "after Redis returned")
+        expect(delivered(reader)).to_have_count(5, timeout=bound_ms)
+        expect(delivered(reader).last).to_contain_text("after Redis returned")
+    finally:
+        for context in contexts:
+            context.close()
