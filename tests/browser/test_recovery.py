@@ -4,6 +4,8 @@ Redis: two node processes share a Redis of the test's own, stopped while the wri
 writes chat and notes; the reader's page (on the other node) shows all of it within the resync
 bound, while Redis is still down, and live delivery after it returns.
 
+Join: a join that fails (a table locked past the database's lock_timeout) is retried with backoff.
+
 Database: the page's node reaches PostgreSQL through a relay the test cuts for ~10 s. The page's socket
 reconnects during the outage: the server refuses the namespace connect as 'unavailable' (the user
 cannot be loaded), the page says so and retries with backoff; a message typed meanwhile waits in
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, expect
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from config import TestingConfig
 from tests.browser.test_room_chat import delivered, say, sign_in_and_open_room
@@ -124,3 +126,43 @@ def test_a_reader_on_another_node_sees_chat_and_notes_written_while_redis_is_dow
     finally:
         for context in contexts:
             context.close()
+
+
+def test_a_failed_join_is_retried_until_it_succeeds(browser: Browser, database_behind_relay, tmp_path):
+    """The socket connects, but its join fails (the consults table is locked, and the database
+    gives up waiting after 2 s): the page retries the join with backoff and says so, then joins."""
+    built, _ = database_behind_relay
+    with built.app_context():
+        make = Factory()
+        rural, specialist = make.rural(), make.specialist()
+        consult = make.scheduled(rural, specialist)
+        ref, email = consult.ref, rural.email
+        database = db.engine.url.database
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f'ALTER DATABASE "{database}" SET lock_timeout = \'2s\''))
+    node = NodeProcess({"SQLALCHEMY_DATABASE_URI": built.config["SQLALCHEMY_DATABASE_URI"],
+                        "UPLOAD_DIR": str(tmp_path / "uploads"), "LOGIN_RATE_LIMIT": "1000 per minute"},
+                       tmp_path / "node.log").start()
+    context = browser.new_context(locale="en-GB")
+    locker = create_engine(built.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        page = context.new_page()
+        sign_in_and_open_room(page, node.url, email, ref)
+        with locker.connect() as conn:
+            conn.execute(text("LOCK TABLE consults IN ACCESS EXCLUSIVE MODE"))  # held until rollback
+            page.evaluate("window.huizhenRoom.socket.io.engine.close()")  # the page reconnects and joins
+            banner = page.locator("#conn-banner")
+            expect(banner).to_contain_text("Could not join the room, retrying in", timeout=20000)
+            say(page, "typed while the join failed")
+            time.sleep(3)
+            assert not page.evaluate("window.huizhenRoom.state().joined")
+            conn.rollback()  # the table is free again
+        page.wait_for_function("() => window.huizhenRoom.state().joined", timeout=45000)
+        expect(delivered(page)).to_have_count(1, timeout=30000)
+        expect(delivered(page).last).to_contain_text("typed while the join failed")
+    finally:
+        context.close()
+        node.stop()
+        locker.dispose()
+        with built.app_context(), db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f'ALTER DATABASE "{database}" RESET lock_timeout'))
