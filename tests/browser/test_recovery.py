@@ -104,7 +104,7 @@ def test_a_reader_on_another_node_sees_chat_and_notes_written_while_redis_is_dow
         sign_in_and_open_room(reader, reader_node.url, specialist.email, consult.ref)
         say(writer, "before the outage")
         expect(delivered(reader)).to_have_count(1)  # live, through Redis
-        expect(writer.locator("#notes-status")).to_have_text("All changes saved")
+        expect(writer.locator("#notes-status")).to_have_text("All changes saved", timeout=bound_ms)
 
         own_redis.stop()
         for i in range(3):
@@ -112,7 +112,7 @@ def test_a_reader_on_another_node_sees_chat_and_notes_written_while_redis_is_dow
         notes = writer.locator("textarea[data-section=history]")
         notes.click()
         writer.keyboard.type("Typed while Redis was down.", delay=10)
-        expect(writer.locator("#notes-status")).to_have_text("All changes saved")
+        expect(writer.locator("#notes-status")).to_have_text("All changes saved", timeout=bound_ms)
         expect(delivered(reader)).to_have_count(4, timeout=bound_ms)  # from the database, not the queue
         expect(delivered(reader).last).to_contain_text("written while Redis is down 2")
         expect(reader.locator("textarea[data-section=history]")).to_have_value(
