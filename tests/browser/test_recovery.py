@@ -4,6 +4,8 @@ Redis: two node processes share a Redis of the test's own, stopped while the wri
 writes chat and notes; the reader's page (on the other node) shows all of it within the resync
 bound, while Redis is still down, and live delivery after it returns.
 
+Session: a page whose session ended (signed out in another tab) is sent to sign in, not retried.
+
 Join: a join that fails (a table locked past the database's lock_timeout) is retried with backoff.
 
 Database: the page's node reaches PostgreSQL through a relay the test cuts for ~10 s. The page's socket
@@ -166,3 +168,21 @@ def test_a_failed_join_is_retried_until_it_succeeds(browser: Browser, database_b
         locker.dispose()
         with built.app_context(), db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f'ALTER DATABASE "{database}" RESET lock_timeout'))
+
+
+def test_a_page_whose_session_ended_goes_to_sign_in_instead_of_retrying(browser: Browser, live_server, make):
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    context = browser.new_context(locale="en-GB")
+    try:
+        room = context.new_page()
+        sign_in_and_open_room(room, live_server.url, rural.email, consult.ref)
+        other = context.new_page()  # another tab of the same browser signs out
+        other.goto(f"{live_server.url}/")
+        other.get_by_role("button", name="Sign out").click()
+        expect(other.get_by_role("button", name="Sign in")).to_be_visible()
+        room.evaluate("window.huizhenRoom.socket.io.engine.close()")  # the room's socket reconnects
+        room.wait_for_url("**/login?next=*", timeout=20000)  # refused as 'unauthorized': sign in
+        assert f"/consults/{consult.ref}/room" in room.url.replace("%2F", "/")
+    finally:
+        context.close()
