@@ -23,6 +23,7 @@ from webapp import create_app
 from webapp.extensions import db, socketio
 from webapp.models import AuditEvent
 from webapp.realtime import SERVER_KEY
+from webapp.rooms import services
 
 NAMESPACES = ("/room", "/notes", "/call")
 
@@ -84,21 +85,22 @@ def test_an_anonymous_connect_is_refused_as_unauthorized(live_server):
         assert data == {"message": "unauthorized"}, f"{namespace}: {data}"
 
 
-def test_head_gives_the_latest_stored_seq_to_joined_parties_only_and_is_rate_limited(make, sio):
+def test_head_gives_the_latest_stored_seq_to_joined_parties_only_and_is_rate_limited(make, sio, monkeypatch):
     rural, specialist = make.rural(), make.specialist()
     consult = make.scheduled(rural, specialist)
     writer, reader = sio(rural), sio(specialist)
+    monkeypatch.setattr(services, "HEAD_MIN_GAP", 0)
     early = reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True)
     assert_error(early, 422, "invalid_input")  # not joined on this connection
     join(writer, consult.ref)
     join(reader, consult.ref)
-    time.sleep(0.6)  # the refused check above counted against this connection's rate
     assert reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True) == {"ok": True, "last_seq": 0}
     for i in range(3):
         sent = send(writer, consult.ref, f"head-{i:03d}", f"m{i}")
         assert sent["ok"], sent
+    monkeypatch.setattr(services, "HEAD_MIN_GAP", 3600)  # asked again too soon
     assert_error(reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True), 429, "rate_limited")
-    time.sleep(0.6)
+    monkeypatch.setattr(services, "HEAD_MIN_GAP", 0)
     audited = db.session.scalar(select(func.count()).select_from(AuditEvent))
     assert reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True) == {"ok": True, "last_seq": 3}
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == audited  # no audit row
@@ -238,7 +240,8 @@ def test_every_stored_message_reaches_a_reader_on_another_node_while_redis_is_do
                 client.disconnect()
 
 
-def test_head_after_logout_is_refused_though_it_skips_loading_the_user(app, make, sio):
+def test_head_after_logout_is_refused_though_it_skips_loading_the_user(app, make, sio, monkeypatch):
+    monkeypatch.setattr(services, "HEAD_MIN_GAP", 0)
     rural, specialist = make.rural(), make.specialist()
     consult = make.scheduled(rural, specialist)
     browser = app.test_client()
@@ -247,7 +250,6 @@ def test_head_after_logout_is_refused_though_it_skips_loading_the_user(app, make
     assert send(reader, consult.ref, "head-logout-1", "m1")["ok"]
     assert reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True) == {"ok": True, "last_seq": 1}
     assert post_form(browser, "/logout", token_from="/").status_code == 302
-    time.sleep(0.6)
     ack = reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True)
     assert_error(ack, 422)
     assert "session" in ack["message"].lower()

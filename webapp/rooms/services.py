@@ -492,6 +492,7 @@ class IntervalGate:
 
 
 _head_gate = IntervalGate()
+HEAD_MIN_GAP = 0.5  # seconds between two resync checks of one connection
 _head_cache: dict[str, Executable] = {}
 
 
@@ -516,7 +517,7 @@ def head(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], con
     fast path does). Anyone else (a coordinator, a room without messages yet, a refusal) goes the
     ordinary way through resolve(). Refused when one connection asks more than twice a second.
     """
-    if not _head_gate.allow(connection, 0.5):
+    if not _head_gate.allow(connection, HEAD_MIN_GAP):
         raise TooManyMessages("Checking for new messages too often; wait a moment.")
     if sender is not None:
         params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token}
