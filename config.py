@@ -144,6 +144,11 @@ class Config:
     AUDIT_REFUSAL_WINDOW_SECONDS = _env_int("AUDIT_REFUSAL_WINDOW_SECONDS", 60)
     AUDIT_REFUSALS_PER_WINDOW = _env_int("AUDIT_REFUSALS_PER_WINDOW", 10)
 
+    # Recovery: every page asks its node for the room's latest seq this often (a database read, not
+    # the message queue), so a stored message is shown within it whatever the queue does.
+    RESYNC_SECONDS = _env_int("RESYNC_SECONDS", 5)
+    SOCKET_RETRY_AFTER_MS = _env_int("SOCKET_RETRY_AFTER_MS", 2000)  # first retry after 'unavailable'
+
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.
     STUN_URLS = _env_list("STUN_URLS", "")
     TURN_URLS = _env_list("TURN_URLS", "")

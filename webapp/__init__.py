@@ -182,18 +182,20 @@ def register_extensions(app: Flask) -> None:
         flash(login_manager.login_message, login_manager.login_message_category)
         return redirect(login_url(login_manager.login_view, next_url=request.url))
 
+    from .realtime import queue_manager, remember_server
+
     socketio.init_app(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         cors_allowed_origins=lambda origin, environ=None: origin in app.config["ALLOWED_ORIGINS"],
         message_queue=app.config["REDIS_URL"] or None,
+        client_manager=queue_manager(app),  # always given: never another (earlier) app's manager
         manage_session=False,
         max_http_buffer_size=app.config["SOCKET_MAX_PAYLOAD_BYTES"],
         # One client's events are handled in the order sent: ICE candidates follow their offer,
         # and a sender's chat messages keep their order. Other clients are not held up.
         async_handlers=False,
     )
-    from .realtime import remember_server
     from .socketlimits import install_socket_limits
 
     remember_server(app, socketio.server)

@@ -9,8 +9,11 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, NamedTuple
 
+import socketio
 from flask import Flask, current_app, g, request, session
 from flask_login import current_user
+from flask_socketio import ConnectionRefusedError
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import presence, ratelimit
 from .errors import DomainError, ValidationFailed
@@ -152,6 +155,74 @@ def remember_server(app: Flask, server: Any) -> None:
     app.extensions[SERVER_KEY] = server
 
 
+class PublishFailed(RuntimeError):
+    """The message queue did not take an event: other nodes' clients will not get it live."""
+
+
+class ReportingRedisManager(socketio.RedisManager):
+    """python-socketio's Redis manager, except that an emit whose publish gave up raises.
+
+    The stock manager logs "Cannot publish to redis... giving up" and returns, so the caller
+    believes the event went out. This node's own clients have already been served (the manager
+    delivers locally before it publishes); PublishFailed tells the caller that the other nodes'
+    clients were not, so they rely on the clients' resync check (see the Real time section of
+    docs/architecture.md).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._outcome = threading.local()  # greenlet-local under gevent's monkey-patching
+        self.publish_failures = 0
+
+    def _publish(self, data: Any) -> Any:
+        result = super()._publish(data)
+        if result is None:  # the stock manager returns None only when it gave up
+            self.publish_failures += 1
+            self._outcome.failed = True
+        return result
+
+    def emit(self, event: str, data: Any, namespace: str | None = None, room: str | None = None,
+             skip_sid: str | None = None, callback: Any = None, to: str | None = None, **kwargs: Any) -> None:
+        self._outcome.failed = False
+        super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid, callback=callback,
+                     to=to, **kwargs)
+        if self._outcome.failed:
+            self._outcome.failed = False
+            raise PublishFailed(f"the message queue did not take {event!r}")
+
+
+def queue_manager(app: Flask) -> socketio.Manager | None:
+    """The client manager for this app: Redis (failures reported) when REDIS_URL is set, else local."""
+    url = app.config["REDIS_URL"]
+    if not url:
+        return None  # python-socketio's in-process manager
+    if not url.startswith(("redis://", "rediss://")):
+        raise RuntimeError("REDIS_URL must be a redis:// or rediss:// URL.")
+    return ReportingRedisManager(url, channel="flask-socketio")
+
+
+def authenticate_connection() -> None:
+    """Accept a namespace connect only for a signed-in user; refuse with a reason the client acts on.
+
+    'unauthorized': no valid session (the page sends the user to sign in). 'unavailable': the
+    user could not be loaded because the database failed; the client retries with backoff. A
+    connect handler that raised anything else would send neither CONNECT nor CONNECT_ERROR, and
+    socket.io-client would wait on the namespace for ever.
+    """
+    try:
+        authenticated = current_user.is_authenticated
+    except SQLAlchemyError as exc:
+        log.warning("refusing a socket connect while the database fails: %s", exc.__class__.__name__)
+        try:
+            db.session.rollback()
+        finally:
+            db.session.remove()
+        raise ConnectionRefusedError(
+            "unavailable", {"retry_after_ms": current_app.config["SOCKET_RETRY_AFTER_MS"]}) from None
+    if not authenticated:
+        raise ConnectionRefusedError("unauthorized")
+
+
 def emit(event: str, data: Any, *, to: str, namespace: str, skip_sid: str | None = None) -> bool:
     """Emit to a room; a message-queue or transport failure is logged, never raised.
 
@@ -161,6 +232,9 @@ def emit(event: str, data: Any, *, to: str, namespace: str, skip_sid: str | None
     try:
         current_app.extensions[SERVER_KEY].emit(event, data, to=to, namespace=namespace, skip_sid=skip_sid)
         return True
+    except PublishFailed:  # this node's clients were served; the others' resync check catches up
+        log.warning("the message queue did not take %s to %s; other nodes' clients will resync", event, to)
+        return False
     except Exception:
         log.exception("could not emit %s to %s; clients will backfill", event, to)
         return False
@@ -193,9 +267,9 @@ def require_user() -> None:
 
 
 def accept_connection(namespace: str) -> None:
-    """Refuse a connection without a live session; track it so that ending the session ends it."""
-    if not current_user.is_authenticated:
-        raise ConnectionRefusedError("unauthorized")
+    """Refuse a connection without a live session (authenticate_connection); track it so that
+    ending the session ends it."""
+    authenticate_connection()
     from .auth.sessions import hash_key
     from .sessionbus import bus
 

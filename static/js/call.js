@@ -220,8 +220,13 @@
     } catch (e) { console.warn("could not create an offer", e); }
     mark("offer_sent");
     var offered = pc;
-    socket.emit("join", { ref: ref, offer: offer }, function (ack) {
-      if (!ack || !ack.ok) {
+    socket.timeout(15000).emit("join", { ref: ref, offer: offer }, function (err, ack) {
+      if (!inCall || joined) return;  // hung up meanwhile, or already joined
+      if (HuizhenLive.retryable(err, ack)) {  // not refused, only not done: join again, backing off
+        live.later("Could not join the call", function () { if (inCall && !joined) sendJoin(); });
+        return;
+      }
+      if (!ack.ok) {
         inCall = false;
         sessionStorage.removeItem("huizhen-call-" + ref);
         root.classList.remove("in-call");
@@ -231,6 +236,7 @@
         return;
       }
       mark("joined");
+      live.joined();
       joined = true;
       polite = ack.polite;
       iceServers = ack.ice_servers;  // fresh TURN credentials for later ICE restarts
@@ -318,6 +324,8 @@
     peerStateEl.textContent = parts.length ? "Other doctor: " + parts.join(", ") : "";
     peerStateEl.dataset.muted = s.muted ? "true" : "false";
   });
+  // Reconnect after a refused connect and retry a failed join, with backoff (static/js/live.js).
+  var live = HuizhenLive.keep(socket, function (kind, text) { if (inCall) setStatus(text, "warn"); });
   socket.on("connect", function () {
     if (inCall && !joined) {  // the signaling connection came back: rejoin and renegotiate
       sendJoin();

@@ -29,6 +29,7 @@
     dirty: false,            // local changes the server may not have (sent on the next sync)
     error: "",
     stopped: false,
+    conn: "",                // what the connection is doing while it is down ("Server busy, retrying in 4 s")
   };
   var sections = {};
   var editors = {};          // user_id -> {name, section, cursor}
@@ -61,7 +62,8 @@
     } else if (state.error && !state.joined) {
       text = state.error; cls = "bad";
     } else if (!socket.connected || !state.joined) {
-      if (!state.everJoined) { text = "Connecting…"; cls = "busy"; }
+      if (state.conn && !socket.connected) { text = state.conn; cls = "bad"; }
+      else if (!state.everJoined) { text = "Connecting…"; cls = "busy"; }
       else { text = state.canEdit ? "Offline — changes will sync when the connection returns" : "Offline"; cls = "bad"; }
     } else if (!state.canEdit) {
       text = "Read-only: only the consult's doctors edit these notes"; cls = "done";
@@ -247,6 +249,7 @@
   function syncNow() {
     var event = state.joined ? "sync" : "join";
     socket.timeout(20000).emit(event, { ref: ref, state_vector: toB64(Y.encodeStateVector(doc)) }, function (err, ack) {
+      if (event === "join" && HuizhenLive.retryable(err, ack)) { live.later("Could not open the notes", syncNow); return; }
       if (err || !ack) { scheduleResync(3000); return; }
       if (!ack.ok) {
         state.error = ack.message || "The notes are not available.";
@@ -255,6 +258,7 @@
         return;
       }
       Y.applyUpdate(doc, fromB64(ack.update), REMOTE);
+      if (event === "join") live.joined();
       state.joined = true;
       state.everJoined = true;
       state.readOnly = !!ack.read_only;
@@ -302,7 +306,9 @@
     render();
   }
 
-  socket.on("connect", function () { state.joined = false; state.error = ""; syncNow(); render(); });
+  // Reconnect after a refused connect and retry a failed join, with backoff (static/js/live.js).
+  var live = HuizhenLive.keep(socket, function (kind, text) { state.conn = text; render(); });
+  socket.on("connect", function () { state.joined = false; state.error = ""; state.conn = ""; syncNow(); render(); });
   socket.on("disconnect", function () { state.joined = false; editors = {}; drawAll(); render(); });
   socket.on("connect_error", function () { render(); });
   socket.on("update", function (msg) {
@@ -312,7 +318,10 @@
   });
   socket.on("focus", function (msg) { setEditor(msg); drawAll(); });
   socket.on("read_only", function () { setReadOnly(); });
-  setInterval(function () { if (state.joined && !state.readOnly) syncNow(); }, 60000);
+  // An update lost between nodes (the message queue was down) leaves no gap Yjs can see when it
+  // does not depend on anything missing: the periodic state-vector sync (every RESYNC_SECONDS, and
+  // when the tab is shown again or the network returns) fetches whatever the server has and we lack.
+  HuizhenLive.resync(function () { if (state.joined && !state.readOnly) syncNow(); }, Number(root.dataset.resyncSeconds) || 5);
 
   function keepNowIfUnsynced() {
     if (storing && state.canEdit && (state.dirty || state.inflight > 0)) {

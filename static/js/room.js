@@ -230,6 +230,20 @@
 
   function backfill() { catchUp(); }           // kept for callers: fetch whatever is missing
 
+  // The resync check: live events can be lost without a disconnect (the message queue between
+  // nodes was down), so every RESYNC_SECONDS, and when the tab is shown again or the network
+  // returns, ask this node for the room's latest stored seq and fetch anything not shown yet.
+  var resyncSeconds = Number(root.dataset.resyncSeconds) || 5;
+  function checkHead() {
+    if (!joined || catchingUp) return;
+    socket.timeout(10000).emit("head", { ref: ref }, function (err, ack) {
+      if (err || !ack || !ack.ok || !joined) return;  // the next check asks again
+      if (ack.last_seq > maxSeq) maxSeq = ack.last_seq;
+      catchUp();
+    });
+  }
+  HuizhenLive.resync(checkHead, resyncSeconds);
+
   // The join ack: the latest page (first join, nothing shown yet), or the page after lastSeq.
   function takeJoinBacklog(ack, reconnected) {
     epoch++;
@@ -479,12 +493,17 @@
     pump();
   }
 
-  socket.on("connect", function () {
-    socket.emit("join", { ref: ref, after_seq: lastSeq }, function (ack) {
-      if (!ack || !ack.ok) {
-        showBanner("down", (ack && ack.message) || "You cannot join this room.");
+  // Reconnect after a refused connect, retry a failed join, both with backoff (static/js/live.js).
+  var live = HuizhenLive.keep(socket, showBanner);
+  function join() {
+    socket.timeout(15000).emit("join", { ref: ref, after_seq: lastSeq }, function (err, ack) {
+      if (joined || !socket.connected) return;  // a late answer, or the connection went meanwhile
+      if (HuizhenLive.retryable(err, ack)) { live.later("Could not join the room", join); return; }
+      if (!ack.ok) {
+        showBanner("down", ack.message || "You cannot join this room.");
         return;
       }
+      live.joined();
       joined = true;
       receipts = {};
       Object.keys(ack.receipts).forEach(function (k) { receipts[k] = ack.receipts[k]; });
@@ -495,7 +514,8 @@
       everConnected = true;
       flushOutbox();  // also when read-only: the server says for each whether it was stored
     });
-  });
+  }
+  socket.on("connect", join);
   socket.on("disconnect", function () {
     joined = false;
     connGen++;            // the message in flight (if any) is sent again after the rejoin
@@ -505,9 +525,6 @@
     clearTyping();  // nobody's presence or typing is known while we are cut off
     peopleEl.querySelectorAll("li").forEach(function (li) { li.classList.remove("online"); });
     showBanner("down", "Connection lost — reconnecting. Messages you write will be sent when it is back.");
-  });
-  socket.on("connect_error", function () {
-    if (!everConnected) showBanner("down", "Cannot reach the server — retrying.");
   });
   socket.on("message", function (m) {
     if (m.sender_id !== me) clearTyping(m.sender_id);  // the message they were typing has arrived

@@ -132,6 +132,12 @@ class RoomNamespace(Namespace):
         return {"ok": True, "messages": [services.to_wire(m) for m in page.messages], "more": page.more,
                 "last_seq": services.last_seq(consult)}
 
+    @handler(authenticate=False)  # the statement proves the session (services.head)
+    def on_head(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The resync check (every RESYNC_SECONDS, and when the page comes back): the latest stored seq."""
+        seq = services.head(self._sender(data), lambda: self._resolve(data), request.sid)
+        return {"ok": True, "last_seq": seq}
+
     @handler
     def on_history(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined_consult(data)

@@ -538,6 +538,61 @@ def last_seq(consult: Consult) -> int:
     return db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id)) or 0
 
 
+class IntervalGate:
+    """At most one pass per key in any `gap` seconds, in this process (keys forgotten once idle)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def allow(self, key: str, gap: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._last) > 10_000:  # drop connections that stopped asking (closed ones)
+                self._last = {k: t for k, t in self._last.items() if now - t < 60}
+            if now - self._last.get(key, -gap) < gap:
+                return False
+            self._last[key] = now
+            return True
+
+
+_head_gate = IntervalGate()
+HEAD_MIN_GAP = 0.5  # seconds between two resync checks of one connection
+_head_cache: dict[str, Executable] = {}
+
+
+def _head_statement(dialect: str) -> Executable:
+    """The room counter's value, guarded like the send fast path (built once per dialect)."""
+    if dialect not in _head_cache:
+        cid, uid = bindparam("cid", type_=RoomCounter.consult_id.type), bindparam("uid", type_=User.id.type)
+        _head_cache[dialect] = select(RoomCounter.last_seq).where(
+            RoomCounter.consult_id == cid,
+            exists().where(Consult.id == cid, or_(*(Consult.status == s for s in OPEN_ROOM)),
+                           or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
+            exists().where(User.id == uid, User.login_token == bindparam("token", type_=User.login_token.type),
+                           User.status == AccountStatus.APPROVED))
+    return _head_cache[dialect]
+
+
+def head(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], connection: str) -> int:
+    """The resync check: the room's latest seq read from the database, not the message queue.
+
+    Cheap, as every page asks every RESYNC_SECONDS: no audit entry, and for a party on a joined
+    connection one indexed statement that also proves the session and the membership (as the send
+    fast path does). Anyone else (a coordinator, a room without messages yet, a refusal) goes the
+    ordinary way through resolve(). Refused when one connection asks more than twice a second.
+    """
+    if not _head_gate.allow(connection, HEAD_MIN_GAP):
+        raise TooManyMessages("Checking for new messages too often; wait a moment.")
+    if sender is not None:
+        params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token}
+        with db.engine.connect() as conn:
+            seq = conn.execute(_head_statement(db.engine.dialect.name), params).scalar()
+        if seq is not None:
+            return seq
+    return last_seq(resolve()[1])
+
+
 @dataclass(frozen=True)
 class Backlog:
     """What a joining client is given: one page, and where the room's history goes on from it.
