@@ -310,6 +310,22 @@ class FastPost:
 _claim_cache: dict[str, tuple[Executable, ...]] = {}
 
 
+def _party_guard(cid: Any, uid: Any, statuses: Any) -> tuple[Any, ...]:
+    """SQL conditions proving, without loading anything, that user uid on the session whose key hash
+    is bound as :key_hash (open, not idle since :cutoff) is an approved party of consult cid, which
+    is in one of the statuses. Shared by the send fast path and the resync check."""
+    return (
+        # OR of equalities rather than IN: an IN list is re-expanded on every execution
+        exists().where(Consult.id == cid, or_(*(Consult.status == s for s in statuses)),
+                       or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
+        exists().where(User.id == uid, User.status == AccountStatus.APPROVED),
+        # the sender's server-side session is open and not idle (auth.sessions)
+        exists().where(UserSession.key_hash == bindparam("key_hash", type_=UserSession.key_hash.type),
+                       UserSession.user_id == uid, UserSession.ended_at.is_(None),
+                       UserSession.last_seen_at >= bindparam("cutoff", type_=UserSession.last_seen_at.type)),
+    )
+
+
 def _claim_statements(dialect: str) -> tuple[Executable, ...]:
     """The guarded statements of the chat fast path, built once per dialect (compiled once, cached)."""
     if dialect in _claim_cache:
@@ -317,14 +333,7 @@ def _claim_statements(dialect: str) -> tuple[Executable, ...]:
     counters, messages = RoomCounter.__table__, Message.__table__
     cid, uid = bindparam("cid", type_=counters.c.consult_id.type), bindparam("uid", type_=messages.c.sender_id.type)
     guard = (
-        # OR of equalities rather than IN: an IN list is re-expanded on every execution
-        exists().where(Consult.id == cid, or_(*(Consult.status == s for s in WRITABLE)),
-                       or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
-        exists().where(User.id == uid, User.status == AccountStatus.APPROVED),
-        # the sender's server-side session is open and not idle (auth.sessions)
-        exists().where(UserSession.key_hash == bindparam("key_hash", type_=UserSession.key_hash.type),
-                       UserSession.user_id == uid, UserSession.ended_at.is_(None),
-                       UserSession.last_seen_at >= bindparam("cutoff", type_=UserSession.last_seen_at.type)),
+        *_party_guard(cid, uid, WRITABLE),
         # the sender's order: no stored message of theirs numbered as high (a NULL cseq passes)
         ~exists().where(messages.c.consult_id == cid, messages.c.sender_id == uid,
                         messages.c.client_seq >= bindparam("cseq", type_=Integer())),
@@ -566,11 +575,7 @@ def _head_statement(dialect: str) -> Executable:
     if dialect not in _head_cache:
         cid, uid = bindparam("cid", type_=RoomCounter.consult_id.type), bindparam("uid", type_=User.id.type)
         _head_cache[dialect] = select(RoomCounter.last_seq).where(
-            RoomCounter.consult_id == cid,
-            exists().where(Consult.id == cid, or_(*(Consult.status == s for s in OPEN_ROOM)),
-                           or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
-            exists().where(User.id == uid, User.login_token == bindparam("token", type_=User.login_token.type),
-                           User.status == AccountStatus.APPROVED))
+            RoomCounter.consult_id == cid, *_party_guard(cid, uid, OPEN_ROOM))
     return _head_cache[dialect]
 
 
@@ -585,7 +590,8 @@ def head(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], con
     if not _head_gate.allow(connection, HEAD_MIN_GAP):
         raise TooManyMessages("Checking for new messages too often; wait a moment.")
     if sender is not None:
-        params = {"cid": sender.consult_id, "uid": sender.user_id, "token": sender.login_token}
+        params = {"cid": sender.consult_id, "uid": sender.user_id, "key_hash": sessions.hash_key(sender.session_key),
+                  "cutoff": sessions.idle_cutoff(utcnow())}
         with db.engine.connect() as conn:
             seq = conn.execute(_head_statement(db.engine.dialect.name), params).scalar()
         if seq is not None:
