@@ -57,8 +57,8 @@ def _form_error(form, exc: DomainError) -> int:
     if wants_json(request):
         raise exc  # scripts get the JSON error body from the one error handler
     for field in exc.fields:
-        if field in form:
-            form[field].errors = [*form[field].errors, exc.message]
+        if field in form:  # the service's word for this field, else its one message
+            form[field].errors = [*form[field].errors, exc.field_messages.get(field, exc.message)]
     flash(exc.message, "error")
     return exc.status
 

@@ -417,17 +417,19 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
     # A video consultation only if a call actually connected; otherwise it is a written answer.
     rec.mode = ConsultMode.VIDEO if _had_call(consult) else ConsultMode.WRITTEN
     if sign:
-        missing = {}
+        todo = {}  # each missing field with what to do about it, shown at that field
         if not rec.assessment:
-            missing["assessment"] = "required"
+            todo["assessment"] = "Write the assessment."
         if not rec.plan:
-            missing["plan"] = "required"
+            todo["plan"] = "Write the recommended plan."
         if rec.refer_up and not rec.refer_reason:
-            missing["refer_reason"] = "required"
-        if missing:
-            raise ValidationFailed("To sign, write the assessment and the plan"
-                                   + (" and the reason for referral." if "refer_reason" in missing else "."),
-                                   fields=missing)
+            todo["refer_reason"] = "Give the reason for referral."
+        if todo:
+            names = {"assessment": "the assessment", "plan": "the plan", "refer_reason": "the reason for referral"}
+            listed = [names[k] for k in todo]
+            wanted = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
+            raise ValidationFailed(f"To sign, write {wanted}.", fields=dict.fromkeys(todo, "required"),
+                                   field_messages=todo)
         apply(consult, Event.SIGN_OFF)
         now = utcnow()
         rec.signed_at = now
