@@ -449,6 +449,41 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
     return rec
 
 
+FROM_NOTES = ("assessment", "plan")  # the answer's fields that the shared notes have sections for
+
+
+def notes_for_answer(specialist: User, consult: Consult) -> dict[str, str]:
+    """The shared notes' Assessment and Plan as stored now, for the specialist writing the answer."""
+    if not policy.can_answer(specialist, consult):
+        raise Forbidden("Only the consult's specialist can answer it, before it is signed.")
+    from ..notes.services import text_of  # the notes document, caught up with what is stored
+
+    texts = text_of(consult)
+    return {name: texts.get(name, "").strip() for name in FROM_NOTES}
+
+
+def fill_from_notes(data: RecommendationData, notes: dict[str, str], replace: str | None = None,
+                    ) -> tuple[RecommendationData, list[str], list[str]]:
+    """Start the answer from the notes: fill empty fields; replace typed text only in the field named.
+
+    Returns the data, the fields filled, and the fields whose typed text was kept though the notes
+    say something else (the page asks before replacing those).
+    """
+    if replace is not None and replace not in FROM_NOTES:
+        raise ValidationFailed("Choose the assessment or the plan to replace.", fields={"from_notes": "invalid"})
+    filled, kept = [], []
+    for name in FROM_NOTES:
+        source, typed = notes.get(name, ""), getattr(data, name).strip()
+        if not source or source == typed:
+            continue
+        if not typed or name == replace:
+            setattr(data, name, source)
+            filled.append(name)
+        else:
+            kept.append(name)
+    return data, filled, kept
+
+
 def acknowledge(requester: User, ref: str) -> Recommendation:
     """The rural doctor confirms having read the signed recommendation."""
     consult = _for_action(requester, ref, lambda u, c: u.id == c.requester_id, "acknowledge")
