@@ -111,6 +111,9 @@ def test_filters_by_date_user_consult_and_action(app, people, make):
     r = coord.get("/admin/audit?date_from=2026-03-05&date_to=2026-03-01")
     assert r.status_code == 422 and "The end date is before the start date." in text(r)
     assert coord.get("/admin/audit?action=no.such_action").status_code == 422
+    # The ends of the calendar are read, not overflowed.
+    assert len(shown("date_from=0001-01-01&date_to=9999-12-31&action=consult.viewed")) == 4
+    assert coord.get("/admin/audit.csv?date_from=0001-01-01&date_to=9999-12-31").status_code == 200
     assert coord.get("/admin/audit?user=abc").status_code == 422
 
 

@@ -59,8 +59,14 @@ def _require_coordinator(user: User) -> None:
         raise Forbidden("Only coordinators read the audit log.")
 
 
-def _day_start_utc(day: date, tz_name: str | None) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=zone(tz_name)).astimezone(UTC)
+def _day_start_utc(day: date, tz_name: str | None, *, next_day: bool = False) -> datetime:
+    """The UTC instant a local day starts (or ends); days at the ends of the calendar are clamped."""
+    try:
+        if next_day:
+            day += timedelta(days=1)
+        return datetime.combine(day, time(0), tzinfo=zone(tz_name)).astimezone(UTC)
+    except OverflowError:  # 0001-01-01 in a zone east of UTC, or the day after 9999-12-31
+        return datetime.max.replace(tzinfo=UTC) if next_day or day.year > 1 else datetime.min.replace(tzinfo=UTC)
 
 
 def _query(flt: AuditFilter, tz_name: str | None) -> Select:
@@ -68,7 +74,7 @@ def _query(flt: AuditFilter, tz_name: str | None) -> Select:
     if flt.date_from:
         query = query.where(AuditEvent.at >= _day_start_utc(flt.date_from, tz_name))
     if flt.date_to:  # the whole last day, in the coordinator's zone
-        query = query.where(AuditEvent.at < _day_start_utc(flt.date_to + timedelta(days=1), tz_name))
+        query = query.where(AuditEvent.at < _day_start_utc(flt.date_to, tz_name, next_day=True))
     if flt.user_id is not None:
         query = query.where(AuditEvent.actor_id == flt.user_id)
     if flt.consult_ref:
