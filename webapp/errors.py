@@ -19,10 +19,12 @@ class DomainError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, fields: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, fields: dict[str, str] | None = None,
+                 field_messages: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.fields = fields or {}
+        self.fields = fields or {}  # field name -> machine code ("required", "invalid", ...)
+        self.field_messages = field_messages or {}  # field name -> what to do, shown at the field
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.code, "message": self.message}

@@ -7,6 +7,7 @@ from datetime import datetime
 from flask import Flask
 from flask_login import current_user
 
+from .audit.labels import action_label
 from .models import utcnow
 from .timefmt import format_duration, format_local
 
@@ -34,6 +35,8 @@ def register_templating(app: Flask) -> None:
         if n >= 1024 * 1024:
             return f"{n / (1024 * 1024):.1f} MB"
         return f"{max(1, n // 1024)} KB"
+
+    app.add_template_filter(action_label, "action_label")  # audit codes read as words everywhere
 
     @app.context_processor
     def _globals() -> dict:

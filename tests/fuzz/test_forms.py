@@ -82,7 +82,7 @@ TARGETS = [
     Target("answer", "specialist", lambda w: f"/consults/{w['accepted'].ref}/answer",
            lambda w: {"assessment": "Stable angina.", "plan": "Beta blocker.", "refer_up": "y",
                       "refer_reason": "Angiography.", "follow_up": "Two weeks.", "save": "Save draft"},
-           extra=("sign",)),
+           extra=("sign", "from_notes")),
     Target("acknowledge", "requester", lambda w: f"/consults/{w['signed'].ref}/acknowledge", lambda w: {}),
     Target("availability", "specialist", lambda w: "/availability",
            lambda w: {"windows-0-weekday": "1", "windows-0-start": "480", "windows-0-end": "600",

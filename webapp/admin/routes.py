@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
-from ..audit import services as audit
+from ..audit import log as auditlog
 from ..auth import services as accounts
 from ..auth.decorators import me, role_required
 from ..consults import services as consults
 from ..consults.forms import EmptyForm
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db
-from ..models import Facility, FacilityLevel, Role
+from ..models import Facility, FacilityLevel, Role, utcnow
 from . import services
-from .forms import AssignForm, FacilityForm, PartnershipForm, RejectForm, SuspendForm
+from .forms import AssignForm, AuditFilterForm, FacilityForm, PartnershipForm, RejectForm, SuspendForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 coordinator_only = role_required(Role.COORDINATOR)
@@ -155,12 +165,37 @@ def assign(ref: str):
     return redirect(url_for("consults.view", ref=ref))
 
 
+def _audit_filter_form() -> AuditFilterForm:
+    form = AuditFilterForm(request.args)
+    form.user.choices = [("", "Anyone")] + [(str(u.id), f"{u.full_name} ({u.email})")
+                                            for u in auditlog.known_users()]
+    form.action.choices = [("", "Any action")] + auditlog.known_actions()
+    return form
+
+
 @bp.get("/audit")
 @coordinator_only
 def audit_log():
+    form = _audit_filter_form()
     page = min(max(1, request.args.get("page", 1, type=int) or 1), 1_000_000)  # the offset must fit the database
-    events, total = audit.list_events(
-        page=page, consult_ref=request.args.get("consult") or None,
-        action=request.args.get("action") or None, actor_email=request.args.get("actor") or None,
-    )
-    return render_template("admin/audit.html", events=events, total=total, page=page, per_page=50)
+    status = 200
+    if form.validate():
+        result = auditlog.search(me(), form.to_filter(), page)
+    else:
+        result, status = auditlog.AuditPage([], 0, 1, auditlog.PER_PAGE), 422
+    args = {k: v for k, v in request.args.items() if k != "page" and v}
+    return render_template("admin/audit.html", form=form, result=result, args=args,
+                           detail_items=auditlog.detail_items, is_long=auditlog.is_long, names=auditlog.Names(),
+                           when=auditlog.when), status
+
+
+@bp.get("/audit.csv")
+@coordinator_only
+def audit_export():
+    form = _audit_filter_form()
+    if not form.validate():
+        raise ValidationFailed(_first_error(form), fields={name: "invalid" for name in form.errors})
+    _, lines = auditlog.export_csv(me(), form.to_filter())
+    name = f"huizhen-audit-{utcnow():%Y%m%d-%H%M%S}.csv"
+    return Response(stream_with_context(lines), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

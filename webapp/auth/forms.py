@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import lru_cache
 from zoneinfo import available_timezones
 
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     EmailField,
@@ -17,6 +16,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from ..forms import AppForm
 from ..models import LANGUAGES, SPECIALTIES, Role
 
 PASSWORD_HELP = "At least 10 characters."
@@ -36,13 +36,13 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-class LoginForm(FlaskForm):
+class LoginForm(AppForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
     remember = BooleanField("Keep me signed in on this device")
 
 
-class RegistrationForm(FlaskForm):
+class RegistrationForm(AppForm):
     full_name = StringField("Full name", validators=[DataRequired(), Length(max=120)])
     email = EmailField("Work email",
                        validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
@@ -65,7 +65,7 @@ class RegistrationForm(FlaskForm):
         self.timezone.choices = timezone_choices()
 
 
-class PasswordChangeForm(FlaskForm):
+class PasswordChangeForm(AppForm):
     current_password = PasswordField("Current password", validators=[DataRequired()])
     new_password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)],
                                  description=PASSWORD_HELP)
@@ -73,11 +73,11 @@ class PasswordChangeForm(FlaskForm):
                             validators=[DataRequired(), EqualTo("new_password", "The passwords differ.")])
 
 
-class ForgotPasswordForm(FlaskForm):
+class ForgotPasswordForm(AppForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
 
 
-class ResetPasswordForm(FlaskForm):
+class ResetPasswordForm(AppForm):
     new_password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)],
                                  description=PASSWORD_HELP)
     confirm = PasswordField("Repeat new password",

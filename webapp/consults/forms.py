@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
@@ -16,6 +15,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
+from ..forms import AppForm
 from ..models import SPECIALTIES, Sex, Urgency
 from ..validation import DB_INT_MAX
 from .services import CaseData, RecommendationData
@@ -51,7 +51,7 @@ class FiniteDecimalField(DecimalField):
             raise ValueError(self.gettext("Not a valid decimal value."))
 
 
-class CaseForm(FlaskForm):
+class CaseForm(AppForm):
     specialty = SelectField("Specialty needed", choices=[("", "Choose…")] + list(SPECIALTIES.items()))
     urgency = RadioField("Urgency", choices=[(u.value, u.label) for u in Urgency], default=Urgency.ROUTINE.value)
     patient_age_years = _int("Age (years)", 0, 130)
@@ -96,24 +96,24 @@ class CaseForm(FlaskForm):
         )
 
 
-class AttachmentForm(FlaskForm):
+class AttachmentForm(AppForm):
     file = FileField("File", validators=[FileRequired("Choose a file to upload.")])
     description = StringField("What it shows", validators=[Length(max=200)])
 
 
-class SlotForm(FlaskForm):
+class SlotForm(AppForm):
     slot = RadioField("Time", validate_choice=False)
 
 
-class AcceptForm(FlaskForm):
+class AcceptForm(AppForm):
     slot = RadioField("Consultation time", validate_choice=False, default="")
 
 
-class ReasonForm(FlaskForm):
+class ReasonForm(AppForm):
     reason = TextAreaField("Reason", validators=[DataRequired("Give a reason."), Length(max=500)])
 
 
-class RecommendationForm(FlaskForm):
+class RecommendationForm(AppForm):
     assessment = TextAreaField("Assessment", validators=[Length(max=20000)])
     plan = TextAreaField("Recommended plan", validators=[Length(max=20000)])
     refer_up = BooleanField("Refer the patient to a higher-level hospital")
@@ -130,5 +130,5 @@ class RecommendationForm(FlaskForm):
         )
 
 
-class EmptyForm(FlaskForm):
+class EmptyForm(AppForm):
     """A form with only the CSRF token, for one-click actions."""

@@ -57,8 +57,8 @@ def _form_error(form, exc: DomainError) -> int:
     if wants_json(request):
         raise exc  # scripts get the JSON error body from the one error handler
     for field in exc.fields:
-        if field in form:
-            form[field].errors = [*form[field].errors, exc.message]
+        if field in form:  # the service's word for this field, else its one message
+            form[field].errors = [*form[field].errors, exc.field_messages.get(field, exc.message)]
     flash(exc.message, "error")
     return exc.status
 
@@ -253,8 +253,19 @@ def answer(ref: str):
         flash("Only the consult's specialist can answer it, before it is signed.", "info")
         return redirect(url_for(".view", ref=ref))
     form = RecommendationForm(obj=consult.recommendation if request.method == "GET" else None)
-    status = 200
-    if form.validate_on_submit():
+    notes = services.notes_for_answer(me(), consult)
+    status, kept = 200, []
+    submitted = form.validate_on_submit()
+    if submitted and "from_notes" in request.form:
+        choice = request.form["from_notes"]  # "empty": fill the empty fields; a field's name: replace it
+        data, filled, kept = services.fill_from_notes(form.to_data(), notes, None if choice == "empty" else choice)
+        form.assessment.data, form.plan.data = data.assessment, data.plan
+        if filled:
+            flash(f"Filled {' and '.join('the ' + n for n in filled)} from the shared notes. Check, then save or"
+                  " sign. Nothing is saved yet.", "info")
+        elif not kept:
+            flash("The shared notes have nothing more to add.", "info")
+    elif submitted:
         try:
             services.save_recommendation(me(), ref, form.to_data(), sign=bool(form.sign.data))
         except DomainError as exc:
@@ -267,7 +278,7 @@ def answer(ref: str):
             return redirect(url_for(".answer", ref=ref))
     elif request.method == "POST":
         status = 422
-    return render_template("consults/answer.html", consult=consult, form=form), status
+    return render_template("consults/answer.html", consult=consult, form=form, notes=notes, kept=kept), status
 
 
 @bp.post("/<ref>/acknowledge")

@@ -417,17 +417,19 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
     # A video consultation only if a call actually connected; otherwise it is a written answer.
     rec.mode = ConsultMode.VIDEO if _had_call(consult) else ConsultMode.WRITTEN
     if sign:
-        missing = {}
+        todo = {}  # each missing field with what to do about it, shown at that field
         if not rec.assessment:
-            missing["assessment"] = "required"
+            todo["assessment"] = "Write the assessment."
         if not rec.plan:
-            missing["plan"] = "required"
+            todo["plan"] = "Write the recommended plan."
         if rec.refer_up and not rec.refer_reason:
-            missing["refer_reason"] = "required"
-        if missing:
-            raise ValidationFailed("To sign, write the assessment and the plan"
-                                   + (" and the reason for referral." if "refer_reason" in missing else "."),
-                                   fields=missing)
+            todo["refer_reason"] = "Give the reason for referral."
+        if todo:
+            names = {"assessment": "the assessment", "plan": "the plan", "refer_reason": "the reason for referral"}
+            listed = [names[k] for k in todo]
+            wanted = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
+            raise ValidationFailed(f"To sign, write {wanted}.", fields=dict.fromkeys(todo, "required"),
+                                   field_messages=todo)
         apply(consult, Event.SIGN_OFF)
         now = utcnow()
         rec.signed_at = now
@@ -445,6 +447,41 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
     if sign:
         recheck_consult(consult_id)  # its call ends: call connections are closed everywhere
     return rec
+
+
+FROM_NOTES = ("assessment", "plan")  # the answer's fields that the shared notes have sections for
+
+
+def notes_for_answer(specialist: User, consult: Consult) -> dict[str, str]:
+    """The shared notes' Assessment and Plan as stored now, for the specialist writing the answer."""
+    if not policy.can_answer(specialist, consult):
+        raise Forbidden("Only the consult's specialist can answer it, before it is signed.")
+    from ..notes.services import text_of  # the notes document, caught up with what is stored
+
+    texts = text_of(consult)
+    return {name: texts.get(name, "").strip() for name in FROM_NOTES}
+
+
+def fill_from_notes(data: RecommendationData, notes: dict[str, str], replace: str | None = None,
+                    ) -> tuple[RecommendationData, list[str], list[str]]:
+    """Start the answer from the notes: fill empty fields; replace typed text only in the field named.
+
+    Returns the data, the fields filled, and the fields whose typed text was kept though the notes
+    say something else (the page asks before replacing those).
+    """
+    if replace is not None and replace not in FROM_NOTES:
+        raise ValidationFailed("Choose the assessment or the plan to replace.", fields={"from_notes": "invalid"})
+    filled, kept = [], []
+    for name in FROM_NOTES:
+        source, typed = notes.get(name, ""), getattr(data, name).strip()
+        if not source or source == typed:
+            continue
+        if not typed or name == replace:
+            setattr(data, name, source)
+            filled.append(name)
+        else:
+            kept.append(name)
+    return data, filled, kept
 
 
 def acknowledge(requester: User, ref: str) -> Recommendation:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user
 
-from ..auth import services as accounts
 from ..auth.decorators import me
-from ..consults import services as consults
 from ..models import Role
 from ..scheduling import services as scheduling
+from . import services as home
 
 bp = Blueprint("dashboard", __name__)
 
@@ -26,13 +25,12 @@ def index():
         return redirect(url_for("auth.login"))
     user = me()
     if user.role == Role.RURAL_DOCTOR:
-        return render_template("dashboard/rural.html", consults=consults.requests_of(user),
+        rows = home.rural_rows(user)
+        return render_template("dashboard/rural.html", rows=rows, todo=sum(1 for r in rows if r.action),
                                upcoming=scheduling.upcoming_for(user))
     if user.role == Role.SPECIALIST:
-        return render_template("dashboard/specialist.html", offers=consults.offers_for(user),
-                               active=consults.active_for_specialist(user),
+        return render_template("dashboard/specialist.html", home=home.specialist_home(user),
                                upcoming=scheduling.upcoming_for(user),
-                               answered=consults.answered_by(user),
                                has_availability=bool(scheduling.windows_of(user)))
-    return render_template("dashboard/coordinator.html", pending=accounts.pending_registrations(),
-                           queue=consults.unassigned_queue(), upcoming=scheduling.upcoming_for(user))
+    return render_template("dashboard/coordinator.html", home=home.coordinator_home(user),
+                           upcoming=scheduling.upcoming_for(user))

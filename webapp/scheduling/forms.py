@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import FieldList, Form, FormField, SelectField
 
+from ..forms import AppForm
 from .services import WEEKDAYS
 
 QUARTERS = [("", "—")] + [(str(m), f"{m // 60:02d}:{m % 60:02d}") for m in range(0, 24 * 60 + 1, 15)]
@@ -16,5 +16,5 @@ class WindowForm(Form):
     end = SelectField("To", choices=QUARTERS)
 
 
-class AvailabilityForm(FlaskForm):
+class AvailabilityForm(AppForm):
     windows = FieldList(FormField(WindowForm), min_entries=14, max_entries=40)
