@@ -334,6 +334,21 @@ def csrf_token(client: FlaskClient, path: str = "/login") -> str:
     return match.group(1)
 
 
+def png_bytes(size: tuple[int, int] = (16, 12), colour: str = "red", *, noise: bool = False) -> bytes:
+    """A real PNG image; with noise, random pixels (it barely compresses: size ≈ 3 bytes a pixel)."""
+    import io
+
+    from PIL import Image
+
+    if noise:
+        image = Image.frombytes("RGB", size, secrets.token_bytes(size[0] * size[1] * 3))
+    else:
+        image = Image.new("RGB", size, colour)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def login(client: FlaskClient, user_or_email, password: str = PASSWORD, *, remember: bool = False):
     """Sign in through the real login form."""
     email = user_or_email if isinstance(user_or_email, str) else user_or_email.email

@@ -98,8 +98,13 @@ def _attach_files(ref: str, form: AttachmentForm) -> int:
     files = [f for f in request.files.getlist(form.file.name) if f and f.filename]
     if not files:
         raise ValidationFailed("Choose a file to upload.", fields={"file": "required"})
-    for upload in files:
-        services.add_attachment(me(), ref, upload.stream, upload.filename, form.description.data or "")
+    for done, upload in enumerate(files):
+        try:
+            services.add_attachment(me(), ref, upload.stream, upload.filename, form.description.data or "")
+        except DomainError as exc:  # name the file; say what was kept of a multi-file upload
+            kept = ("" if not done else " The file before it was attached." if done == 1
+                    else f" The {done} files before it were attached.")
+            raise type(exc)(f"{upload.filename}: {exc.message}{kept}", fields={"file": exc.code}) from exc
     return len(files)
 
 
