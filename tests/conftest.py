@@ -502,6 +502,17 @@ def browser():
         b.close()
 
 
+def sign_in_page(page, base_url: str, email: str, password: str = PASSWORD) -> None:
+    """Sign a Playwright page in through the login form and wait for the signed-in page."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
 @pytest.fixture
 def shots() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
