@@ -176,3 +176,34 @@ def test_leaving_with_unsaved_changes_asks_first_but_not_after_saving(editing, l
     expect(page.get_by_role("heading", name="My consult requests")).to_be_visible()
     assert dialogs == ["beforeunload"], "saved: leaving does not ask"
     assert page.errors == []
+
+
+def test_the_recommendation_form_asks_before_losing_unsaved_text(browser, live_server, make):
+    doctor, specialist = make.rural(), make.specialist(specialty="cardiology")
+    consult = make.accepted(doctor, specialist)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    dialogs: list[str] = []
+
+    def on_dialog(dialog) -> None:
+        dialogs.append(dialog.type)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    try:
+        sign_in_page(page, live_server.url, specialist.email)
+        page.goto(f"{live_server.url}/consults/{consult.ref}/answer")
+        page.get_by_label("Assessment").click()
+        page.keyboard.type("Stable angina, low risk.")
+        page.get_by_role("link", name="Back to the case").click()
+        page.wait_for_timeout(1000)
+        assert dialogs == ["beforeunload"]
+        expect(page.get_by_label("Assessment")).to_have_value("Stable angina, low risk.")
+        page.get_by_role("button", name="Save draft").click()
+        expect(page.locator(".flash.success")).to_have_text("Draft saved.")
+        page.get_by_role("link", name="Back to the case").click()
+        expect(page).to_have_url(f"{live_server.url}/consults/{consult.ref}")
+        assert dialogs == ["beforeunload"]
+    finally:
+        context.close()
