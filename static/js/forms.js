@@ -142,7 +142,9 @@
       return file.name + " is not a " + this.typesText + " file; only those can be attached.";
     }
     if (file.size > this.maxBytes) {
-      return file.name + " is " + sizeText(file.size) + "; the limit is " + sizeText(this.maxBytes) + ".";
+      var size = sizeText(file.size), limit = sizeText(this.maxBytes);
+      if (size === limit) size = (file.size / (1024 * 1024)).toFixed(2) + " MB";  // 15.3 MB is not "15 MB"
+      return file.name + " is " + size + "; the limit is " + limit + ".";
     }
     if (file.size === 0) return file.name + " is empty.";
     if (this.count + queued >= this.maxCount) {
