@@ -18,9 +18,9 @@ from flask import (
 )
 
 from ..auth.decorators import me, role_required
-from ..errors import DomainError, ValidationFailed, wants_json
+from ..errors import DomainError, FileTooLarge, UnsupportedFile, ValidationFailed, wants_json
 from ..extensions import db
-from ..files.services import path_of
+from ..files.services import ConversionBusy, path_of
 from ..models import ConsultStatus, Role
 from ..rooms import services as room_services
 from ..scheduling import services as scheduling
@@ -86,6 +86,10 @@ def _case_form_error(form: CaseForm, exc: DomainError) -> int:
     return exc.status
 
 
+# What a refused file gets back at the file field (not a permission refusal: that stays a 404/403).
+UPLOAD_REFUSALS = (FileTooLarge, UnsupportedFile, ValidationFailed, ConversionBusy)
+
+
 def _upload_error(form: AttachmentForm, exc: DomainError) -> int:
     """A refused upload: its reason at the file field of the re-rendered page."""
     db.session.rollback()
@@ -101,7 +105,7 @@ def _attach_files(ref: str, form: AttachmentForm) -> int:
     for done, upload in enumerate(files):
         try:
             services.add_attachment(me(), ref, upload.stream, upload.filename, form.description.data or "")
-        except DomainError as exc:  # name the file; say what was kept of a multi-file upload
+        except UPLOAD_REFUSALS as exc:  # name the file; say what was kept of a multi-file upload
             kept = ("" if not done else " The file before it was attached." if done == 1
                     else f" The {done} files before it were attached.")
             raise type(exc)(f"{upload.filename}: {exc.message}{kept}", fields={"file": exc.code}) from exc
@@ -160,7 +164,7 @@ def edit(ref: str):
             # Without JavaScript, "Attach file" sends the whole form: the text was saved above.
             try:
                 count = _attach_files(ref, upload_form)
-            except DomainError as exc:
+            except UPLOAD_REFUSALS as exc:
                 return _edit_page(form, consult, upload_form, _upload_error(upload_form, exc), unsaved=False)
             flash("File attached." if count == 1 else f"{count} files attached.", "success")
             return redirect(url_for(".edit", ref=ref) + "#attachments")
@@ -239,7 +243,7 @@ def upload(ref: str):
             raise ValidationFailed(next(e for errs in form.errors.values() for e in errs),
                                    fields={name: "invalid" for name in form.errors})
         count = _attach_files(ref, form)
-    except DomainError as exc:
+    except UPLOAD_REFUSALS as exc:
         if back == "edit":  # an older edit page: its form is now the case form itself
             raise
         status = _upload_error(form, exc)
