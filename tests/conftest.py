@@ -357,6 +357,21 @@ def csrf_token(client: FlaskClient, path: str = "/login") -> str:
     return match.group(1)
 
 
+def png_bytes(size: tuple[int, int] = (16, 12), colour: str = "red", *, noise: bool = False) -> bytes:
+    """A real PNG image; with noise, random pixels (it barely compresses: size ≈ 3 bytes a pixel)."""
+    import io
+
+    from PIL import Image
+
+    if noise:
+        image = Image.frombytes("RGB", size, secrets.token_bytes(size[0] * size[1] * 3))
+    else:
+        image = Image.new("RGB", size, colour)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def login(client: FlaskClient, user_or_email, password: str = PASSWORD, *, remember: bool = False):
     """Sign in through the real login form."""
     email = user_or_email if isinstance(user_or_email, str) else user_or_email.email
@@ -508,6 +523,17 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def sign_in_page(page, base_url: str, email: str, password: str = PASSWORD) -> None:
+    """Sign a Playwright page in through the login form and wait for the signed-in page."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 @pytest.fixture

@@ -357,23 +357,21 @@ def test_specialist_declines_with_a_reason(app, people, make):
 # --- incomplete requests ------------------------------------------------------------------------------
 
 
-def test_send_from_new_page_with_missing_fields_keeps_the_draft(app, people):
+def test_send_from_new_page_with_missing_fields_creates_nothing(app, people):
+    # Issue 10: a refused send once saved an "Untitled draft" each time. Now nothing is stored, the
+    # form comes back (422) with what was typed and one message at each missing field.
     requester, _, _ = people
     doctor = user_client(app, requester)
     blank = {key: "" for key in CASE}
     r = submit(doctor, "/consults/new", {**blank, "chief_complaint": "Rash on both forearms",
                                          "urgency": "routine", "send": "Send request"})
-    assert r.status_code == 302
-    ref = ref_from(r.headers["Location"])
-    page = doctor.get(r.headers["Location"])
-    assert page.status_code == 200
-    message = " ".join(flashes(page))
+    assert r.status_code == 422
+    message = " ".join(flashes(r))
     assert "Before sending the request, fill in" in message
     assert "the specialty needed" in message and "the patient's age" in message
-    assert "Your draft was saved." in message
-    c = consult(ref)
-    assert c.status == ConsultStatus.DRAFT and c.chief_complaint == "Rash on both forearms"
-    assert c.submitted_at is None and c.offers == []
+    assert 'value="Rash on both forearms"' in text(r), "what was typed is kept"
+    reread()
+    assert db.session.scalar(select(func.count()).select_from(Consult)) == 0
 
 
 def test_send_from_edit_page_with_missing_fields_is_422_and_keeps_edits(app, people, make):

@@ -187,6 +187,26 @@ def test_submit_lists_every_missing_field_and_keeps_the_draft(make, w):
     assert offer_states(draft.ref) == {}
 
 
+def test_create_and_submit_refuses_an_incomplete_request_and_stores_nothing(make, w):
+    # Issue 10: "Send request" on the new-request page once left an "Untitled draft" per attempt.
+    for _ in range(2):
+        exc = refused(ValidationFailed, consults.create_and_submit, w.doctor,
+                      consults.CaseData(chief_complaint="Palpitations", history="   "))
+        assert exc.fields == {"specialty": "required", "patient_age_years": "required",
+                              "patient_sex": "required", "history": "required", "question": "required"}
+    assert count(Consult) == 0 and count(AuditEvent) == 0
+
+
+def test_create_and_submit_files_and_offers_a_complete_request_at_once(make, w):
+    c = consults.create_and_submit(w.doctor, make.case())
+    after = stored(c.ref)
+    assert after.status == ConsultStatus.REQUESTED and after.submitted_at is not None
+    assert offer_states(c.ref) == offer_states(make.requested(w.doctor).ref)
+    assert [e.actor_id for e in audit("consult.created", c.ref)] == [w.doctor.id]
+    assert len(audit("consult.submitted", c.ref)) == 1
+    refused(Forbidden, consults.create_and_submit, w.partner, make.case())
+
+
 def test_submit_offers_the_request_partner_hospital_first(make, w):
     c = make.requested(w.doctor)
     after = stored(c.ref)

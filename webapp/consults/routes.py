@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 
 from ..auth.decorators import me, role_required
-from ..errors import DomainError, ValidationFailed, wants_json
+from ..errors import DomainError, FileTooLarge, UnsupportedFile, ValidationFailed, wants_json
 from ..extensions import db
-from ..files.services import path_of
+from ..files.services import ConversionBusy, path_of
 from ..models import ConsultStatus, Role
 from ..rooms import services as room_services
 from ..scheduling import services as scheduling
@@ -63,24 +74,71 @@ def _form_error(form, exc: DomainError) -> int:
     return exc.status
 
 
+def _case_form_error(form: CaseForm, exc: DomainError) -> int:
+    """Put a refused case at its fields: one message each, and a short summary above the form."""
+    db.session.rollback()
+    for name, code in exc.fields.items():
+        if name in form:
+            label = services.REQUIRED_TO_SUBMIT.get(name)
+            form[name].errors = [f"Fill in {label} to send the request." if code == "required" and label
+                                 else exc.message]
+    flash("The request was not sent: " + exc.message if form.send.data else exc.message, "error")
+    return exc.status
+
+
+# What a refused file gets back at the file field (not a permission refusal: that stays a 404/403).
+UPLOAD_REFUSALS = (FileTooLarge, UnsupportedFile, ValidationFailed, ConversionBusy)
+
+
+def _upload_error(form: AttachmentForm, exc: DomainError) -> int:
+    """A refused upload: its reason at the file field of the re-rendered page."""
+    db.session.rollback()
+    form.file.errors = [exc.message]
+    return exc.status
+
+
+def _attach_files(ref: str, form: AttachmentForm) -> int:
+    """Store each chosen file in turn (each checked and committed by the service); how many."""
+    files = [f for f in request.files.getlist(form.file.name) if f and f.filename]
+    if not files:
+        raise ValidationFailed("Choose a file to upload.", fields={"file": "required"})
+    for done, upload in enumerate(files):
+        try:
+            services.add_attachment(me(), ref, upload.stream, upload.filename, form.description.data or "")
+        except UPLOAD_REFUSALS as exc:  # name the file; say what was kept of a multi-file upload
+            kept = ("" if not done else " The file before it was attached." if done == 1
+                    else f" The {done} files before it were attached.")
+            raise type(exc)(f"{upload.filename}: {exc.message}{kept}", fields={"file": exc.code}) from exc
+    return len(files)
+
+
+def _edit_page(form: CaseForm, consult, upload_form: AttachmentForm, status: int, *, unsaved: bool):
+    # unsaved: the page shows text that is not stored (the leave-page warning is armed at once)
+    return render_template("consults/edit.html", form=form, consult=consult, upload_form=upload_form,
+                           preview=eligible_specialists(consult) if consult else [],
+                           unsaved=unsaved), status
+
+
 @bp.route("/new", methods=["GET", "POST"])
 @role_required(Role.RURAL_DOCTOR)
 def new():
     form = CaseForm()
+    status = 422 if request.method == "POST" else 200
     if form.validate_on_submit():
-        consult = services.create_draft(me(), form.to_case())
         if form.send.data:
             try:
-                services.submit(me(), consult.ref)
+                consult = services.create_and_submit(me(), form.to_case())
             except DomainError as exc:
-                flash(exc.message + " Your draft was saved.", "error")
-                return redirect(url_for(".edit", ref=consult.ref))
-            flash("Your request was sent to the matching specialists.", "success")
-            return redirect(url_for(".view", ref=consult.ref))
-        flash("Draft saved. Add attachments below, then send the request.", "success")
-        return redirect(url_for(".edit", ref=consult.ref))
-    status = 422 if request.method == "POST" else 200
-    return render_template("consults/edit.html", form=form, consult=None), status
+                status = _case_form_error(form, exc)
+            else:
+                flash("Your request was sent to the matching specialists.", "success")
+                return redirect(url_for(".view", ref=consult.ref))
+        else:
+            consult = services.create_draft(me(), form.to_case())
+            flash("Draft saved. Add attachments below, then send the request.", "success")
+            return redirect(url_for(".edit", ref=consult.ref))
+    return render_template("consults/edit.html", form=form, consult=None,
+                           unsaved=request.method == "POST"), status
 
 
 @bp.route("/<ref>/edit", methods=["GET", "POST"])
@@ -91,6 +149,7 @@ def edit(ref: str):
         flash("This request can no longer be edited: a specialist has taken it.", "info")
         return redirect(url_for(".view", ref=ref))
     form = CaseForm(obj=consult if request.method == "GET" else None)
+    upload_form = AttachmentForm(meta={"csrf": False})  # part of the case form (one CSRF token)
     if request.method == "GET":
         form.urgency.data = consult.urgency.value
         form.patient_sex.data = consult.patient_sex.value if consult.patient_sex else ""
@@ -99,29 +158,44 @@ def edit(ref: str):
     if form.validate_on_submit():
         try:
             services.update_case(me(), ref, form.to_case())
+        except DomainError as exc:
+            return _edit_page(form, consult, upload_form, _case_form_error(form, exc), unsaved=True)
+        if request.form.get("attach"):
+            # Without JavaScript, "Attach file" sends the whole form: the text was saved above.
+            try:
+                count = _attach_files(ref, upload_form)
+            except UPLOAD_REFUSALS as exc:
+                return _edit_page(form, consult, upload_form, _upload_error(upload_form, exc), unsaved=False)
+            flash("File attached." if count == 1 else f"{count} files attached.", "success")
+            return redirect(url_for(".edit", ref=ref) + "#attachments")
+        try:
             if form.send.data and consult.status == ConsultStatus.DRAFT:
                 services.submit(me(), ref)
                 flash("Your request was sent to the matching specialists.", "success")
                 return redirect(url_for(".view", ref=ref))
+        except DomainError as exc:
+            status = _case_form_error(form, exc)
+        else:
             flash("Saved.", "success")
             return redirect(url_for(".edit", ref=ref) if consult.status == ConsultStatus.DRAFT
                             else url_for(".view", ref=ref))
-        except DomainError as exc:
-            status = _form_error(form, exc)
     elif request.method == "POST":
-        status = 422
-    return render_template("consults/edit.html", form=form, consult=consult,
-                           upload_form=AttachmentForm(), preview=eligible_specialists(consult)), status
+        return _edit_page(form, consult, upload_form, 422, unsaved=True)
+    return _edit_page(form, consult, upload_form, status, unsaved=False)
 
 
 @bp.get("/<ref>")
 @consult_role(*ANY_SIGNED_IN)
 def view(ref: str):
+    return render_template("consults/view.html", **_view_context(ref, AttachmentForm()))
+
+
+def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
     user = me()
     consult = services.view_consult(user, ref)
     context = {
         "consult": consult,
-        "upload_form": AttachmentForm(),
+        "upload_form": upload_form,
         "reason_form": ReasonForm(),
         "empty_form": EmptyForm(),
         "can_attach": policy.can_attach(user, consult),
@@ -140,7 +214,7 @@ def view(ref: str):
         context["calls"] = video_services.calls_of(consult)
     if user.role == Role.COORDINATOR and consult.is_open:
         context["assign_choices"] = eligible_specialists(consult)
-    return render_template("consults/view.html", **context)
+    return context
 
 
 @bp.post("/<ref>/submit")
@@ -154,18 +228,36 @@ def submit(ref: str):
 @bp.post("/<ref>/attachments")
 @consult_role(*ANY_SIGNED_IN)
 def upload(ref: str):
+    """One file as JSON for the page's script (Accept: application/json), or a form without it."""
     form = AttachmentForm()
-    if not form.validate():
-        raise ValidationFailed("; ".join(e for errs in form.errors.values() for e in errs))
-    item = services.add_attachment(me(), ref, form.file.data.stream, form.file.data.filename,
-                                   form.description.data or "")
     if wants_json(request):
-        return jsonify({"id": item.id, "name": item.original_name, "content_type": item.content_type,
-                        "size": item.size_bytes,
-                        "url": url_for(".attachment", ref=ref, attachment_id=item.id)}), 201
-    flash("File attached.", "success")
+        if not form.validate():
+            raise ValidationFailed("; ".join(e for errs in form.errors.values() for e in errs),
+                                   fields={name: "invalid" for name in form.errors})
+        item = services.add_attachment(me(), ref, form.file.data.stream, form.file.data.filename,
+                                       form.description.data or "")
+        return jsonify(_attachment_json(ref, item)), 201
     back = request.form.get("back")
+    try:
+        if not form.validate():
+            raise ValidationFailed(next(e for errs in form.errors.values() for e in errs),
+                                   fields={name: "invalid" for name in form.errors})
+        count = _attach_files(ref, form)
+    except UPLOAD_REFUSALS as exc:
+        if back == "edit":  # an older edit page: its form is now the case form itself
+            raise
+        status = _upload_error(form, exc)
+        return render_template("consults/view.html", **_view_context(ref, form)), status
+    flash("File attached." if count == 1 else f"{count} files attached.", "success")
     return redirect(url_for(".edit", ref=ref) if back == "edit" else url_for(".view", ref=ref) + "#attachments")
+
+
+def _attachment_json(ref: str, item) -> dict:
+    return {"id": item.id, "name": item.original_name, "content_type": item.content_type,
+            "size": item.size_bytes, "size_text": current_app.jinja_env.filters["filesize"](item.size_bytes),
+            "description": item.description, "is_image": item.is_image,
+            "width": item.width, "height": item.height, "page_count": item.page_count,
+            "url": url_for(".attachment", ref=ref, attachment_id=item.id)}
 
 
 @bp.get("/<ref>/attachments/<int:attachment_id>")

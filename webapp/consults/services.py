@@ -161,16 +161,35 @@ def _apply_case(consult: Consult, data: CaseData) -> None:
         setattr(consult, key, value.strip() if isinstance(value, str) else value)
 
 
-def create_draft(requester: User, data: CaseData) -> Consult:
-    """Start a consult request as a draft owned by the rural doctor."""
+def _new_draft(requester: User, data: CaseData) -> Consult:
     if requester.role != Role.RURAL_DOCTOR:
         raise Forbidden("Only rural doctors file consult requests.")
     consult = Consult(requester_id=requester.id, status=ConsultStatus.DRAFT)
     _apply_case(consult, data)
+    return consult
+
+
+def _add_draft(requester: User, consult: Consult) -> None:
     db.session.add(consult)
     db.session.flush()
     record("consult.created", actor=requester, consult=consult)
+
+
+def create_draft(requester: User, data: CaseData) -> Consult:
+    """Start a consult request as a draft owned by the rural doctor."""
+    consult = _new_draft(requester, data)
+    _add_draft(requester, consult)
     db.session.commit()
+    return consult
+
+
+def create_and_submit(requester: User, data: CaseData) -> Consult:
+    """File a new request and send it at once; an incomplete one is refused and nothing is stored."""
+    consult = _new_draft(requester, data)
+    _check_complete(consult)  # before the consult joins the session: a refusal stores no draft
+    _add_draft(requester, consult)
+    _send(requester, consult)
+    _commit_or_conflict("The consult changed while you were submitting it. Reload and try again.")
     return consult
 
 
@@ -200,6 +219,12 @@ def submit(requester: User, ref: str) -> Consult:
     """Send a complete draft and offer it to the eligible specialists."""
     consult = _for_action(requester, ref, lambda u, c: u.id == c.requester_id, "submit")
     _check_complete(consult)
+    _send(requester, consult)
+    _commit_or_conflict("The consult changed while you were submitting it. Reload and try again.")
+    return consult
+
+
+def _send(requester: User, consult: Consult) -> None:
     apply(consult, Event.SUBMIT)
     consult.submitted_at = utcnow()
     candidates = eligible_specialists(consult)
@@ -208,8 +233,6 @@ def submit(requester: User, ref: str) -> Consult:
                                     rank=rank, is_partner=cand.is_partner))
     record("consult.submitted", actor=requester, consult=consult,
            detail={"offered_to": [c.specialist.id for c in candidates]})
-    _commit_or_conflict("The consult changed while you were submitting it. Reload and try again.")
-    return consult
 
 
 def add_attachment(user: User, ref: str, stream: BinaryIO, filename: str | None,
