@@ -3,7 +3,8 @@
    - A connect the server refuses as 'unavailable' (its database failed) is not retried by
      socket.io-client on its own: it is retried here after a jittered, capped backoff, the page
      saying "Server busy, retrying in 4 s". A transport that drops is retried by socket.io-client
-     itself ("Reconnecting…"). 'unauthorized' (the session ended) sends the user to sign in.
+     itself ("Reconnecting…"), and one the server closed (an ended session) is connected again here.
+     'unauthorized' (the session ended) sends the user to sign in.
    - A join (or any request) that failed for a reason worth retrying — no ack, a server error, a
      rate limit — is tried again with the same backoff; a refusal (404, 403, bad input) is not.
    - resync(fn, seconds): fn runs every `seconds`, and at once when the tab becomes visible again or
@@ -54,6 +55,15 @@
       var first = err && err.data && err.data.retry_after_ms;
       wait(backoff(attempts++, first), reason === "unavailable" ? "Server busy" : "Cannot connect",
            function () { status("down", "Reconnecting…"); socket.connect(); });
+    });
+
+    // The server closed the connection itself (the session ended, or access to the consult was
+    // withdrawn: webapp/sessionbus.py). socket.io-client does not reconnect after that; connect
+    // again, so an ended session is answered 'unauthorized' (sign in) and a withdrawn consult is
+    // refused at join, and the page says which.
+    socket.on("disconnect", function (reason) {
+      if (reason !== "io server disconnect") return;
+      wait(backoff(attempts++), "Disconnected by the server", function () { status("down", "Reconnecting…"); socket.connect(); });
     });
 
     window.addEventListener("online", function () {  // the network is back: do not sit out a backoff
