@@ -116,21 +116,28 @@
     };
   }
 
-  // After a reload there has been no click yet, and browsers refuse to autoplay sound: play the
-  // picture muted and offer a button to turn the sound on.
+  // After a reload there has been no click yet, and browsers may refuse to autoplay sound: then
+  // (and only then: play() rejected with NotAllowedError) play the picture muted and offer a
+  // button to turn the sound on. It stays offered while the sound is off and there is a picture.
+  var soundBlocked = false;
+  function showUnmute() { unmuteBtn.hidden = !(soundBlocked && remoteVideo.srcObject); }
   function playRemote() {
     var attempt = remoteVideo.play();
     if (!attempt) return;
-    attempt.catch(function () {
+    attempt.then(showUnmute, function (e) {
+      if (!e || e.name !== "NotAllowedError") return;  // e.g. AbortError: a newer stream replaced this one
+      soundBlocked = true;
       remoteVideo.muted = true;
       remoteVideo.play().catch(function () {});
-      unmuteBtn.hidden = false;
+      showUnmute();
     });
   }
+  window.huizhenCall.playRemote = playRemote;  // the browser tests play a stream of their own through it
   unmuteBtn.addEventListener("click", function () {
+    soundBlocked = false;
     remoteVideo.muted = false;
     remoteVideo.play().catch(function () {});
-    unmuteBtn.hidden = true;
+    showUnmute();
   });
 
   function watchFirstFrame() {
@@ -264,6 +271,7 @@
     if (localStream) { localStream.getTracks().forEach(function (t) { t.stop(); }); localStream = null; }
     if (screenTrack) { screenTrack.stop(); screenTrack = null; }
     localVideo.srcObject = null; remoteVideo.srcObject = null; remoteVideo.classList.remove("live");
+    showUnmute();
     clearInterval(statsTimer);
     root.classList.remove("in-call");
     joinBtn.disabled = false;
@@ -288,7 +296,7 @@
       } else if (msg.type === "candidate") {
         try { await pc.addIceCandidate(msg.candidate || null); } catch (e) { if (!ignoreOffer) console.warn(e); }
       } else if (msg.type === "bye") {
-        remoteVideo.srcObject = null; remoteVideo.classList.remove("live");
+        remoteVideo.srcObject = null; remoteVideo.classList.remove("live"); showUnmute();
         setStatus("The other doctor left the call. You can wait here; they can rejoin.");
         newPeerConnection(false);
       }
@@ -308,7 +316,7 @@
     peerStateEl.textContent = "";
     remoteVideo.classList.remove("live");
     if (data && data.reason === "hung_up") {
-      remoteVideo.srcObject = null;
+      remoteVideo.srcObject = null; showUnmute();
       setStatus("The other doctor left the call. You can wait here; they can rejoin.");
       newPeerConnection(false);
     } else {
