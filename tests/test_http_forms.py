@@ -16,14 +16,16 @@ people = test_http_consults.people  # the fixture: a rural doctor, a cardiologis
 
 
 def field_errors(response, name: str) -> list[str]:
-    """The messages shown in the ``<div class="field">`` that holds the input named ``name``."""
+    """The messages shown in the field block (``<div class="field">``, ``has-error`` when refused) that
+    holds the input named ``name``."""
     page = response.get_data(as_text=True)
-    for block in re.findall(r'<div class="field">(.*?)</div>\s*(?=<div class="field|<p|<div class="actions|</)',
-                            page, re.S):
+    for block in re.split(r'<div class="field(?: has-error)?">', page)[1:]:
+        block = re.split(r'<div class="actions|<p|</form>', block, maxsplit=1)[0]
         if f'name="{name}"' in block:
-            return [html.unescape(m) for m in re.findall(r"<li>(.*?)</li>",
-                                                         block.split('<ul class="errors">', 1)[-1], re.S)
-                    if '<ul class="errors">' in block]
+            if '<ul class="errors">' not in block:
+                return []
+            errors = block.split('<ul class="errors">', 1)[1].split("</ul>", 1)[0]
+            return [html.unescape(m) for m in re.findall(r"<li>(.*?)</li>", errors, re.S)]
     raise AssertionError(f"no field {name} on the page")
 
 
