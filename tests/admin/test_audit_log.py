@@ -59,7 +59,8 @@ def test_the_log_reads_in_words_with_the_consult_named_and_linked(app, people, m
     assert f"#{c.id}<" not in raw
     # Timestamps: one line, in the coordinator's zone (Asia/Shanghai is UTC+8), zone named once above.
     assert "Times in Asia/Shanghai" in body
-    assert re.search(r'<td class="small nowrap" data-label="When"><time datetime="2026-03-01T23:30:05[^"]*">2026-03-02 07:30:05</time>',
+    assert re.search(r'<td class="small nowrap" data-label="When">'
+                     r'<time datetime="2026-03-01T23:30:05[^"]*">2026-03-02 07:30:05</time>',
                      raw)
     # Details as "key: value", whole (not cut off), folded behind a disclosure when long; no JSON.
     assert "<details><summary>reason: Out of my field" in raw

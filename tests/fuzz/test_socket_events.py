@@ -24,6 +24,7 @@ from PIL import Image
 from tests.fuzz.stored import assert_storable, changed_tables, snapshot
 from tests.fuzz.strategies import CRITICAL, FUZZ, NASTY_INTS, nasty_float, nasty_int, nasty_text, payloads
 from tests.notes.peers import Peer
+from webapp import ratelimit
 from webapp.consults import services as consults
 from webapp.notes import services as notes
 from webapp.notes.services import SECTIONS
@@ -115,6 +116,10 @@ def joined(app, make, party_socket, monkeypatch):
     notes.forget()
     notes._limiters.clear()
     monkeypatch.setitem(app.config, "NOTES_UPDATES_PER_SECOND", 100_000)
+    # The fuzz rejoins after every join/leave example: event rate limits (proved in
+    # tests/rooms/test_flood_limits.py) would refuse the rejoin, which is not what is fuzzed here.
+    monkeypatch.setitem(app.config, "SOCKET_RATE_LIMITS", {f"{n} {e}": "off" for n, e in EVENTS})
+    ratelimit.reset(app)
     rural, specialist = make.rural(), make.specialist()
     consult = make.scheduled(rural, specialist)
     buf = io.BytesIO()
