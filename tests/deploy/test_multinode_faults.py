@@ -84,6 +84,8 @@ def test_a_node_killed_mid_conversation_with_a_backlog_over_the_rate_limit_shows
             talk("specialist", spec, f"Specialist {n:02d}: noted {n}")
         expect(delivered(spec)).to_have_count(6, timeout=WAIT_MS)
 
+        rural.evaluate("""() => { window.maxOutbox = 0; setInterval(() => { window.maxOutbox = Math.max(
+            window.maxOutbox, window.huizhenRoom.state().outbox); }, 20); }""")  # the backlog's peak
         cluster.kill9(x)  # mid-conversation: no shutdown, the rural doctor's node is gone
         backlog = 3 * RATE_LIMIT  # typed at once, more than the per-second limit
         for n in range(4, 4 + backlog):
@@ -97,6 +99,9 @@ def test_a_node_killed_mid_conversation_with_a_backlog_over_the_rate_limit_shows
             assert_each_once_in_sender_order(page, typed)
         expect(rural.locator("#messages .msg.pending, #messages .msg.failed")).to_have_count(0)
         assert rural.evaluate("() => window.huizhenRoom.state().outbox") == 0
+        peak = rural.evaluate("() => window.maxOutbox")
+        print(f"\nthe rural page's outbox held up to {peak} unsent messages (limit {RATE_LIMIT} per second)")
+        assert peak > RATE_LIMIT, peak  # the backlog was larger than the rate limit
         in_db = stored(cluster_make, ref)
         assert [seq for seq, _ in in_db] == list(range(1, len(in_db) + 1))
         assert len(in_db) == len(typed["rural"]) + len(typed["specialist"])
@@ -188,7 +193,8 @@ def test_a_page_reconnecting_while_postgresql_is_down_recovers_by_itself_and_sen
               f"PostgreSQL returned")
         expect(page.locator("#messages .msg.pending")).to_have_count(0)
         expect(delivered(page).last).to_contain_text("typed during the outage")
-        db.engine.dispose()  # the test side's pooled connections died with the server
+        db.session.connection().invalidate()  # the test side's connection died with the server
+        db.session.rollback()
         assert [seq for seq, _ in stored(cluster_make, ref)] == [1, 2]
         page.screenshot(path=str(shots / "faults-postgres-after.png"), full_page=True)
     finally:
