@@ -36,6 +36,8 @@ _rooms: dict[str, str] = {}  # sid -> room
 
 
 @app.get("/")
+@app.get("/healthz")  # the multi-node harness's readiness probes (tests/cluster.py: node, then nginx)
+@app.get("/login")
 def health() -> str:
     return "bare relay"
 

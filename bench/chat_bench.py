@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -65,8 +66,8 @@ def fresh_database(url: str) -> None:
     admin.dispose()
 
 
-def prepare(url: str, rooms: int) -> list[tuple[int, str, tuple[str, str]]]:
-    """Migrate a fresh database and create one scheduled consult per room, through the services."""
+def prepare(url: str, rooms: int, fresh: bool = True) -> list[tuple[int, str, tuple[str, str]]]:
+    """Migrate a fresh database (or the cluster's, already migrated) and create one scheduled consult per room."""
     from flask_migrate import upgrade
 
     from config import DevelopmentConfig
@@ -77,7 +78,8 @@ def prepare(url: str, rooms: int) -> list[tuple[int, str, tuple[str, str]]]:
     from webapp.models import AccountStatus, Facility, FacilityLevel, Partnership, Role, Sex, Urgency, User
     from webapp.scheduling import services as scheduling
 
-    fresh_database(url)
+    if fresh:
+        fresh_database(url)
     overrides: dict[str, Any] = {"SQLALCHEMY_DATABASE_URI": url, "ARGON2_FAST": True,
                                  "SECRET_KEY": secrets.token_urlsafe(48)}
     if url.startswith("postgresql"):  # setup only: no fsync wait per commit while building the world
@@ -138,6 +140,11 @@ class Server:
     port: int
     proc: subprocess.Popen
     log: Path
+    extra_pids: tuple[int, ...] = ()  # the other nodes of a cluster, for CPU accounting
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *self.extra_pids]
 
     @property
     def url(self) -> str:
@@ -285,8 +292,16 @@ def split(items: list, n: int) -> list[list]:
     return [items[i::n] for i in range(n)]
 
 
-def run_load(server: Server, rooms: list, rates: list[float], duration: float, drain: float,
-             procs: int, password: str, db_url: str, profile_dir: Path | None = None) -> list[dict[str, Any]]:
+def rate_label(rate: float | tuple[float, float]) -> str:
+    return f"{rate[0]:g}-{rate[1]:g}" if isinstance(rate, tuple) else f"{rate:g}"
+
+
+def run_load(server: Server, rooms: list, rates: list[float | tuple[float, float]], duration: float, drain: float,
+             procs: int, password: str, db_url: str, profile_dir: Path | None = None, first: bool = False,
+             local_addrs: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Drive 2 clients per room through each rate step; a (low, high) rate gives each client its own rate.
+
+    With `first`, every room's first message is sent and acknowledged before the first step."""
     from . import loadgen
 
     ctx = multiprocessing.get_context("spawn")
@@ -294,7 +309,7 @@ def run_load(server: Server, rooms: list, rates: list[float], duration: float, d
     for part in split(rooms, procs):
         parent, child = ctx.Pipe()
         cfg = {"url": server.url, "origin": server.url, "rooms": part, "login": server.kind == "huizhen",
-               "password": password}
+               "password": password, "local_addrs": local_addrs or {}}
         proc = ctx.Process(target=loadgen.worker, args=(child, cfg), daemon=True)
         proc.start()
         workers.append((proc, parent))
@@ -310,24 +325,34 @@ def run_load(server: Server, rooms: list, rates: list[float], duration: float, d
               f"in {setup_s:.1f} s", flush=True)
         results = []
         run_tag = secrets.token_hex(3)  # client ids never repeat across runs on the same database
+        if first:
+            for _, conn in workers:
+                conn.send(("first", {"step": run_tag}))
+            firsts = [conn.recv()[1] for _, conn in workers]
+            print(f"  {server.mode}/{server.kind}: first message of {sum(f['ok'] for f in firsts)}/"
+                  f"{sum(f['rooms'] for f in firsts)} rooms acknowledged in "
+                  f"{max(f['seconds'] for f in firsts):.1f} s", flush=True)
         for n, rate in enumerate(rates):
             t0 = time.time() + 1.5
             for _, conn in workers:
-                conn.send(("step", {"step": f"{run_tag}s{n}", "rate": rate, "duration": duration, "t0_wall": t0,
-                                    "drain": drain}))
+                step = {"step": f"{run_tag}s{n}", "rate": rate, "duration": duration, "t0_wall": t0,
+                        "drain": drain}
+                if isinstance(rate, tuple):
+                    step.update(rate=sum(rate) / 2, rate_range=rate)
+                conn.send(("step", step))
             time.sleep(max(0.0, t0 - time.time()))
             spy = None
             if profile_dir is not None:  # folded stacks of the server while it is under load
-                out = profile_dir / f"{server.mode}-{server.kind}-rate{rate:g}.folded"
+                out = profile_dir / f"{server.mode}-{server.kind}-rate{rate_label(rate)}.folded"
                 spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(server.proc.pid),
                                         "--subprocesses", "--duration", str(int(duration)), "--format", "raw",
                                         "--output", str(out), "--nonblocking"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             sessions0 = pg_sessions(db_url) if server.kind == "huizhen" else None
-            cpu0 = (tree_cpu([server.proc.pid]), tree_cpu([p.pid for p, _ in workers]),
+            cpu0 = (tree_cpu(server.pids), tree_cpu([p.pid for p, _ in workers]),
                     tree_cpu(postgres_pids()), machine_busy())
             time.sleep(duration)
-            cpu1 = (tree_cpu([server.proc.pid]), tree_cpu([p.pid for p, _ in workers]),
+            cpu1 = (tree_cpu(server.pids), tree_cpu([p.pid for p, _ in workers]),
                     tree_cpu(postgres_pids()), machine_busy())
             sessions1 = pg_sessions(db_url) if server.kind == "huizhen" else None
             parts = [conn.recv()[1] for _, conn in workers]
@@ -371,6 +396,195 @@ def run_load(server: Server, rooms: list, rates: list[float], duration: float, d
                 proc.terminate()
 
 
+# --- two nodes behind nginx with Redis: the multi-node test harness (tests/cluster.py) --------------
+
+BARE_APP = "bench.bare_relay:app"
+
+
+def pinned_addresses(cluster: Any) -> dict[str, str]:
+    """Two loopback source addresses nginx sends to different nodes, so that every room spans both."""
+    by_node: dict[int, str] = {}
+    for last in range(2, 60):
+        addr = f"127.0.0.{last}"
+        by_node.setdefault(cluster.node_behind_nginx(source=addr), addr)
+        if len(by_node) == 2:
+            return {"a": by_node[0], "b": by_node[1]}
+    raise SystemExit("nginx sent every probed loopback address to the same node")
+
+
+def serve_on_cluster(cluster: Any, kind: str) -> Server:
+    """Run Huizhen (fast password hashing, as on one node) or the bare relay on every node; nginx stays."""
+    for i, node in enumerate(cluster.nodes):
+        app = FAST_HASH_APP if kind == "huizhen" else BARE_APP
+        if node.app != app or node.proc is None or node.proc.poll() is not None:
+            node.app = app
+            cluster.restart(i)
+    first, *others = cluster.nodes
+    return Server("2 nodes+nginx", kind, cluster.nginx.port, first.proc, first.log,
+                  extra_pids=tuple(n.proc.pid for n in others))
+
+
+def start_cluster(nodes: int = 2) -> Any:
+    from tests.cluster import Cluster, missing_components
+
+    missing = missing_components()
+    if missing:
+        raise SystemExit("the two-node run needs " + ", ".join(missing))
+    return Cluster(nodes=nodes, env={"SOCKETIO_ASYNC_MODE": "gevent"}, app=FAST_HASH_APP).start()
+
+
+# --- recovery: the time from a Redis / PostgreSQL restart to the last stored message shown ---------
+
+
+def signed_in(base: str, email: str) -> Any:
+    """A requests session signed in through the login form (the bench's password)."""
+    from tests.conftest import http_session
+
+    return http_session(base, email, PASSWORD)
+
+
+class ResyncReader:
+    """A reader running room.js's resync protocol: live `message`s, and every RESYNC_SECONDS a `head`
+    check followed by `backfill` pages of anything missing. Records when each seq was first shown."""
+
+    def __init__(self, base: str, email: str, ref: str, interval: float) -> None:
+        import socketio as sio
+
+        self.ref, self.interval = ref, interval
+        self.shown: dict[int, float] = {}
+        self.client = sio.Client(reconnection=True, http_session=signed_in(base, email))
+        self.client.on("message", lambda m: self._show([m]), namespace="/room")
+        self.client.connect(base, namespaces=["/room"], transports=["websocket"], wait_timeout=30)
+        self._show(self.client.call("join", {"ref": ref, "after_seq": 0}, namespace="/room", timeout=30)["messages"])
+        self.stop = False
+        self.thread = threading.Thread(target=self._resync, daemon=True)
+        self.thread.start()
+
+    def _show(self, messages: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        for m in messages:
+            self.shown.setdefault(int(m["seq"]), now)
+
+    def contiguous(self) -> int:
+        n = 0
+        while n + 1 in self.shown:
+            n += 1
+        return n
+
+    def _resync(self) -> None:
+        while not self.stop:
+            time.sleep(self.interval)
+            with contextlib.suppress(Exception):  # a failed check (database down) is tried again next time
+                head = self.client.call("head", {"ref": self.ref}, namespace="/room", timeout=10)
+                while head.get("ok") and head["last_seq"] > self.contiguous():
+                    page = self.client.call("backfill", {"ref": self.ref, "after_seq": self.contiguous()},
+                                            namespace="/room", timeout=10)
+                    if not page.get("ok"):
+                        break
+                    self._show(page["messages"])
+                    if not page["more"]:
+                        break
+
+    def close(self) -> None:
+        self.stop = True
+        self.client.disconnect()
+
+
+class OutboxWriter:
+    """A writer that sends its outbox one message at a time, retrying a failed send (as room.js does)."""
+
+    def __init__(self, base: str, email: str, ref: str) -> None:
+        import socketio as sio
+
+        self.ref = ref
+        self.outbox: list[tuple[str, str]] = []
+        self.stored: list[int] = []
+        self.lock = threading.Lock()
+        self.client = sio.Client(reconnection=True, http_session=signed_in(base, email))
+        self.client.connect(base, namespaces=["/room"], transports=["websocket"], wait_timeout=30)
+        self.client.call("join", {"ref": ref, "after_seq": 0}, namespace="/room", timeout=30)
+        self.stop = False
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def write(self, body: str) -> None:
+        with self.lock:
+            self.outbox.append((f"recovery-{secrets.token_hex(6)}", body))
+
+    def _pump(self) -> None:
+        while not self.stop:
+            with self.lock:
+                item = self.outbox[0] if self.outbox else None
+            if item is None:
+                time.sleep(0.05)
+                continue
+            try:
+                ack = self.client.call("send", {"ref": self.ref, "client_id": item[0], "body": item[1]},
+                                       namespace="/room", timeout=10)
+            except Exception:
+                ack = None
+            if isinstance(ack, dict) and ack.get("ok"):
+                with self.lock:
+                    self.outbox.pop(0)
+                    self.stored.append(int(ack["message"]["seq"]))
+            else:
+                time.sleep(1.0)
+
+    def close(self) -> None:
+        self.stop = True
+        self.client.disconnect()
+
+
+def measure_recovery(cluster: Any, room: tuple[int, str, tuple[str, str]], fault: str, outage: float,
+                     interval: float) -> dict[str, Any]:
+    """Writer on node 0, resync reader on node 1; `fault` stopped for `outage` s while the writer writes."""
+    _, ref, (writer_email, reader_email) = room
+    writer = OutboxWriter(cluster.node_url(0), writer_email, ref)
+    reader = ResyncReader(cluster.node_url(1), reader_email, ref, interval)
+    stop, start = {"redis": (cluster.stop_redis, cluster.start_redis),
+                   "postgresql": (cluster.stop_postgres, cluster.start_postgres)}[fault]
+    try:
+        stop()
+        began = time.monotonic()
+        written = 0
+        while time.monotonic() - began < outage:
+            writer.write(f"written during the {fault} outage {written}")
+            written += 1
+            time.sleep(1.0)
+        start()
+        back = time.monotonic()
+        deadline = back + 120
+        while time.monotonic() < deadline:
+            with writer.lock:
+                done = not writer.outbox and all(seq in reader.shown for seq in writer.stored)
+            if done:
+                break
+            time.sleep(0.1)
+        last_seq = max(writer.stored, default=0)
+        last_shown = reader.shown.get(last_seq)
+        missing = [seq for seq in writer.stored if seq not in reader.shown]
+        return {"fault": fault, "outage_s": outage, "written": written, "stored": len(writer.stored),
+                "missing_on_reader": len(missing),
+                "recovery_to_last_shown_s": None if last_shown is None else last_shown - back,
+                "stored_during_outage": sum(1 for seq in writer.stored if reader.shown.get(seq, back + 1) < back),
+                "resync_s": interval, "load_avg": os.getloadavg()}
+    finally:
+        writer.close()
+        reader.close()
+        cluster.wait_healthy(timeout=60)
+
+
+def recovery_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| fault | outage s | written | stored | shown before recovery | missing on reader | "
+             "recovery → last stored message shown, s | RESYNC_SECONDS | load avg |", "|" + "---|" * 9]
+    for r in rows:
+        shown = r["recovery_to_last_shown_s"]
+        lines.append(f"| {r['fault']} | {r['outage_s']:g} | {r['written']} | {r['stored']} | "
+                     f"{r['stored_during_outage']} | {r['missing_on_reader']} | "
+                     f"{'never' if shown is None else f'{shown:.1f}'} | {r['resync_s']:g} | {r['load_avg'][0]:.1f} |")
+    return "\n".join(lines)
+
+
 # --- reporting ------------------------------------------------------------------------------------
 
 COLUMNS = ("mode", "server", "rooms", "clients", "rate/s", "sent", "delivered", "lost", "msg/s",
@@ -378,7 +592,7 @@ COLUMNS = ("mode", "server", "rooms", "clients", "rate/s", "sent", "delivered", 
 
 
 def cells(r: dict[str, Any]) -> list[str]:
-    return [r["mode"], r["server"], str(r["rooms"]), str(r["participants"]), f"{r['rate']:g}", str(r["sent"]),
+    return [r["mode"], r["server"], str(r["rooms"]), str(r["participants"]), rate_label(r["rate"]), str(r["sent"]),
             str(r["delivered"]), str(r["lost"]), f"{r['delivered_per_s']:.0f}", f"{r['p50_ms']:.1f}",
             f"{r['p99_ms']:.1f}", f"{r['max_ms']:.0f}", f"{r['ack_p99_ms']:.1f}", f"{r['send_lag_p99_ms']:.1f}",
             f"{r['server_cpu_pct']:.0f}", f"{r['loadgen_cpu_pct']:.0f}", f"{r['postgres_cpu_pct']:.0f}",
@@ -408,7 +622,7 @@ def table(results: list[dict[str, Any]]) -> str:
         bare = next((b for b in results if b["server"] == "bare" and b["mode"] == r["mode"]
                      and b["rate"] == r["rate"]), None)
         if bare and bare["delivered_per_s"]:
-            ratios.append(f"{r['mode']} at {r['rate']:g} msg/s per client: Huizhen/bare delivered msg/s = "
+            ratios.append(f"{r['mode']} at {rate_label(r['rate'])} msg/s per client: Huizhen/bare delivered msg/s = "
                           f"{r['delivered_per_s']:.0f}/{bare['delivered_per_s']:.0f} = "
                           f"{r['delivered_per_s'] / bare['delivered_per_s']:.2f}; p99 {r['p99_ms']:.1f} vs "
                           f"{bare['p99_ms']:.1f} ms")
@@ -456,14 +670,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", default="huizhen,bare")
     ap.add_argument("--loadgen-procs", type=int, default=1)
     ap.add_argument("--redis", default="", help="REDIS_URL for the servers (message queue + limiter storage)")
+    ap.add_argument("--db-name", default="huizhen_bench", help="the one-node run's database (dropped and rebuilt)")
     ap.add_argument("--port", type=int, default=5071)
     ap.add_argument("--worker-connections", type=int, default=4000)
     ap.add_argument("--workers", type=int, default=1,
                     help="gevent worker processes (gunicorn -w); more than one needs --redis for the message queue")
+    ap.add_argument("--realistic", metavar="LOW-HIGH", help="one step where each participant sends at its own rate "
+                    "drawn from LOW-HIGH msg/s (e.g. 0.05-0.2), after every room's first message; replaces --rate")
+    ap.add_argument("--cluster", action="store_true", help="also run on two gunicorn/gevent nodes behind nginx "
+                    "with Redis and PostgreSQL of their own (tests/cluster.py)")
+    ap.add_argument("--recovery", default="", help="on the cluster, after the load: comma list of redis,postgresql "
+                    "stopped for --outage s while a writer writes; time to the last stored message shown")
+    ap.add_argument("--outage", type=float, default=20, help="seconds each --recovery fault lasts")
     ap.add_argument("--json", type=Path, help="write every result here")
     ap.add_argument("--profile", type=Path, help="record py-spy folded stacks of each server into this folder")
     args = ap.parse_args(argv)
-    rates = [float(r) for r in args.rate.split(",")]
+    rates: list[float | tuple[float, float]] = [float(r) for r in args.rate.split(",")]
+    if args.realistic:
+        low, high = (float(x) for x in args.realistic.split("-"))
+        rates = [(low, high)]
     if args.workers > 1 and not args.redis:
         ap.error("--workers above 1 needs --redis: each process relays the others' broadcasts through it")
     if args.profile:
@@ -482,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  psycopg under gevent: {info['psycopg_gevent']}")
 
     rooms: list = []
-    db_url = database_url(args.db, workdir, "huizhen_bench")
+    db_url = database_url(args.db, workdir, args.db_name)
     if "huizhen" in kinds:
         t = time.perf_counter()
         rooms = prepare(db_url, args.rooms)
@@ -499,17 +724,44 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 my_rooms = rooms if kind == "huizhen" else [(i, ref, None) for i, ref, _ in rooms]
                 results += run_load(server, my_rooms, rates, args.duration, args.drain, args.loadgen_procs,
-                                    PASSWORD, db_url, args.profile)
+                                    PASSWORD, db_url, args.profile, first=bool(args.realistic))
             finally:
                 stop_server(server)
+
+    recovery: list[dict[str, Any]] = []
+    if args.cluster or args.recovery:
+        cluster = start_cluster()
+        try:
+            t = time.perf_counter()
+            cluster_rooms = prepare(cluster.database_url, args.rooms + 1, fresh=False)
+            recovery_room, cluster_rooms = cluster_rooms[-1], cluster_rooms[:-1]  # the outage writer's own
+            print(f"  prepared the cluster's database with {len(cluster_rooms)} + 1 consults in "
+                  f"{time.perf_counter() - t:.1f} s", flush=True)
+            addrs = pinned_addresses(cluster)
+            print(f"  nginx pins {addrs['a']} to node 0 and {addrs['b']} to node 1: each room spans both", flush=True)
+            for kind in kinds if args.cluster else []:
+                server = serve_on_cluster(cluster, kind)
+                my_rooms = cluster_rooms if kind == "huizhen" else [(i, ref, None) for i, ref, _ in cluster_rooms]
+                results += run_load(server, my_rooms, rates, args.duration, args.drain, args.loadgen_procs,
+                                    PASSWORD, "", None, first=bool(args.realistic), local_addrs=addrs)
+            serve_on_cluster(cluster, "huizhen")
+            interval = float(cluster.env.get("RESYNC_SECONDS", 5))
+            for fault in [f for f in args.recovery.split(",") if f]:
+                recovery.append(measure_recovery(cluster, recovery_room, fault, args.outage, interval))
+                print("  " + recovery_table(recovery[-1:]).splitlines()[-1], flush=True)
+        finally:
+            cluster.close()
 
     info["wall_s"] = time.perf_counter() - started
     info["load_avg_end"] = os.getloadavg()
     print()
     print(table(results))
+    if recovery:
+        print()
+        print(recovery_table(recovery))
     print(f"\nwall clock {info['wall_s']:.0f} s; load avg at end {info['load_avg_end']}; server logs in {workdir}")
     if args.json:
-        args.json.write_text(json.dumps({"info": info, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"info": info, "results": results, "recovery": recovery}, indent=2))
     return 0
 
 

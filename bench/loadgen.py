@@ -101,8 +101,14 @@ async def login(http: aiohttp.ClientSession, base: str, email: str, password: st
 async def setup(cfg: dict[str, Any]) -> list[Participant]:
     base, origin = cfg["url"], cfg["origin"]
     rooms = [Room(i, ref, tuple(emails) if emails else None) for i, ref, emails in cfg["rooms"]]
-    people = [Participant(room, who, socketio.AsyncClient(reconnection=False))
+    # On a cluster behind nginx (sticky by client address), each side connects from its own loopback
+    # address so that every room spans both nodes: {"a": "127.0.0.x", "b": "127.0.0.y"}.
+    local_addrs = cfg.get("local_addrs") or {}
+    sessions = {who: aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(addr, 0), limit=0))
+                for who, addr in local_addrs.items()}
+    people = [Participant(room, who, socketio.AsyncClient(reconnection=False, http_session=sessions.get(who)))
               for room in rooms for who in ("a", "b")]
+    cfg["_sessions"] = sessions  # closed by serve() at the end
     gate = asyncio.Semaphore(cfg.get("concurrency", 40))
 
     if cfg["login"]:
@@ -130,14 +136,29 @@ async def setup(cfg: dict[str, Any]) -> list[Participant]:
     return people
 
 
+async def first_messages(people: list[Participant], step: str) -> dict[str, Any]:
+    """Each room's first message (from its 'a' side), acknowledged before any measured step starts."""
+    started = time.perf_counter()
+
+    async def first(p: Participant) -> bool:
+        ack = await p.client.call("send", {"ref": p.room.ref, "client_id": f"{step}-first-{p.room.index}",
+                                           "body": "first message"}, namespace=NAMESPACE, timeout=120)
+        return isinstance(ack, dict) and bool(ack.get("ok"))
+
+    done = await asyncio.gather(*(first(p) for p in people if p.who == "a"), return_exceptions=True)
+    return {"rooms": len(done), "ok": sum(1 for d in done if d is True), "seconds": time.perf_counter() - started}
+
+
 async def run_step(people: list[Participant], step: str, rate: float, duration: float, t0_wall: float,
-                   drain: float) -> dict[str, Any]:
+                   drain: float, rate_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """One open-loop step: every participant at `rate`, or each at its own rate drawn from `rate_range`."""
     loop = asyncio.get_running_loop()
     t0 = loop.time() + (t0_wall - time.time())
     for p in people:
         p.reset(step)
 
     async def sender(p: Participant) -> None:
+        rate = random.uniform(*rate_range) if rate_range else default_rate
         phase = random.random() / rate
         k = 0
         while True:
@@ -167,6 +188,7 @@ async def run_step(people: list[Participant], step: str, rate: float, duration: 
                 p.ack_errors[f"emit failed: {type(exc).__name__}"] += 1
             k += 1
 
+    default_rate = rate
     await asyncio.gather(*(sender(p) for p in people))
     by_room = {(p.room.index, p.who): p for p in people}
     deadline = loop.time() + drain
@@ -205,12 +227,16 @@ async def serve(conn, cfg: dict[str, Any]) -> None:
             command, args = await loop.run_in_executor(None, conn.recv)
             if command == "step":
                 conn.send(("result", await run_step(people, **args)))
+            elif command == "first":
+                conn.send(("result", await first_messages(people, **args)))
             else:
                 break
     finally:
         for p in people:
             with contextlib.suppress(Exception):
                 await p.client.disconnect()
+        for http in cfg.get("_sessions", {}).values():
+            await http.close()
 
 
 def worker(conn, cfg: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import http.client
 import os
 import pwd
 import re
@@ -187,8 +188,9 @@ class Redis:
 class Node:
     """One production Huizhen process: gunicorn with one gevent worker on a loopback port."""
 
-    def __init__(self, index: int, root: Path, port: int, env: Mapping[str, str]) -> None:
+    def __init__(self, index: int, root: Path, port: int, env: Mapping[str, str], app: str = "wsgi:app") -> None:
         self.index = index
+        self.app = app  # the WSGI application gunicorn serves (bench/chat_bench.py swaps in its bare relay)
         self.port = port
         self.env = dict(env)
         self.log = root / f"node{index}.log"
@@ -206,7 +208,7 @@ class Node:
     def spawn(self) -> None:
         cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", "1",
                "--worker-connections", "1000", "--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "3",
-               "--timeout", "60", "--control-socket", str(self.control_socket), "wsgi:app"]
+               "--timeout", "60", "--control-socket", str(self.control_socket), self.app]
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -256,7 +258,7 @@ class Nginx:
 class Cluster:
     """Two Huizhen nodes behind nginx, sharing a PostgreSQL and a Redis of their own."""
 
-    def __init__(self, nodes: int = 2, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, nodes: int = 2, env: Mapping[str, str] | None = None, app: str = "wsgi:app") -> None:
         self.root = Path(tempfile.mkdtemp(prefix="huizhen-cluster-"))
         self.root.chmod(0o755)  # nginx workers (nobody) and postgres must reach their directories
         self.postgres = Postgres(self.root / "pg", _free_port())
@@ -264,7 +266,7 @@ class Cluster:
         nginx_port = _free_port()
         ports = [_free_port() for _ in range(nodes)]
         self.env = self._node_env(ports, nginx_port, env or {})
-        self.nodes = [Node(i, self.root, port, self.env) for i, port in enumerate(ports)]
+        self.nodes = [Node(i, self.root, port, self.env, app) for i, port in enumerate(ports)]
         self.nginx = Nginx(self.root / "nginx", nginx_port, self.nodes)
         self._closed = False
         atexit.register(self.close)  # a belt to the fixture's braces: nothing outlives the run
@@ -346,10 +348,18 @@ class Cluster:
     def redis_url(self) -> str:
         return self.redis.url
 
-    def node_behind_nginx(self) -> int:
-        """The node nginx sends this test process's requests to (sticky by client address)."""
+    def node_behind_nginx(self, source: str = "127.0.0.1") -> int:
+        """The node nginx sends requests from this loopback address to (sticky by client address)."""
         marker = f"/login?probe={secrets.token_hex(6)}"
-        requests.get(self.url + marker, timeout=10).raise_for_status()
+        conn = http.client.HTTPConnection("127.0.0.1", self.nginx.port, timeout=10, source_address=(source, 0))
+        try:
+            conn.request("GET", marker)
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"nginx answered the probe with {response.status}")
         found: list[str] = []
 
         def logged() -> bool:  # nginx writes the line just after sending the response
