@@ -9,7 +9,7 @@ from ..errors import DomainError, ValidationFailed
 from ..extensions import db
 from ..models import Role
 from . import services
-from .forms import AvailabilityForm
+from .forms import BLANK_ROWS, MAX_WINDOWS, AvailabilityForm
 
 bp = Blueprint("scheduling", __name__)
 
@@ -18,7 +18,7 @@ def _windows_from(form: AvailabilityForm) -> list[services.Window]:
     windows = []
     for row in form.windows:
         day, start, end = row.weekday.data, row.start.data, row.end.data
-        if not (day or start or end):
+        if row.remove.data or not (day or start or end):
             continue
         if not (day and start and end):
             raise ValidationFailed("Each line needs a day, a start and an end (or leave it empty).")
@@ -31,7 +31,12 @@ def _windows_from(form: AvailabilityForm) -> list[services.Window]:
 def availability():
     form = AvailabilityForm()
     status = 200
-    if form.validate_on_submit():
+    valid = form.validate_on_submit()
+    if valid and form.add_row.data:
+        # Re-show what was typed with one more empty row; nothing is saved yet.
+        if len(form.windows) < MAX_WINDOWS:
+            form.windows.append_entry()
+    elif valid:
         try:
             services.set_availability(me(), _windows_from(form))
         except DomainError as exc:
@@ -45,10 +50,14 @@ def availability():
         status = 422
         flash("Some lines could not be read.", "error")
     else:
-        for row, window in zip(form.windows, services.windows_of(me()), strict=False):
-            row.weekday.data = str(window.weekday)
-            row.start.data = str(window.start_minute)
-            row.end.data = str(window.end_minute)
+        # One row per stored window (never fewer: a save must not drop any) plus empty rows.
+        while len(form.windows):
+            form.windows.pop_entry()
+        for window in services.windows_of(me()):
+            form.windows.append_entry({"weekday": str(window.weekday), "start": str(window.start_minute),
+                                       "end": str(window.end_minute)})
+        for _ in range(BLANK_ROWS):
+            form.windows.append_entry()
     upcoming = services.upcoming_for(me())
     slots = services.open_slots(me(), days=7)
     return render_template("scheduling/availability.html", form=form, upcoming=upcoming,
