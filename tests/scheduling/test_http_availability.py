@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
 from sqlalchemy import select
 
-from tests.conftest import form_values, login
+from tests.conftest import form_values, login, post_form
 from webapp.demo import WORKDAY_WINDOWS
 from webapp.extensions import db
 from webapp.models import AvailabilityWindow
@@ -67,3 +71,53 @@ def test_remove_drops_only_the_ticked_row(app, make):
     r = client.post("/availability", data={**data, "save": "Save availability"})
     assert r.status_code == 302
     assert stored(specialist) == [(0, 540, 720), (2, 540, 720)]
+
+
+def test_leave_and_extra_hours_from_the_page(app, make):
+    specialist = make.specialist(timezone="Europe/Berlin")
+    scheduling.set_availability(specialist, [Window(d, 9 * 60, 10 * 60) for d in range(7)])
+    client = signed_in(app, specialist)
+    tomorrow = (datetime.now(ZoneInfo("Europe/Berlin")) + timedelta(days=2)).date()
+    before = len(scheduling.open_slots(specialist, days=7))
+
+    r = post_form(client, "/availability/leave", {"first_day": tomorrow.isoformat(),
+                  "last_day": tomorrow.isoformat(), "note": "Conference"}, token_from="/availability")
+    assert r.status_code == 302
+    r = post_form(client, "/availability/extra", {"day": tomorrow.isoformat(), "start": "1200",
+                  "end": "1260"}, token_from="/availability")
+    assert r.status_code == 302
+    page = client.get("/availability").get_data(as_text=True)
+    assert f"Leave {tomorrow.isoformat()}" in page and "Conference" in page
+    assert f"Extra hours {tomorrow.isoformat()} 20:00–21:00" in page
+    assert len(scheduling.open_slots(specialist, days=7)) == before - 2  # leave wins over extra hours
+
+    leave = next(x for x in scheduling.exceptions_of(specialist) if x.kind == "leave")
+    r = post_form(client, f"/availability/exceptions/{leave.id}/delete", token_from="/availability")
+    assert r.status_code == 302
+    assert len(scheduling.open_slots(specialist, days=7)) == before + 2
+
+
+@pytest.mark.parametrize(("path", "data"), [
+    ("/availability/leave", {"first_day": "2027-04-02", "last_day": "2027-04-01"}),
+    ("/availability/leave", {"first_day": "soon", "last_day": "2027-04-01"}),
+    ("/availability/leave", {}),
+    ("/availability/extra", {"day": "2027-04-01", "start": "600", "end": "540"}),
+    ("/availability/extra", {"day": "2027-04-01", "start": "abc", "end": "540"}),
+    ("/availability/extra", {"day": "", "start": "600", "end": "660"}),
+])
+def test_bad_exceptions_are_refused_with_a_message(app, make, path, data):
+    specialist = make.specialist()
+    client = signed_in(app, specialist)
+    r = post_form(client, path, data, token_from="/availability")
+    assert r.status_code in (400, 422), r.status_code
+    assert 'class="errors"' in r.get_data(as_text=True) or "flash" in r.get_data(as_text=True)
+    assert scheduling.exceptions_of(specialist) == []
+
+
+def test_removing_someone_elses_exception_is_404(app, make):
+    owner, other = make.specialist(), make.specialist()
+    leave = scheduling.add_leave(owner, date(2027, 4, 1), date(2027, 4, 2))
+    client = signed_in(app, other)
+    r = post_form(client, f"/availability/exceptions/{leave.id}/delete", token_from="/availability")
+    assert r.status_code == 404
+    assert len(scheduling.exceptions_of(owner)) == 1

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from flask import request
-from wtforms import BooleanField, FieldList, Form, FormField, SelectField, SubmitField, ValidationError
+from wtforms import (
+    BooleanField,
+    DateField,
+    FieldList,
+    Form,
+    FormField,
+    SelectField,
+    StringField,
+    SubmitField,
+    ValidationError,
+)
+from wtforms.validators import DataRequired, Length, Optional
 
 from ..forms import AppForm
 from .services import WEEKDAYS
@@ -31,3 +42,16 @@ class AvailabilityForm(AppForm):
         numbers = (key.split("-")[1] for key in request.form if key.startswith(f"{field.name}-"))
         if any(not n.isdigit() or int(n) >= MAX_WINDOWS for n in numbers):
             raise ValidationError(f"At most {MAX_WINDOWS} lines.")
+
+
+class LeaveForm(AppForm):
+    first_day = DateField("First day", validators=[DataRequired("Give the first day.")])
+    last_day = DateField("Last day", validators=[DataRequired("Give the last day.")])
+    note = StringField("Note (optional)", validators=[Optional(), Length(max=120)])
+
+
+class ExtraHoursForm(AppForm):
+    day = DateField("Date", validators=[DataRequired("Give the date.")])
+    start = SelectField("From", choices=QUARTERS[1:])
+    end = SelectField("To", choices=QUARTERS[1:])
+    note = StringField("Note (optional)", validators=[Optional(), Length(max=120)])

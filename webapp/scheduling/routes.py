@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from collections.abc import Callable
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 
 from ..auth.decorators import me, role_required
 from ..errors import DomainError, ValidationFailed
 from ..extensions import db
-from ..models import Role
+from ..forms import AppForm
+from ..models import Role, utcnow
+from ..timefmt import local
 from . import services
-from .forms import BLANK_ROWS, MAX_WINDOWS, AvailabilityForm
+from .forms import BLANK_ROWS, MAX_WINDOWS, AvailabilityForm, ExtraHoursForm, LeaveForm
 
 bp = Blueprint("scheduling", __name__)
 
@@ -51,14 +55,78 @@ def availability():
         flash("Some lines could not be read.", "error")
     else:
         # One row per stored window (never fewer: a save must not drop any) plus empty rows.
-        while len(form.windows):
-            form.windows.pop_entry()
-        for window in services.windows_of(me()):
-            form.windows.append_entry({"weekday": str(window.weekday), "start": str(window.start_minute),
-                                       "end": str(window.end_minute)})
-        for _ in range(BLANK_ROWS):
-            form.windows.append_entry()
+        form = _windows_page()
+    return _page(form, LeaveForm(formdata=None), ExtraHoursForm(formdata=None), status)
+
+
+def _page(form: AvailabilityForm, leave_form: LeaveForm, extra_form: ExtraHoursForm, status: int):
     upcoming = services.upcoming_for(me())
     slots = services.open_slots(me(), days=7)
+    today = local(utcnow(), me().timezone).date()
     return render_template("scheduling/availability.html", form=form, upcoming=upcoming,
-                           slots=slots[:12], slot_count=len(slots)), status
+                           slots=slots[:12], slot_count=len(slots), leave_form=leave_form,
+                           extra_form=extra_form, exceptions=services.exceptions_of(me(), since=today),
+                           ), status
+
+
+def _windows_page() -> AvailabilityForm:
+    form = AvailabilityForm(formdata=None)
+    while form.windows.entries:
+        form.windows.pop_entry()
+    for window in services.windows_of(me()):
+        form.windows.append_entry({"weekday": str(window.weekday), "start": str(window.start_minute),
+                                   "end": str(window.end_minute)})
+    for _ in range(BLANK_ROWS):
+        form.windows.append_entry()
+    return form
+
+
+def _exception_added(form: LeaveForm | ExtraHoursForm, add: Callable[[], object]) -> Response | int:
+    """Run add() for a valid form: a redirect when saved, else the status to show the page with."""
+    status = 422
+    if form.validate_on_submit():
+        try:
+            add()
+        except DomainError as exc:
+            db.session.rollback()
+            flash(exc.message, "error")
+            status = exc.status
+        else:
+            flash("Your availability is saved.", "success")
+            return redirect(url_for(".availability"))
+    else:
+        flash("Some fields could not be read.", "error")
+    return status
+
+
+@bp.route("/availability/leave", methods=["POST"])
+@role_required(Role.SPECIALIST)
+def add_leave():
+    form = LeaveForm()
+    result = _exception_added(form, lambda: services.add_leave(
+        me(), form.first_day.data, form.last_day.data, form.note.data or ""))
+    if not isinstance(result, int):
+        return result
+    return _page(_windows_page(), form, ExtraHoursForm(formdata=None), result)
+
+
+@bp.route("/availability/extra", methods=["POST"])
+@role_required(Role.SPECIALIST)
+def add_extra():
+    form = ExtraHoursForm()
+    result = _exception_added(form, lambda: services.add_extra_hours(
+        me(), form.day.data, int(form.start.data), int(form.end.data), form.note.data or ""))
+    if not isinstance(result, int):
+        return result
+    return _page(_windows_page(), LeaveForm(formdata=None), form, result)
+
+
+@bp.route("/availability/exceptions/<int:exception_id>/delete", methods=["POST"])
+@role_required(Role.SPECIALIST)
+def remove_exception(exception_id: int):
+    form = AppForm()
+    if not form.validate_on_submit():
+        abort(400)
+    services.remove_exception(me(), exception_id)
+    flash("Removed.", "success")
+    return redirect(url_for(".availability"))
