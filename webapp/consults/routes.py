@@ -16,7 +16,16 @@ from ..scheduling import services as scheduling
 from ..timefmt import format_local
 from ..video import services as video_services
 from . import policy, services
-from .forms import AcceptForm, AttachmentForm, CaseForm, EmptyForm, ReasonForm, RecommendationForm, SlotForm
+from .forms import (
+    AcceptForm,
+    AttachmentForm,
+    CaseForm,
+    EmptyForm,
+    ReasonForm,
+    RecommendationForm,
+    RescheduleForm,
+    SlotForm,
+)
 from .matching import eligible_specialists
 
 bp = Blueprint("consults", __name__, url_prefix="/consults")
@@ -128,6 +137,8 @@ def view(ref: str):
         "can_edit": policy.can_edit_case(user, consult),
         "can_cancel": policy.can_cancel(user, consult),
         "can_book": policy.can_book(user, consult),
+        "can_reschedule": policy.can_reschedule(user, consult),
+        "booking_history": scheduling.history_of(consult),
         "can_answer": policy.can_answer(user, consult),
         "offer": policy.pending_offer(user, consult),
         "can_enter_room": room_services.can_enter(user, consult),
@@ -243,6 +254,33 @@ def book(ref: str):
     elif request.method == "POST":
         status = 422
     return render_template("consults/book.html", consult=consult, form=form), status
+
+
+@bp.route("/<ref>/reschedule", methods=["GET", "POST"])
+@consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def reschedule(ref: str):
+    consult = services.view_consult(me(), ref)
+    if not policy.can_reschedule(me(), consult) or consult.specialist is None:
+        flash("Only a booked consultation can be moved, by its requester or its specialist.", "info")
+        return redirect(url_for(".view", ref=ref))
+    form = RescheduleForm()
+    form.slot.choices = _slot_choices(consult.specialist, me().timezone)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            when = _parse_slot(form.slot.data)
+            if when is None:
+                raise ValidationFailed("Choose a new time.", fields={"slot": "required"})
+            services.reschedule(me(), ref, when, form.reason.data)
+        except DomainError as exc:
+            status = _form_error(form, exc)
+            form.slot.choices = _slot_choices(consult.specialist, me().timezone)
+        else:
+            flash("The consultation has a new time.", "success")
+            return redirect(url_for(".view", ref=ref))
+    elif request.method == "POST":
+        status = 422
+    return render_template("consults/reschedule.html", consult=consult, form=form), status
 
 
 @bp.route("/<ref>/answer", methods=["GET", "POST"])

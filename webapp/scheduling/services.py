@@ -292,10 +292,24 @@ def reserve(consult: Consult, specialist: User, starts_at: datetime, booked_by: 
     return appointment
 
 
-def release(appointment: Appointment) -> None:
-    """Cancel an appointment and free its blocks (no commit)."""
+def release(appointment: Appointment, *, reason: str | None = None, by: User | None = None) -> None:
+    """End an appointment (cancelled or rescheduled) and free its blocks (no commit).
+
+    The freed blocks are deleted at once, so a new appointment taken in the same transaction
+    may reuse them (e.g. a reschedule to a slot that overlaps the old one).
+    """
     appointment.cancelled_at = utcnow()
+    appointment.end_reason = reason[:500] if reason else None
+    appointment.ended_by_id = by.id if by is not None else None
     appointment.blocks.clear()
+    db.session.flush()
+
+
+def history_of(consult: Consult) -> list[Appointment]:
+    """Every appointment the consult has had, the current one last (for its visible history)."""
+    return list(db.session.scalars(
+        select(Appointment).where(Appointment.consult_id == consult.id)
+        .order_by(Appointment.created_at, Appointment.id)))
 
 
 def upcoming_for(user: User, *, now: datetime | None = None) -> list[Appointment]:
