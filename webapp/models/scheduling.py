@@ -104,3 +104,14 @@ class BookedBlock(db.Model):
     )
 
     appointment: Mapped[Appointment] = relationship(back_populates="blocks")
+
+
+class CalendarFeed(db.Model):
+    """A user's private iCalendar feed: only the SHA-256 of its secret URL token is stored."""
+
+    __tablename__ = "calendar_feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -12,6 +12,7 @@ from ..extensions import db
 from ..forms import AppForm
 from ..models import Role, utcnow
 from ..timefmt import local
+from . import calendar as calendar_feeds
 from . import services
 from .forms import BLANK_ROWS, MAX_WINDOWS, AvailabilityForm, ExtraHoursForm, LeaveForm
 
@@ -130,3 +131,42 @@ def remove_exception(exception_id: int):
     services.remove_exception(me(), exception_id)
     flash("Removed.", "success")
     return redirect(url_for(".availability"))
+
+
+@bp.get("/calendar")
+@role_required(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def calendar():
+    return render_template("scheduling/calendar.html", feed=calendar_feeds.feed_of(me()), url=None,
+                           form=AppForm())
+
+
+@bp.post("/calendar/feed")
+@role_required(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def issue_feed():
+    if not AppForm().validate_on_submit():
+        abort(400)
+    token = calendar_feeds.issue_feed(me())
+    url = url_for(".feed", token=token, _external=True)
+    return render_template("scheduling/calendar.html", feed=calendar_feeds.feed_of(me()), url=url,
+                           form=AppForm())
+
+
+@bp.post("/calendar/feed/revoke")
+@role_required(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def revoke_feed():
+    if not AppForm().validate_on_submit():
+        abort(400)
+    calendar_feeds.revoke_feed(me())
+    flash("Your calendar feed is revoked; its address no longer works.", "success")
+    return redirect(url_for(".calendar"))
+
+
+@bp.get("/calendar/<token>.ics")
+def feed(token: str):
+    user = calendar_feeds.owner_of(token)
+    if user is None or not user.is_active:
+        abort(404)
+    response = Response(calendar_feeds.feed_ics(user), mimetype="text/calendar")
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
