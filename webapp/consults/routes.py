@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
 
 from ..auth.decorators import me, role_required
 from ..errors import DomainError, ValidationFailed, wants_json
@@ -13,7 +13,8 @@ from ..files.services import path_of
 from ..models import ConsultStatus, Role
 from ..rooms import services as room_services
 from ..scheduling import services as scheduling
-from ..timefmt import format_local
+from ..scheduling.preferences import fits, parse_preferences
+from ..timefmt import format_local, local
 from ..video import services as video_services
 from . import policy, services
 from .forms import (
@@ -213,8 +214,25 @@ def accept(ref: str):
             return redirect(url_for(".view", ref=ref))
     elif request.method == "POST":
         status = 422
-    return render_template("consults/accept.html", consult=consult, form=form,
-                           reason_form=ReasonForm()), status
+    return render_template("consults/accept.html", consult=consult, form=form, reason_form=ReasonForm(),
+                           slot_days=_slots_by_day(form, consult)), status
+
+
+def _slots_by_day(form: AcceptForm, consult) -> list[tuple[str, list[tuple[object, bool]]]]:
+    """The slot choices grouped by day in the viewer's zone, each marked if it fits the request's
+    preferred times (read in the requester's zone)."""
+    pref = parse_preferences(consult.preferred_times or "")
+    length = timedelta(minutes=current_app.config["SLOT_MINUTES"])
+    days: dict[str, list[tuple[object, bool]]] = {}
+    for sub in form.slot:
+        if not sub.data:
+            continue  # "answer in writing" is shown on its own
+        starts = _parse_slot(sub.data)
+        assert starts is not None
+        label = local(starts, me().timezone).strftime("%A %d %B %Y")
+        days.setdefault(label, []).append(
+            (sub, fits(pref, starts, starts + length, consult.requester.timezone)))
+    return list(days.items())
 
 
 @bp.post("/<ref>/decline")
