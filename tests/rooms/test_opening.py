@@ -76,6 +76,8 @@ def test_the_room_page_says_when_it_opens_and_the_answer_still_works(app, later)
         page = r.get_data(as_text=True)
         assert format_local(opening, user.timezone) in page, page
         assert 'id="chat' not in page
+        view = client.get(f"/consults/{consult.ref}").get_data(as_text=True)
+        assert 'id="room-opens"' in view and f"/consults/{consult.ref}/room" not in view
     app.config["ROOM_OPENS_MINUTES_BEFORE"] = 24 * 60  # now inside the opening window
     assert client.get(f"/consults/{consult.ref}/room").status_code == 200
     app.config["ROOM_OPENS_MINUTES_BEFORE"] = 15

@@ -10,7 +10,7 @@ from ..auth.decorators import me, role_required
 from ..errors import DomainError, ValidationFailed, wants_json
 from ..extensions import db
 from ..files.services import path_of
-from ..models import ConsultStatus, Role
+from ..models import ConsultStatus, Role, utcnow
 from ..rooms import services as room_services
 from ..scheduling import services as scheduling
 from ..scheduling.preferences import fits, parse_preferences
@@ -143,6 +143,8 @@ def view(ref: str):
         "can_answer": policy.can_answer(user, consult),
         "offer": policy.pending_offer(user, consult),
         "can_enter_room": room_services.can_enter(user, consult),
+        "room_opens_at": room_services.opens_at(consult),
+        "now": utcnow(),
         "show_matching": user.role == Role.COORDINATOR or user.id == consult.requester_id,
         "preview": eligible_specialists(consult) if consult.status == ConsultStatus.DRAFT else [],
         "signature_ok": (services.verify_signature(consult.recommendation)
