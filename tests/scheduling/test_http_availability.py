@@ -121,3 +121,16 @@ def test_removing_someone_elses_exception_is_404(app, make):
     r = post_form(client, f"/availability/exceptions/{leave.id}/delete", token_from="/availability")
     assert r.status_code == 404
     assert len(scheduling.exceptions_of(owner)) == 1
+
+
+def test_remove_after_adding_a_row(app, make):
+    specialist = make.specialist()
+    scheduling.set_availability(specialist, WORKDAY_WINDOWS)
+    client = signed_in(app, specialist)
+    data = form_values(client.get("/availability").get_data(as_text=True))
+    r = client.post("/availability", data={**data, "add_row": "Add a row"})
+    shown = form_values(r.get_data(as_text=True))
+    shown["windows-0-remove"] = "y"
+    r = client.post("/availability", data={**shown, "save": "Save availability"})
+    assert r.status_code == 302
+    assert len(stored(specialist)) == 20
