@@ -220,20 +220,20 @@ def accept(ref: str):
                            slot_days=_slots_by_day(form, consult)), status
 
 
-def _slots_by_day(form: AcceptForm, consult) -> list[tuple[str, list[tuple[object, str, bool]]]]:
+def _slots_by_day(form: AcceptForm, consult) -> list[tuple[str, list[tuple[object, bool]]]]:
     """The slot choices grouped by day in the viewer's zone, each marked if it fits the request's
     preferred times (read in the requester's zone)."""
     pref = parse_preferences(consult.preferred_times or "")
     length = timedelta(minutes=current_app.config["SLOT_MINUTES"])
-    days: dict[str, list[tuple[object, str, bool]]] = {}
+    days: dict[str, list[tuple[object, bool]]] = {}
     for sub in form.slot:
         if not sub.data:
             continue  # "answer in writing" is shown on its own
         starts = _parse_slot(sub.data)
         assert starts is not None
         label = local(starts, me().timezone).strftime("%A %d %B %Y")
-        days.setdefault(label, []).append((sub, format_local(starts, me().timezone, with_date=False),
-                                           fits(pref, starts, starts + length, consult.requester.timezone)))
+        days.setdefault(label, []).append(
+            (sub, fits(pref, starts, starts + length, consult.requester.timezone)))
     return list(days.items())
 
 
