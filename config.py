@@ -165,6 +165,8 @@ class Config:
     SLOT_MINUTES = _env_int("SLOT_MINUTES", 30)
     BOOKING_HORIZON_DAYS = _env_int("BOOKING_HORIZON_DAYS", 14)
     BOOKING_MIN_LEAD_MINUTES = _env_int("BOOKING_MIN_LEAD_MINUTES", 15)
+    # A booked consult's room (chat and call) opens this long before the booked time.
+    ROOM_OPENS_MINUTES_BEFORE = _env_int("ROOM_OPENS_MINUTES_BEFORE", 15)
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
 
     # GET /healthz: how long each check (database, Redis) may take before the node reports 503.
@@ -190,6 +192,9 @@ class TestingConfig(Config):
     SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
     RATELIMIT_STORAGE_URI = "memory://"
     ARGON2_FAST = True
+    # Test worlds book the next free slot, within the hour: their rooms are open at once.
+    # tests/rooms/test_opening.py checks the real default of 15 minutes.
+    ROOM_OPENS_MINUTES_BEFORE = 24 * 60
 
 
 class ProductionConfig(Config):

@@ -287,6 +287,7 @@ class Cluster:
             "LOGIN_RATE_LIMIT": "100000 per minute",  # every test user signs in from 127.0.0.1
             "UPLOAD_DIR": str(self.root / "uploads"),  # shared by the nodes, as a shared volume would be
             "HEALTH_TIMEOUT_SECONDS": "2",
+            "ROOM_OPENS_MINUTES_BEFORE": "1440",  # test worlds book the next free slot
             "PYTHONUNBUFFERED": "1",
         })
         env.update(extra)

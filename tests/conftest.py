@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -401,6 +402,43 @@ def post_form(client: FlaskClient, path: str, data: dict | None = None, *, token
     payload = {"csrf_token": csrf_token(client, token_from)}
     payload.update(data or {})
     return client.post(path, data=payload, **kw)
+
+
+class _FormReader(HTMLParser):
+    """Collects what a browser would submit from a page's forms (no submit buttons)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self._select: str | None = None
+        self._first: str | None = None
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        a = dict(attrs)
+        name = a.get("name")
+        if tag == "input" and name and a.get("type", "text") not in ("submit", "button"):
+            if a.get("type") not in ("checkbox", "radio") or "checked" in a:
+                self.values[name] = a.get("value") or ("y" if a.get("type") == "checkbox" else "")
+        elif tag == "select" and name:
+            self._select, self._first = name, None
+        elif tag == "option" and self._select:
+            value = a.get("value", "")
+            if self._first is None:
+                self._first = value
+                self.values.setdefault(self._select, value)
+            if "selected" in a:
+                self.values[self._select] = value
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+
+
+def form_values(html: str) -> dict[str, str]:
+    """The fields a browser would send back unchanged from the page's form (text, selects, checks)."""
+    reader = _FormReader()
+    reader.feed(html)
+    return reader.values
 
 
 # --- a real server on a loopback port --------------------------------------------------------------

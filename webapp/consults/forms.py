@@ -105,6 +105,12 @@ class SlotForm(AppForm):
     slot = RadioField("Time", validate_choice=False)
 
 
+class RescheduleForm(AppForm):
+    slot = RadioField("New time", validate_choice=False)
+    reason = TextAreaField("Reason", validators=[DataRequired("Give a reason for the new time."),
+                                                 Length(max=500)])
+
+
 class AcceptForm(AppForm):
     slot = RadioField("Consultation time", validate_choice=False, default="")
 

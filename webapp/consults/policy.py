@@ -61,3 +61,8 @@ def can_cancel(user: User, consult: Consult) -> bool:
 def can_book(user: User, consult: Consult) -> bool:
     """Either party books the time once a specialist has accepted."""
     return is_party(user, consult) and consult.status == ConsultStatus.ACCEPTED
+
+
+def can_reschedule(user: User, consult: Consult) -> bool:
+    """Either party moves a booked consultation to another free slot."""
+    return is_party(user, consult) and consult.status == ConsultStatus.SCHEDULED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import (
     Blueprint,
@@ -21,13 +21,23 @@ from ..auth.decorators import me, role_required
 from ..errors import DomainError, FileTooLarge, UnsupportedFile, ValidationFailed, wants_json
 from ..extensions import db
 from ..files.services import ConversionBusy, path_of
-from ..models import ConsultStatus, Role
+from ..models import ConsultStatus, Role, utcnow
 from ..rooms import services as room_services
 from ..scheduling import services as scheduling
-from ..timefmt import format_local
+from ..scheduling.preferences import fits, parse_preferences
+from ..timefmt import format_local, local
 from ..video import services as video_services
 from . import policy, services
-from .forms import AcceptForm, AttachmentForm, CaseForm, EmptyForm, ReasonForm, RecommendationForm, SlotForm
+from .forms import (
+    AcceptForm,
+    AttachmentForm,
+    CaseForm,
+    EmptyForm,
+    ReasonForm,
+    RecommendationForm,
+    RescheduleForm,
+    SlotForm,
+)
 from .matching import eligible_specialists
 
 bp = Blueprint("consults", __name__, url_prefix="/consults")
@@ -202,9 +212,13 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
         "can_edit": policy.can_edit_case(user, consult),
         "can_cancel": policy.can_cancel(user, consult),
         "can_book": policy.can_book(user, consult),
+        "can_reschedule": policy.can_reschedule(user, consult),
+        "booking_history": scheduling.history_of(consult),
         "can_answer": policy.can_answer(user, consult),
         "offer": policy.pending_offer(user, consult),
         "can_enter_room": room_services.can_enter(user, consult),
+        "room_opens_at": room_services.opens_at(consult),
+        "now": utcnow(),
         "show_matching": user.role == Role.COORDINATOR or user.id == consult.requester_id,
         "preview": eligible_specialists(consult) if consult.status == ConsultStatus.DRAFT else [],
         "signature_ok": (services.verify_signature(consult.recommendation)
@@ -294,8 +308,25 @@ def accept(ref: str):
             return redirect(url_for(".view", ref=ref))
     elif request.method == "POST":
         status = 422
-    return render_template("consults/accept.html", consult=consult, form=form,
-                           reason_form=ReasonForm()), status
+    return render_template("consults/accept.html", consult=consult, form=form, reason_form=ReasonForm(),
+                           slot_days=_slots_by_day(form, consult)), status
+
+
+def _slots_by_day(form: AcceptForm, consult) -> list[tuple[str, list[tuple[object, bool]]]]:
+    """The slot choices grouped by day in the viewer's zone, each marked if it fits the request's
+    preferred times (read in the requester's zone)."""
+    pref = parse_preferences(consult.preferred_times or "")
+    length = timedelta(minutes=current_app.config["SLOT_MINUTES"])
+    days: dict[str, list[tuple[object, bool]]] = {}
+    for sub in form.slot:
+        if not sub.data:
+            continue  # "answer in writing" is shown on its own
+        starts = _parse_slot(sub.data)
+        assert starts is not None
+        label = local(starts, me().timezone).strftime("%A %d %B %Y")
+        days.setdefault(label, []).append(
+            (sub, fits(pref, starts, starts + length, consult.requester.timezone)))
+    return list(days.items())
 
 
 @bp.post("/<ref>/decline")
@@ -335,6 +366,33 @@ def book(ref: str):
     elif request.method == "POST":
         status = 422
     return render_template("consults/book.html", consult=consult, form=form), status
+
+
+@bp.route("/<ref>/reschedule", methods=["GET", "POST"])
+@consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def reschedule(ref: str):
+    consult = services.view_consult(me(), ref)
+    if not policy.can_reschedule(me(), consult) or consult.specialist is None:
+        flash("Only a booked consultation can be moved, by its requester or its specialist.", "info")
+        return redirect(url_for(".view", ref=ref))
+    form = RescheduleForm()
+    form.slot.choices = _slot_choices(consult.specialist, me().timezone)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            when = _parse_slot(form.slot.data)
+            if when is None:
+                raise ValidationFailed("Choose a new time.", fields={"slot": "required"})
+            services.reschedule(me(), ref, when, form.reason.data)
+        except DomainError as exc:
+            status = _form_error(form, exc)
+            form.slot.choices = _slot_choices(consult.specialist, me().timezone)
+        else:
+            flash("The consultation has a new time.", "success")
+            return redirect(url_for(".view", ref=ref))
+    elif request.method == "POST":
+        status = 422
+    return render_template("consults/reschedule.html", consult=consult, form=form), status
 
 
 @bp.route("/<ref>/answer", methods=["GET", "POST"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import BinaryIO
 
@@ -387,6 +387,36 @@ def book(user: User, ref: str, starts_at: datetime) -> Consult:
     return consult
 
 
+def reschedule(user: User, ref: str, starts_at: datetime, reason: str) -> Consult:
+    """Either party moves the booked time: old blocks freed, new ones taken, in one transaction.
+
+    On any refusal (the slot was just taken, is outside the availability...) the whole
+    transaction rolls back, so the consult keeps its old time.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed("Give a reason for the new time.", fields={"reason": "required"})
+    consult = _for_action(user, ref, policy.can_reschedule, "reschedule", lock=True)
+    old = consult.appointment
+    if old is None or consult.specialist is None:
+        raise Conflict("This consult has no booked time to move.")
+    starts_at = starts_at.astimezone(UTC)
+    if starts_at == old.starts_at:
+        raise ValidationFailed("That is the time already booked; choose another.", fields={"slot": "same"})
+    old_start = old.starts_at
+    try:
+        scheduling.release(old, reason=f"Rescheduled: {reason[:480]}", by=user)
+        scheduling.reserve(consult, consult.specialist, starts_at, booked_by=user)
+    except DomainError:
+        db.session.rollback()
+        raise
+    record("consult.rescheduled", actor=user, consult=consult,
+           detail={"from": old_start.isoformat(), "to": starts_at.isoformat(), "reason": reason[:500]})
+    _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
+    db.session.expire(consult, ["appointment"])
+    return consult
+
+
 def cancel(user: User, ref: str, reason: str) -> Consult:
     """The requester or a coordinator withdraws a consult; a booked slot is released."""
     if not reason.strip():
@@ -396,7 +426,7 @@ def cancel(user: User, ref: str, reason: str) -> Consult:
     consult.cancelled_at = utcnow()
     consult.cancel_reason = reason.strip()[:500]
     if consult.appointment is not None:
-        scheduling.release(consult.appointment)
+        scheduling.release(consult.appointment, reason=consult.cancel_reason, by=user)
     for offer in consult.offers:
         if offer.status == OfferStatus.OFFERED:
             offer.status = OfferStatus.WITHDRAWN

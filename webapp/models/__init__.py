@@ -14,7 +14,14 @@ from .consult import (
 )
 from .facility import Facility, FacilityLevel, Partnership
 from .room import CallSession, Message, NoteSnapshot, NoteUpdate, ReadReceipt, RoomCounter
-from .scheduling import BLOCK_MINUTES, Appointment, AvailabilityWindow, BookedBlock
+from .scheduling import (
+    BLOCK_MINUTES,
+    Appointment,
+    AvailabilityException,
+    AvailabilityWindow,
+    BookedBlock,
+    CalendarFeed,
+)
 from .session import PasswordReset, UserSession
 from .types import utcnow
 from .user import LANGUAGES, SPECIALTIES, AccountStatus, Role, User
@@ -28,8 +35,11 @@ __all__ = [
     "Attachment",
     "AuditChainHead",
     "AuditEvent",
+    "AvailabilityException",
     "AvailabilityWindow",
-    "BookedBlock", "CallSession",
+    "BookedBlock",
+    "CalendarFeed",
+    "CallSession",
     "Consult",
     "ConsultMode",
     "ConsultOffer",

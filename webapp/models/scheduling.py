@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, PrimaryKeyConstraint
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Integer, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -36,6 +36,34 @@ class AvailabilityWindow(db.Model):
     end_minute: Mapped[int] = mapped_column(Integer)
 
 
+class AvailabilityException(db.Model):
+    """A dated change to the weekly pattern, in the specialist's own time zone.
+
+    kind "leave": no slots on any day from first_day to last_day (leave, holidays);
+    kind "extra": one-off extra hours on first_day from start_minute to end_minute.
+    """
+
+    __tablename__ = "availability_exceptions"
+    __table_args__ = (
+        CheckConstraint("kind IN ('leave', 'extra')", name="exception_kind"),
+        CheckConstraint("first_day <= last_day", name="exception_days"),
+        CheckConstraint(
+            "kind = 'leave' OR (start_minute >= 0 AND end_minute <= 1440 AND start_minute < end_minute"
+            " AND first_day = last_day)",
+            name="exception_hours",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    specialist_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    first_day: Mapped[date] = mapped_column(Date)
+    last_day: Mapped[date] = mapped_column(Date)
+    start_minute: Mapped[int | None] = mapped_column(Integer)
+    end_minute: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(String(120), default="")
+
+
 class Appointment(db.Model):
     """A booked consult time. Overlaps are prevented by BookedBlock's primary key."""
 
@@ -49,6 +77,9 @@ class Appointment(db.Model):
     booked_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Why this booking ended: "rescheduled: <reason>" or the cancellation reason.
+    end_reason: Mapped[str | None] = mapped_column(String(500))
+    ended_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     consult: Mapped[Consult] = relationship(viewonly=True)
     blocks: Mapped[list[BookedBlock]] = relationship(
@@ -73,3 +104,14 @@ class BookedBlock(db.Model):
     )
 
     appointment: Mapped[Appointment] = relationship(back_populates="blocks")
+
+
+class CalendarFeed(db.Model):
+    """A user's private iCalendar feed: only the SHA-256 of its secret URL token is stored."""
+
+    __tablename__ = "calendar_feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -17,7 +17,12 @@ bp = Blueprint("rooms", __name__, url_prefix="/consults")
 @bp.get("/<ref>/room")
 @role_required(Role.RURAL_DOCTOR, Role.SPECIALIST, Role.COORDINATOR)
 def room(ref: str):
-    consult = services.enter_room(me(), ref)
+    try:
+        consult = services.enter_room(me(), ref)
+    except services.RoomNotOpen as closed:
+        consult = services.consult_by_ref(ref)
+        return render_template("rooms/not_open.html", consult=consult, opens_at=closed.opens_at,
+                               message=closed.message), closed.status
     call_allowed = me().id in (consult.requester_id, consult.specialist_id) and consult.status in CALL_STATUSES
     return render_template("rooms/room.html", call_allowed=call_allowed,
                            ice_servers=video_services.ice_servers(me()) if call_allowed else [],

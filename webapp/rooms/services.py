@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app, url_for
@@ -39,6 +39,7 @@ from ..models import (
 )
 from ..models.types import utcnow
 from ..ratelimit import LocalMovingWindow
+from ..timefmt import format_local
 from ..validation import clean_int, text_problem
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -78,6 +79,30 @@ def can_enter(user: User, consult: Consult) -> bool:
     return (policy.is_party(user, consult) or user.role == Role.COORDINATOR) and consult.status in OPEN_ROOM
 
 
+class RoomNotOpen(Forbidden):
+    """The booked consult's room opens later; the message says when, in the viewer's zone."""
+
+    code = "room_not_open"
+
+    def __init__(self, message: str, opens_at: datetime) -> None:
+        super().__init__(message)
+        self.opens_at = opens_at
+
+
+def opens_at(consult: Consult) -> datetime | None:
+    """When a booked consult's room opens (None: no booked time, the room is open)."""
+    if consult.status != ConsultStatus.SCHEDULED or consult.appointment is None:
+        return None
+    return consult.appointment.starts_at - timedelta(minutes=current_app.config["ROOM_OPENS_MINUTES_BEFORE"])
+
+
+def check_open(user: User, consult: Consult, *, now: datetime | None = None) -> None:
+    """Refuse the room (chat and call) before its opening time; a written answer is not affected."""
+    opening = opens_at(consult)
+    if opening is not None and (now or utcnow()) < opening:
+        raise RoomNotOpen(f"The consultation room opens at {format_local(opening, user.timezone)}.", opening)
+
+
 def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
     """The consult whose room the user may open; a refusal is audited and looks like 404."""
     if not isinstance(ref, str) or not ref or len(ref) > 32 or text_problem(ref):
@@ -88,8 +113,17 @@ def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
     if not can_enter(user, consult):
         record_refusal("room.access_denied", actor=user, consult=consult)
         raise NotFound("No such consult.")
+    check_open(user, consult)
     if audit:
         record_now("room.entered", actor=user, consult=consult)
+    return consult
+
+
+def consult_by_ref(ref: str) -> Consult:
+    """The consult with this reference (for a page already checked by enter_room)."""
+    consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
+    if consult is None:
+        raise NotFound("No such consult.")
     return consult
 
 

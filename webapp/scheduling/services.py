@@ -11,11 +11,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..audit.services import record
-from ..errors import Conflict, Forbidden, ValidationFailed
+from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..models import (
     BLOCK_MINUTES,
     Appointment,
+    AvailabilityException,
     AvailabilityWindow,
     BookedBlock,
     Consult,
@@ -97,6 +98,79 @@ def set_availability(specialist: User, windows: list[Window]) -> list[Availabili
     return rows
 
 
+LEAVE, EXTRA = "leave", "extra"
+MAX_LEAVE_DAYS = 366
+
+
+def exceptions_of(specialist: User, *, since: date | None = None) -> list[AvailabilityException]:
+    """The specialist's leave and extra hours that end on or after `since`, in date order."""
+    query = select(AvailabilityException).where(AvailabilityException.specialist_id == specialist.id)
+    if since is not None:
+        query = query.where(AvailabilityException.last_day >= since)
+    return list(db.session.scalars(
+        query.order_by(AvailabilityException.first_day, AvailabilityException.start_minute)))
+
+
+def add_leave(specialist: User, first_day: date, last_day: date, note: str = "") -> AvailabilityException:
+    """Mark whole local days, first_day to last_day, as unavailable (booked consults are kept)."""
+    if specialist.role != Role.SPECIALIST:
+        raise Forbidden("Only specialists publish availability.")
+    if last_day < first_day:
+        raise ValidationFailed("The last day of leave must not be before the first.", fields={"last_day": "order"})
+    if (last_day - first_day).days >= MAX_LEAVE_DAYS:
+        raise ValidationFailed(f"Leave can span at most {MAX_LEAVE_DAYS} days at a time.",
+                               fields={"last_day": "range"})
+    row = AvailabilityException(specialist_id=specialist.id, kind=LEAVE, first_day=first_day,
+                                last_day=last_day, note=note.strip()[:120])
+    db.session.add(row)
+    db.session.flush()
+    record("availability.leave_added", actor=specialist, target=f"user:{specialist.id}",
+           detail={"first_day": first_day.isoformat(), "last_day": last_day.isoformat()})
+    db.session.commit()
+    return row
+
+
+def add_extra_hours(specialist: User, day: date, start_minute: int, end_minute: int,
+                    note: str = "") -> AvailabilityException:
+    """Open one-off extra hours on a local date, on top of the weekly pattern."""
+    if specialist.role != Role.SPECIALIST:
+        raise Forbidden("Only specialists publish availability.")
+    _validate_windows([Window(day.weekday(), start_minute, end_minute)])
+    row = AvailabilityException(specialist_id=specialist.id, kind=EXTRA, first_day=day, last_day=day,
+                                start_minute=start_minute, end_minute=end_minute, note=note.strip()[:120])
+    db.session.add(row)
+    db.session.flush()
+    record("availability.extra_added", actor=specialist, target=f"user:{specialist.id}",
+           detail={"day": day.isoformat(), "start_minute": start_minute, "end_minute": end_minute})
+    db.session.commit()
+    return row
+
+
+def remove_exception(specialist: User, exception_id: int) -> None:
+    """Delete one of the specialist's own exceptions."""
+    row = db.session.get(AvailabilityException, exception_id)
+    if row is None or row.specialist_id != specialist.id:
+        raise NotFound("No such exception.")
+    db.session.delete(row)
+    record("availability.exception_removed", actor=specialist, target=f"user:{specialist.id}",
+           detail={"kind": row.kind, "first_day": row.first_day.isoformat()})
+    db.session.commit()
+
+
+def _on_leave(leave: list[AvailabilityException], slot: Slot, tz) -> bool:
+    days = {slot.starts_at.astimezone(tz).date(), (slot.ends_at - timedelta(microseconds=1)).astimezone(tz).date()}
+    return any(x.first_day <= d <= x.last_day for x in leave for d in days)
+
+
+def leave_covering(specialist: User, slot: Slot) -> AvailabilityException | None:
+    """The specialist's leave that covers any part of the slot (in their zone), if any."""
+    tz = zone(specialist.timezone)
+    for x in exceptions_of(specialist, since=slot.starts_at.astimezone(tz).date() - timedelta(days=1)):
+        if x.kind == LEAVE and _on_leave([x], slot, tz):
+            return x
+    return None
+
+
 def _clock_runs_straight(cursor: datetime, s: datetime, length: timedelta) -> bool:
     """Whether the local wall time `cursor` exists and no DST change falls inside the slot.
 
@@ -117,9 +191,15 @@ def _candidate_slots(specialist: User, start: datetime, end: datetime) -> list[S
     slots: set[Slot] = set()
     first_day: date = start.astimezone(tz).date() - timedelta(days=1)
     last_day: date = end.astimezone(tz).date() + timedelta(days=1)
+    exceptions = [x for x in exceptions_of(specialist, since=first_day) if x.first_day <= last_day]
+    leave = [x for x in exceptions if x.kind == LEAVE]
+    extra: dict[date, list[Window]] = {}
+    for x in exceptions:
+        if x.kind == EXTRA and x.start_minute is not None and x.end_minute is not None:
+            extra.setdefault(x.first_day, []).append(Window(x.first_day.weekday(), x.start_minute, x.end_minute))
     day = first_day
     while day <= last_day:
-        for w in windows:
+        for w in [*windows, *extra.get(day, [])]:
             if w.weekday != day.weekday():
                 continue
             local_start = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=w.start_minute)
@@ -127,7 +207,8 @@ def _candidate_slots(specialist: User, start: datetime, end: datetime) -> list[S
             cursor = local_start
             while cursor + length <= local_end:
                 s = cursor.astimezone(UTC)
-                if start <= s and s + length <= end and _clock_runs_straight(cursor, s, length):
+                if (start <= s and s + length <= end and _clock_runs_straight(cursor, s, length)
+                        and not _on_leave(leave, Slot(s, s + length), tz)):
                     slots.add(Slot(s, s + length))
                 cursor += length
         day += timedelta(days=1)
@@ -172,6 +253,9 @@ def is_bookable(specialist: User, starts_at: datetime, *, now: datetime | None =
         raise ValidationFailed("That time has passed or is too soon; choose a later slot.")
     if starts_at > horizon:
         raise ValidationFailed("That time is beyond the booking horizon.")
+    length = timedelta(minutes=current_app.config["SLOT_MINUTES"])
+    if leave_covering(specialist, Slot(starts_at, starts_at + length)) is not None:
+        raise ValidationFailed("The specialist is on leave then; choose another day.")
     for slot in _candidate_slots(specialist, starts_at, starts_at + timedelta(days=1)):
         if slot.starts_at == starts_at:
             return slot
@@ -208,10 +292,24 @@ def reserve(consult: Consult, specialist: User, starts_at: datetime, booked_by: 
     return appointment
 
 
-def release(appointment: Appointment) -> None:
-    """Cancel an appointment and free its blocks (no commit)."""
+def release(appointment: Appointment, *, reason: str | None = None, by: User | None = None) -> None:
+    """End an appointment (cancelled or rescheduled) and free its blocks (no commit).
+
+    The freed blocks are deleted at once, so a new appointment taken in the same transaction
+    may reuse them (e.g. a reschedule to a slot that overlaps the old one).
+    """
     appointment.cancelled_at = utcnow()
+    appointment.end_reason = reason[:500] if reason else None
+    appointment.ended_by_id = by.id if by is not None else None
     appointment.blocks.clear()
+    db.session.flush()
+
+
+def history_of(consult: Consult) -> list[Appointment]:
+    """Every appointment the consult has had, the current one last (for its visible history)."""
+    return list(db.session.scalars(
+        select(Appointment).where(Appointment.consult_id == consult.id)
+        .order_by(Appointment.created_at, Appointment.id)))
 
 
 def upcoming_for(user: User, *, now: datetime | None = None) -> list[Appointment]:

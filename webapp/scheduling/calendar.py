@@ -1,0 +1,89 @@
+"""Private iCalendar feeds of a user's booked consultations (no clinical content)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from flask import url_for
+from icalendar import Calendar, Event
+from sqlalchemy import delete, func, or_, select
+
+from ..audit.services import record
+from ..auth.sessions import hash_key
+from ..extensions import db
+from ..models import Appointment, CalendarFeed, Consult, ConsultStatus, User, utcnow
+
+SUMMARY = "Huizhen consultation"
+
+
+def feed_of(user: User) -> CalendarFeed | None:
+    """The user's feed, if one is issued."""
+    return db.session.scalar(select(CalendarFeed).where(CalendarFeed.user_id == user.id))
+
+
+def issue_feed(user: User) -> str:
+    """A new secret feed token for the user (any earlier feed URL stops working); shown once."""
+    token = secrets.token_urlsafe(32)
+    db.session.execute(delete(CalendarFeed).where(CalendarFeed.user_id == user.id))
+    db.session.add(CalendarFeed(user_id=user.id, token_hash=hash_key(token)))
+    record("calendar.feed_issued", actor=user, target=f"user:{user.id}")
+    db.session.commit()
+    return token
+
+
+def revoke_feed(user: User) -> None:
+    """Revoke the user's feed: its URL answers 404 from now on."""
+    db.session.execute(delete(CalendarFeed).where(CalendarFeed.user_id == user.id))
+    record("calendar.feed_revoked", actor=user, target=f"user:{user.id}")
+    db.session.commit()
+
+
+def owner_of(token: str) -> User | None:
+    """The user whose feed this token opens (None for an unknown or revoked token)."""
+    if not token or len(token) > 128:
+        return None
+    feed = db.session.scalar(select(CalendarFeed).where(CalendarFeed.token_hash == hash_key(token)))
+    return db.session.get(User, feed.user_id) if feed is not None else None
+
+
+def _uid(consult: Consult) -> str:
+    return f"consult-{consult.ref}@huizhen"
+
+
+def feed_ics(user: User, *, now: datetime | None = None) -> bytes:
+    """The user's booked consultations as iCalendar: one event per consult, UID stable.
+
+    The event follows the consult's latest appointment; SEQUENCE counts its changes (each
+    reschedule, and a cancellation) and a cancelled consult has STATUS:CANCELLED. Only the time,
+    a neutral title and a link: no patient data, complaint or other clinical text.
+    """
+    now = now or utcnow()
+    counts = (select(Appointment.consult_id, func.count().label("n"), func.max(Appointment.id).label("last"))
+              .group_by(Appointment.consult_id).subquery())
+    rows = db.session.execute(
+        select(Consult, Appointment, counts.c.n)
+        .join(counts, counts.c.consult_id == Consult.id)
+        .join(Appointment, Appointment.id == counts.c.last)
+        .where(or_(Consult.requester_id == user.id, Consult.specialist_id == user.id))
+        .order_by(Appointment.starts_at)
+    ).all()
+    cal = Calendar()
+    cal.add("prodid", "-//Huizhen//Consultations//EN")
+    cal.add("version", "2.0")
+    cal.add("x-wr-calname", "Huizhen consultations")
+    for consult, appointment, count in rows:
+        cancelled = consult.status == ConsultStatus.CANCELLED or appointment.cancelled_at is not None
+        link = url_for("consults.view", ref=consult.ref, _external=True)
+        event = Event()
+        event.add("uid", _uid(consult))
+        event.add("sequence", count - 1 + (1 if cancelled else 0))
+        event.add("dtstamp", now)
+        event.add("dtstart", appointment.starts_at)
+        event.add("dtend", appointment.ends_at)
+        event.add("summary", SUMMARY)
+        event.add("description", f"Open the consultation in Huizhen: {link}")
+        event.add("url", link)
+        event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
+        cal.add_component(event)
+    return cal.to_ical()
