@@ -13,6 +13,7 @@ from .consult import (
     Urgency,
 )
 from .facility import Facility, FacilityLevel, Partnership
+from .notification import CHANNELS, Delivery, Notification, NotificationPreference
 from .room import CallSession, Message, NoteSnapshot, NoteUpdate, ReadReceipt, RoomCounter
 from .scheduling import BLOCK_MINUTES, Appointment, AvailabilityWindow, BookedBlock
 from .session import PasswordReset, UserSession
@@ -21,6 +22,7 @@ from .user import LANGUAGES, SPECIALTIES, AccountStatus, Role, User
 
 __all__ = [
     "BLOCK_MINUTES",
+    "CHANNELS",
     "LANGUAGES",
     "SPECIALTIES",
     "AccountStatus",
@@ -29,16 +31,20 @@ __all__ = [
     "AuditChainHead",
     "AuditEvent",
     "AvailabilityWindow",
-    "BookedBlock", "CallSession",
+    "BookedBlock",
+    "CallSession",
     "Consult",
     "ConsultMode",
     "ConsultOffer",
     "ConsultStatus",
+    "Delivery",
     "Facility",
     "FacilityLevel",
     "Message",
     "NoteSnapshot",
     "NoteUpdate",
+    "Notification",
+    "NotificationPreference",
     "OfferStatus",
     "Partnership",
     "PasswordReset",
