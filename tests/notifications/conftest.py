@@ -48,3 +48,58 @@ def counts() -> tuple[int, int]:
     """How many notifications and deliveries are stored."""
     return (db.session.scalar(select(func.count(Notification.id))),
             db.session.scalar(select(func.count(Delivery.id))))
+
+
+class Hook:
+    """A local webhook receiver: records each POST (headers, body) and answers with `status`."""
+
+    def __init__(self, status: int = 200) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.status = status
+        self.received: list[tuple[dict, bytes, float]] = []
+        self.hold: str | None = None  # a delivery key whose request is held unanswered (see the crash test)
+        self.held = threading.Event()
+        self.release = threading.Event()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import time
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if hook.hold is not None and headers.get("x-huizhen-delivery") == hook.hold:
+                    hook.hold = None
+                    hook.held.set()
+                    hook.release.wait(30)
+                    return  # never answered: not accepted (the sender is killed meanwhile)
+                hook.received.append((headers, body, time.monotonic()))
+                self.send_response(hook.status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def keys(self) -> list[str]:
+        return [h["x-huizhen-delivery"] for h, _, _ in self.received]
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+@pytest.fixture
+def webhook(app, monkeypatch) -> Iterator[Hook]:
+    """A local HTTP server the app's webhook deliveries go to (NOTIFY_WEBHOOK_URL, with a secret)."""
+    hook = Hook()
+    monkeypatch.setitem(app.config, "NOTIFY_WEBHOOK_URL", hook.url)
+    monkeypatch.setitem(app.config, "NOTIFY_WEBHOOK_SECRET", "test-webhook-secret")
+    yield hook
+    hook.stop()

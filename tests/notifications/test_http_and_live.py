@@ -119,5 +119,6 @@ def test_chat_while_away_notifies_the_absent_party_once(make, party_socket, gene
     got = [p for p in rural_bell.get_received("/notify") if p["name"] == "notification"]
     assert [p["args"][0]["notification"]["link"] for p in got] == [f"/consults/{consult.ref}/room"]
     party_socket(rural, "/room", consult.ref)  # now he is in the room: no notification for him
-    room.emit("send", {"ref": consult.ref, "client_id": "client-last", "body": "here?"}, namespace="/room", callback=True)
+    room.emit("send", {"ref": consult.ref, "client_id": "client-last", "body": "here?"}, namespace="/room",
+              callback=True)
     assert notifications_of(spec, "chat.message") == []

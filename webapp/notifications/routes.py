@@ -82,3 +82,11 @@ def preferences():
         form.quiet_start.data = time(pref.quiet_start // 60, pref.quiet_start % 60)
         form.quiet_end.data = time(pref.quiet_end // 60, pref.quiet_end % 60)
     return render_template("notifications/preferences.html", form=form)
+
+
+@bp.get("/failed")
+@role_required(Role.COORDINATOR)
+def failed():
+    from .delivery import failed_deliveries
+
+    return render_template("notifications/failed.html", deliveries=failed_deliveries())
