@@ -103,3 +103,62 @@ def webhook(app, monkeypatch) -> Iterator[Hook]:
     monkeypatch.setitem(app.config, "NOTIFY_WEBHOOK_SECRET", "test-webhook-secret")
     yield hook
     hook.stop()
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def start_worker(database_url: str, log_path, **settings: str):
+    """Start the delivery worker as its own process (python -m webapp.notifications.worker)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": database_url, "HUIZHEN_ENV": "development", "REDIS_URL": "",
+           "NOTIFY_POLL_SECONDS": "0.2", **settings}
+    env.pop("TEST_DATABASE_URL", None)
+    log = open(log_path, "ab")  # noqa: SIM115 (closed with the process by the caller's stop)
+    proc = subprocess.Popen([sys.executable, "-m", "webapp.notifications.worker"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    proc.log_file = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_worker(proc) -> None:
+    """End a worker started by start_worker (SIGTERM, then SIGKILL) and close its log."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.log_file.close()
+
+
+def wait_until(condition, timeout: float = 60, what: str = "condition") -> None:
+    """Poll condition() until it is true (generous: the machine may be loaded)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def mailbox() -> Iterator:
+    """A real aiosmtpd server (not tied to the app's config) for worker processes: (MailBox, SMTP_URL)."""
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import MailBox, free_port
+
+    box = MailBox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield box, f"smtp://127.0.0.1:{controller.port}"
+    controller.stop()
