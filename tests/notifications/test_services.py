@@ -258,3 +258,11 @@ def test_unknown_kind_is_refused(make):
     with pytest.raises(ValueError):
         notifications.notify([user], "no.such.kind", {})
     assert isinstance(db.session.get(User, user.id), User)
+
+
+def test_a_booked_time_is_shown_in_the_recipients_zone(make):
+    from webapp.notifications import texts
+
+    text = texts.title("consult.booked", {"by": "Dr. Zhang", "starts_at": "2026-12-02T01:30:00+00:00"},
+                       "Asia/Shanghai")
+    assert text == "Consultation booked by Dr. Zhang for Wed 02 Dec 2026, 09:30 CST (Asia/Shanghai)"

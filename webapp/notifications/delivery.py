@@ -66,7 +66,8 @@ def claim(now: datetime | None = None, limit: int | None = None) -> list[tuple[i
 def _payload(note: Notification, delivery: Delivery) -> dict[str, Any]:
     """What leaves the system: what happened and the link, never clinical content."""
     ref = note.consult.ref if note.consult is not None else None
-    return {"delivery": delivery_key(delivery), "kind": note.kind, "title": texts.title(note.kind, note.params),
+    return {"delivery": delivery_key(delivery), "kind": note.kind,
+            "title": texts.title(note.kind, note.params, note.user.timezone),
             "link": texts.external_link(note.kind, ref), "urgent": note.urgent,
             "created_at": note.created_at.isoformat(),
             "recipient": {"id": note.user_id, "email": note.user.email}}

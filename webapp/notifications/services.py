@@ -110,7 +110,8 @@ def _wire(note: Notification, consult_ref: str | None) -> dict[str, Any]:
     else:
         with current_app.test_request_context("/"):
             href = texts.link(note.kind, consult_ref)
-    return {"id": note.id, "kind": note.kind, "title": texts.title(note.kind, note.params),
+    tz = note.user.timezone if note.user is not None else None
+    return {"id": note.id, "kind": note.kind, "title": texts.title(note.kind, note.params, tz),
             "detail": texts.detail(note.kind, note.params), "link": href, "urgent": note.urgent,
             "created_at": note.created_at.isoformat(), "read": note.read_at is not None}
 

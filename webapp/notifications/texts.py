@@ -7,11 +7,14 @@ patient, complaint, chat text or a free-text reason), and `detail` for the in-ap
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from typing import Any
 
 from flask import url_for
 
 from ..mail import external_url
+from ..timefmt import format_local
 
 TITLES: dict[str, str] = {
     "consult.offered": "New {urgency} request in {specialty} offered to you",
@@ -35,9 +38,13 @@ class _Missing(dict):
         return "…"
 
 
-def title(kind: str, params: dict[str, Any]) -> str:
-    """The one-line text of a notification (safe for email and webhook)."""
-    return TITLES.get(kind, kind.replace(".", " ")).format_map(_Missing(params or {}))
+def title(kind: str, params: dict[str, Any], tz: str | None = None) -> str:
+    """The one-line text of a notification (safe for email and webhook); times in the zone tz."""
+    values = dict(params or {})
+    if values.get("starts_at"):
+        with contextlib.suppress(TypeError, ValueError):
+            values["starts_at"] = format_local(datetime.fromisoformat(values["starts_at"]), tz)
+    return TITLES.get(kind, kind.replace(".", " ")).format_map(_Missing(values))
 
 
 def detail(kind: str, params: dict[str, Any]) -> str:
