@@ -31,6 +31,33 @@
     list.insertBefore(li, list.firstChild);
   }
 
+  // A new notification also appears for a while at the corner of the page: one click opens it.
+  function toast(n) {
+    var box = document.getElementById("notify-toast");
+    if (!box) {
+      box = document.createElement("div");
+      box.id = "notify-toast";
+      box.className = "notify-toast";
+      box.setAttribute("role", "status");
+      document.body.appendChild(box);
+    }
+    var item = document.createElement("div");
+    item.className = "notify-toast-item" + (n.urgent ? " urgent" : "");
+    var a = document.createElement("a");
+    a.href = n.link;
+    a.textContent = n.title;
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "linkish";
+    close.textContent = "×";
+    close.setAttribute("aria-label", "Dismiss");
+    close.addEventListener("click", function () { item.remove(); });
+    item.appendChild(a);
+    item.appendChild(close);
+    box.appendChild(item);
+    if (!n.urgent) setTimeout(function () { item.remove(); }, 20000);
+  }
+
   function systemNotice(n) {
     if (!("Notification" in window) || Notification.permission !== "granted") return;
     try {
@@ -61,6 +88,7 @@
     socket.on("notification", function (data) {
       show(data.unread);
       addToList(data.notification);
+      toast(data.notification);
       systemNotice(data.notification);
     });
     socket.on("unread", function (data) { show(data.unread); });
