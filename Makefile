@@ -27,7 +27,8 @@ install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
 ## make run: set up the virtualenv, build the SQLite database, load demo data, start the media
-## worker (pre-call check) and serve on http://127.0.0.1:5000 (Ctrl-C stops both)
+## worker (pre-call check) and the notification delivery worker (without SMTP_URL its mails are
+## printed to the log) and serve on http://127.0.0.1:5000 (Ctrl-C stops all three)
 run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed-demo --if-empty
@@ -35,7 +36,8 @@ run: install
 	@export ALLOWED_ORIGINS='$(ALLOWED_ORIGINS)' MEDIA_WORKER_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))') \
 	  MEDIA_WORKER_URL=http://127.0.0.1:$(WORKER_PORT); \
 	$(BIN)/python -m mediaworker --port $(WORKER_PORT) & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python -m webapp.notifications.worker & notifier=$$!; \
+	trap 'kill $$worker $$notifier 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
 
 ## make test: install test dependencies, lint, run the whole suite (TEST_DATABASE_URL picks the database)

@@ -134,6 +134,17 @@ class Config:
     # request's Host header is used, which a forged request could point elsewhere).
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "")
 
+    # Notifications (webapp/notifications): the delivery worker's email and webhook channels.
+    NOTIFY_WEBHOOK_URL = os.environ.get("NOTIFY_WEBHOOK_URL", "")  # empty: no webhook deliveries
+    NOTIFY_WEBHOOK_SECRET = os.environ.get("NOTIFY_WEBHOOK_SECRET", "")  # HMAC-SHA256 key of the signature
+    NOTIFY_WEBHOOK_TIMEOUT = float(os.environ.get("NOTIFY_WEBHOOK_TIMEOUT", "10"))
+    NOTIFY_BATCH = _env_int("NOTIFY_BATCH", 20)  # deliveries claimed at once by a worker
+    NOTIFY_LEASE_SECONDS = _env_int("NOTIFY_LEASE_SECONDS", 300)  # a claimed delivery is retried after this
+    NOTIFY_RETRY_BASE_SECONDS = _env_int("NOTIFY_RETRY_BASE_SECONDS", 30)  # 30 s, 60 s, 120 s ... capped
+    NOTIFY_RETRY_MAX_SECONDS = _env_int("NOTIFY_RETRY_MAX_SECONDS", 3600)
+    NOTIFY_MAX_ATTEMPTS = _env_int("NOTIFY_MAX_ATTEMPTS", 8)  # then the delivery is marked failed
+    NOTIFY_POLL_SECONDS = float(os.environ.get("NOTIFY_POLL_SECONDS", "2"))  # idle worker's wait
+
     # Socket.IO event rate limits, per connection, for each "namespace event" (webapp/ratelimit.py
     # has the defaults); a user gets SOCKET_RATE_USER_FACTOR times that over all their connections.
     SOCKET_RATE_LIMITS = _env_rate_limits("SOCKET_RATE_LIMITS")

@@ -221,6 +221,11 @@ def register_namespaces(app: Flask) -> None:
 
     if CALL_NAMESPACE not in socketio.server.namespace_handlers:
         socketio.on_namespace(CallNamespace(CALL_NAMESPACE))
+    from .notifications.events import NAMESPACE as NOTIFY_NAMESPACE
+    from .notifications.events import NotifyNamespace
+
+    if NOTIFY_NAMESPACE not in socketio.server.namespace_handlers:
+        socketio.on_namespace(NotifyNamespace(NOTIFY_NAMESPACE))
 
 
 def register_blueprints(app: Flask) -> None:
@@ -230,11 +235,13 @@ def register_blueprints(app: Flask) -> None:
     from .consults.routes import bp as consults_bp
     from .dashboard.routes import bp as dashboard_bp
     from .notes.routes import bp as notes_bp
+    from .notifications.routes import bp as notifications_bp
     from .rooms.routes import bp as rooms_bp
     from .scheduling.routes import bp as scheduling_bp
     from .video.routes import bp as video_bp
 
-    for bp in (auth_bp, dashboard_bp, consults_bp, rooms_bp, notes_bp, scheduling_bp, admin_bp, video_bp):
+    for bp in (auth_bp, dashboard_bp, consults_bp, rooms_bp, notes_bp, scheduling_bp, admin_bp, video_bp,
+               notifications_bp):
         app.register_blueprint(bp)
     from .health.routes import bp as health_bp
 

@@ -14,6 +14,9 @@ def register_cli(app: Flask) -> None:
     from .audit.cli import audit_cli
 
     app.cli.add_command(audit_cli)
+    from .notifications.cli import notifications_cli
+
+    app.cli.add_command(notifications_cli)
 
     @app.cli.command("seed-demo")
     @click.option("--if-empty", is_flag=True, help="Do nothing when users already exist.")

@@ -33,14 +33,15 @@ def external_url(endpoint: str, **values: Any) -> str:
         return url_for(endpoint, _external=True, **values)
 
 
-def build_message(to: str, subject: str, text: str, html: str | None = None) -> EmailMessage:
+def build_message(to: str, subject: str, text: str, html: str | None = None, *,
+                  message_id: str | None = None) -> EmailMessage:
     """The email as it will be sent (plain text, with an HTML alternative when given)."""
     msg = EmailMessage()
     msg["From"] = current_app.config["MAIL_FROM"]
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain="huizhen")
+    msg["Message-ID"] = message_id or make_msgid(domain="huizhen")
     msg.set_content(text)
     if html is not None:
         msg.add_alternative(html, subtype="html")
@@ -54,30 +55,35 @@ def send_mail(to: str, subject: str, text: str, html: str | None = None) -> bool
     except Exception:
         log.exception("could not build the mail %r to %s", subject, to)
         return False
-    url = current_app.config.get("SMTP_URL") or ""
-    if not url:
-        log.info("SMTP_URL is not set; mail not sent, here it is:\n%s", msg.as_string())
-        return True
     try:
-        parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError("SMTP_URL must look like smtp://host:port or smtps://host:port")
-        options = parse_qs(parts.query)
-        if parts.scheme == "smtps":
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(parts.hostname, parts.port or 465, timeout=TIMEOUT_SECONDS,
-                                                  context=ssl.create_default_context())
-        else:
-            conn = smtplib.SMTP(parts.hostname, parts.port or 25, timeout=TIMEOUT_SECONDS)
-        with conn:
-            if parts.scheme == "smtp" and options.get("starttls", ["0"])[0] in ("1", "true", "yes"):
-                conn.starttls(context=ssl.create_default_context())
-            if parts.username:
-                conn.login(unquote(parts.username), unquote(parts.password or ""))
-            conn.send_message(msg)
+        transmit(msg)
         return True
     except Exception:
         log.exception("could not send the mail %r to %s (SMTP_URL)", subject, to)
         return False
+
+
+def transmit(msg: EmailMessage) -> None:
+    """Hand a built message to SMTP_URL (or write it to the log without one); raises on failure."""
+    url = current_app.config.get("SMTP_URL") or ""
+    if not url:
+        log.info("SMTP_URL is not set; mail not sent, here it is:\n%s", msg.as_string())
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("SMTP_URL must look like smtp://host:port or smtps://host:port")
+    options = parse_qs(parts.query)
+    if parts.scheme == "smtps":
+        conn: smtplib.SMTP = smtplib.SMTP_SSL(parts.hostname, parts.port or 465, timeout=TIMEOUT_SECONDS,
+                                              context=ssl.create_default_context())
+    else:
+        conn = smtplib.SMTP(parts.hostname, parts.port or 25, timeout=TIMEOUT_SECONDS)
+    with conn:
+        if parts.scheme == "smtp" and options.get("starttls", ["0"])[0] in ("1", "true", "yes"):
+            conn.starttls(context=ssl.create_default_context())
+        if parts.username:
+            conn.login(unquote(parts.username), unquote(parts.password or ""))
+        conn.send_message(msg)
 
 
 def send_mail_later(to: str, subject: str, text: str, html: str | None = None) -> None:

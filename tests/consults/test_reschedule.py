@@ -13,6 +13,7 @@ from webapp.consults import services as consults
 from webapp.errors import Conflict, Forbidden, ValidationFailed
 from webapp.extensions import db
 from webapp.models import Appointment, AuditEvent, BookedBlock, Consult, ConsultStatus
+from webapp.models.notification import Notification
 from webapp.scheduling import services as scheduling
 
 
@@ -54,6 +55,11 @@ def test_either_party_moves_the_time_and_the_old_blocks_are_freed(booked, who):
     [event] = fresh(AuditEvent, action="consult.rescheduled")
     assert event.detail["reason"] == "Clinic overrun" and event.actor_id == actor.id
     assert event.detail["from"] == old.starts_at.isoformat() and event.detail["to"] == new_start.isoformat()
+    # the other party is told, with the reason (the one who moved it is not)
+    other = specialist if actor is requester else requester
+    [note] = fresh(Notification, kind="consult.rescheduled")
+    assert note.user_id == other.id and note.consult_id == consult.id
+    assert note.params["reason"] == "Clinic overrun" and note.params["starts_at"] == new_start.isoformat()
 
 
 def test_a_move_onto_an_overlapping_slot_reuses_the_freed_blocks(booked):
@@ -79,6 +85,7 @@ def test_a_taken_slot_is_refused_and_the_old_time_is_kept_whole(make, booked):
     [still] = fresh(Appointment, consult_id=consult.id)
     assert still.id == old.id and still.cancelled_at is None and len(blocks_of(old.id)) == 2
     assert fresh(AuditEvent, action="consult.rescheduled") == []
+    assert fresh(Notification, kind="consult.rescheduled") == []  # nobody told of a move that did not happen
     # the database still refuses a double booking through booked_blocks' primary key
     assert taken.starts_at not in {s.starts_at for s in scheduling.open_slots(specialist)}
 

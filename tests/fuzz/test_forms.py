@@ -103,6 +103,10 @@ TARGETS = [
            lambda w: {"note": "Licence not found."}),
     Target("assign", "coordinator", lambda w: f"/admin/consults/{w['requested'].ref}/assign",
            lambda w: {"specialist_id": str(w["specialist"].id)}, numbers=("specialist_id",)),
+    Target("notification-preferences", "specialist", lambda w: "/notifications/preferences",
+           lambda w: {"muted": ["email:chat.message", "webhook:consult.offered"], "quiet_start": "22:00",
+                      "quiet_end": "07:00"}),
+    Target("notifications-read-all", "specialist", lambda w: "/notifications/read-all", lambda w: {}),
     Target("logout", "requester", lambda w: "/logout", lambda w: {}),
 ]
 

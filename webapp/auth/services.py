@@ -150,6 +150,9 @@ def register(reg: Registration) -> User | None:
     user = create_user(reg)
     record("account.registered", actor=user, target=f"user:{user.id}",
            detail={"role": user.role.value})
+    from ..notifications.services import coordinators, notify
+
+    notify(coordinators(), "account.registered", {"name": user.full_name, "role": user.role.value})
     db.session.commit()
     send_mail_later(user.email, "Your Huizhen registration was received",
               render_template("mail/registration_received.txt", user=user))
@@ -242,6 +245,9 @@ def approve(coordinator: User, user_id: int) -> User:
     user.reviewed_at = utcnow()
     user.reviewed_by_id = coordinator.id
     record("account.approved", actor=coordinator, target=f"user:{user.id}")
+    from ..notifications.services import notify
+
+    notify([user], "account.approved")
     db.session.commit()
     return user
 
@@ -257,6 +263,9 @@ def reject(coordinator: User, user_id: int, note: str) -> User:
     user.review_note = note.strip()[:500]
     record("account.rejected", actor=coordinator, target=f"user:{user.id}",
            detail={"note": user.review_note})
+    from ..notifications.services import notify
+
+    notify([user], "account.rejected", {"note": user.review_note})
     db.session.commit()
     return user
 

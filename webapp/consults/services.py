@@ -33,6 +33,7 @@ from ..models import (
     User,
     utcnow,
 )
+from ..notifications.services import notify
 from ..scheduling import services as scheduling
 from ..sessionbus import recheck_consult
 from . import policy
@@ -143,6 +144,16 @@ def _for_action(user: User, ref: str, allowed, action: str, *, lock: bool = Fals
     return consult
 
 
+def _parties(consult: Consult) -> list[User]:
+    return [u for u in (consult.requester, consult.specialist) if u is not None]
+
+
+def _notify_booked(consult: Consult, by: User, starts_at: datetime) -> None:
+    """Both parties but the one who booked learn the time (shown in UTC ISO form; the page localises)."""
+    notify(_parties(consult), "consult.booked", {"by": by.full_name, "starts_at": starts_at.isoformat()},
+           consult=consult, exclude=by)
+
+
 def _commit_or_conflict(message: str) -> None:
     try:
         db.session.commit()
@@ -233,6 +244,9 @@ def _send(requester: User, consult: Consult) -> None:
                                     rank=rank, is_partner=cand.is_partner))
     record("consult.submitted", actor=requester, consult=consult,
            detail={"offered_to": [c.specialist.id for c in candidates]})
+    notify([c.specialist for c in candidates], "consult.offered",
+           {"urgency": consult.urgency.value, "specialty": consult.specialty}, consult=consult,
+           urgent=consult.urgency == Urgency.EMERGENCY)
 
 
 def add_attachment(user: User, ref: str, stream: BinaryIO, filename: str | None,
@@ -307,6 +321,9 @@ def accept(specialist: User, ref: str, starts_at: datetime | None = None) -> Con
         apply(consult, Event.BOOK)
     record("consult.accepted", actor=specialist, consult=consult,
            detail={"starts_at": starts_at.isoformat() if starts_at else None})
+    notify([consult.requester], "consult.accepted", {"by": specialist.full_name}, consult=consult)
+    if starts_at is not None:
+        _notify_booked(consult, specialist, starts_at)
     _commit_or_conflict("Another specialist accepted this request a moment ago.")
     return consult
 
@@ -370,6 +387,7 @@ def assign(coordinator: User, ref: str, specialist_id: int) -> Consult:
     consult.assigned_by_id = coordinator.id
     record("consult.assigned", actor=coordinator, consult=consult,
            detail={"specialist_id": specialist.id})
+    notify([consult.requester], "consult.accepted", {"by": specialist.full_name}, consult=consult)
     consult_id = consult.id
     _commit_or_conflict("The request changed meanwhile. Reload and try again.")
     recheck_consult(consult_id)  # whoever the change leaves out loses its open connections
@@ -383,6 +401,7 @@ def book(user: User, ref: str, starts_at: datetime) -> Consult:
     scheduling.reserve(consult, consult.specialist, starts_at, booked_by=user)
     apply(consult, Event.BOOK)
     record("consult.booked", actor=user, consult=consult, detail={"starts_at": starts_at.isoformat()})
+    _notify_booked(consult, user, starts_at)
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
     return consult
 
@@ -412,6 +431,9 @@ def reschedule(user: User, ref: str, starts_at: datetime, reason: str) -> Consul
         raise
     record("consult.rescheduled", actor=user, consult=consult,
            detail={"from": old_start.isoformat(), "to": starts_at.isoformat(), "reason": reason[:500]})
+    notify(_parties(consult), "consult.rescheduled",
+           {"by": user.full_name, "starts_at": starts_at.isoformat(), "reason": reason[:500]},
+           consult=consult, exclude=user)
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
     db.session.expire(consult, ["appointment"])
     return consult
@@ -431,6 +453,8 @@ def cancel(user: User, ref: str, reason: str) -> Consult:
         if offer.status == OfferStatus.OFFERED:
             offer.status = OfferStatus.WITHDRAWN
     record("consult.cancelled", actor=user, consult=consult, detail={"reason": consult.cancel_reason})
+    notify(_parties(consult), "consult.cancelled", {"by": user.full_name, "reason": consult.cancel_reason},
+           consult=consult, exclude=user)
     consult_id = consult.id
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
     recheck_consult(consult_id)  # e.g. its call ends: connections no longer entitled are closed
@@ -491,6 +515,7 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
         rec.content_sha256 = _content_hash(rec)
         record("consult.signed", actor=specialist, consult=consult,
                detail={"mode": rec.mode.value, "refer_up": rec.refer_up, "sha256": rec.content_sha256})
+        notify([consult.requester], "recommendation.signed", {"by": specialist.full_name}, consult=consult)
         from ..notes.services import sign_notes  # the shared notes are fixed with the signature
         sign_notes(consult)
     else:
@@ -548,6 +573,7 @@ def acknowledge(requester: User, ref: str) -> Recommendation:
     rec.acknowledged_at = utcnow()
     rec.acknowledged_by_id = requester.id
     record("consult.acknowledged", actor=requester, consult=consult)
+    notify([consult.specialist], "recommendation.acknowledged", {"by": requester.full_name}, consult=consult)
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
     return rec
 

@@ -13,6 +13,7 @@ from .consult import (
     Urgency,
 )
 from .facility import Facility, FacilityLevel, Partnership
+from .notification import CHANNELS, Delivery, Notification, NotificationPreference
 from .room import CallSession, Message, NoteSnapshot, NoteUpdate, ReadReceipt, RoomCounter
 from .scheduling import (
     BLOCK_MINUTES,
@@ -28,6 +29,7 @@ from .user import LANGUAGES, SPECIALTIES, AccountStatus, Role, User
 
 __all__ = [
     "BLOCK_MINUTES",
+    "CHANNELS",
     "LANGUAGES",
     "SPECIALTIES",
     "AccountStatus",
@@ -44,11 +46,14 @@ __all__ = [
     "ConsultMode",
     "ConsultOffer",
     "ConsultStatus",
+    "Delivery",
     "Facility",
     "FacilityLevel",
     "Message",
     "NoteSnapshot",
     "NoteUpdate",
+    "Notification",
+    "NotificationPreference",
     "OfferStatus",
     "Partnership",
     "PasswordReset",

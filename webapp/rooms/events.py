@@ -10,6 +10,8 @@ from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
+from ..extensions import db
+from ..notifications import services as notifications
 from ..presence import Snapshot, people
 from ..realtime import (
     Connections,
@@ -54,6 +56,15 @@ def _presence() -> Connections:
     return connections(NAMESPACE)
 
 
+def _tell_the_absent(notify: Any, consult_id: int) -> None:
+    """Notify the parties not in the room (every node's members); a failure never fails the event."""
+    try:
+        notify({m.user_id for m in _presence().snapshot(consult_id).members})
+    except Exception:
+        db.session.rollback()
+        log.exception("could not notify the parties away from consult %s", consult_id)
+
+
 # A connection joined to a consult it may no longer enter is disconnected at once (sessionbus).
 register_namespace(NAMESPACE, joined=lambda app, sid: connections(NAMESPACE, app).consult_of(sid),
                    entitled=services.can_enter)
@@ -89,6 +100,8 @@ class RoomNamespace(Namespace):
         backlog = services.join_backlog(consult, data.get("after_seq", 0))
         present = _presence_payload(_presence().snapshot(consult.id))  # every node's members
         emit("presence", present, to=room_name(consult.id), namespace=NAMESPACE)
+        if previous != consult.id:
+            _tell_the_absent(lambda ids: notifications.entered_room(current_user, consult, ids), consult.id)
         return {
             "ok": True,
             "me": current_user.id,
@@ -123,6 +136,8 @@ class RoomNamespace(Namespace):
             return {**error_ack(refused), "last_client_seq": refused.last_client_seq}
         if sent.created:  # emitted after the commit; a retried send is not broadcast twice
             emit("message", sent.wire, to=room_name(sent.consult_id), namespace=NAMESPACE)
+            _tell_the_absent(lambda present: notifications.chat_posted(
+                sent.consult_id, sent.wire["sender_id"], present), sent.consult_id)
         return {"ok": True, "message": sent.wire, "duplicate": not sent.created}
 
     @handler

@@ -1,0 +1,1 @@
+"""Notifications: a transactional outbox (notifications + deliveries), the bell, email and webhook."""

@@ -1,0 +1,274 @@
+"""Notification use cases: notify (inside the caller's transaction), the list, mark read, preferences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import current_app, has_app_context, has_request_context
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
+
+from ..errors import NotFound, ValidationFailed
+from ..extensions import db
+from ..models import (
+    AccountStatus,
+    Consult,
+    Delivery,
+    Notification,
+    NotificationPreference,
+    Role,
+    User,
+    utcnow,
+)
+from . import texts
+
+PENDING_KEY = "huizhen.notify_pending"  # session.info: what to emit once the transaction commits
+NAMESPACE = "/notify"
+CHAT_QUIET = timedelta(minutes=5)  # at most one chat notification per consult and recipient in this time
+WAITING_QUIET = timedelta(minutes=10)
+WAITING_BEFORE = timedelta(minutes=15)  # "is waiting" counts from this long before the booked time
+
+
+def user_room(user_id: int) -> str:
+    """The Socket.IO room of one user's connections (every process, through the message queue)."""
+    return f"user:{user_id}"
+
+
+def _preference(user_id: int) -> NotificationPreference | None:
+    return db.session.get(NotificationPreference, user_id)
+
+
+def _in_quiet_hours(pref: NotificationPreference | None, tz: str, now: datetime) -> datetime | None:
+    """When the user's quiet hours end, if now falls inside them; otherwise None."""
+    if pref is None or pref.quiet_start is None or pref.quiet_end is None or pref.quiet_start == pref.quiet_end:
+        return None
+    try:
+        local = now.astimezone(ZoneInfo(tz))
+    except Exception:
+        local = now
+    minute = local.hour * 60 + local.minute
+    start, end = pref.quiet_start, pref.quiet_end
+    inside = start <= minute < end if start < end else (minute >= start or minute < end)
+    if not inside:
+        return None
+    ahead = (end - minute) % (24 * 60)
+    return now + timedelta(minutes=ahead)
+
+
+def _channels(user: User, kind: str, pref: NotificationPreference | None) -> list[str]:
+    muted = set(pref.muted or []) if pref else set()
+    wanted = []
+    if user.email and f"email:{kind}" not in muted:
+        wanted.append("email")
+    if current_app.config.get("NOTIFY_WEBHOOK_URL") and f"webhook:{kind}" not in muted:
+        wanted.append("webhook")
+    return wanted
+
+
+def notify(recipients: Iterable[User | None], kind: str, params: dict[str, Any] | None = None, *,
+           consult: Consult | None = None, urgent: bool = False, exclude: User | None = None) -> list[Notification]:
+    """Add a notification per recipient and its deliveries to the caller's transaction (not committed).
+
+    Call it before the caller's commit: the notifications exist exactly when the change does.
+    Stores a kind and parameters (no text); urgent ones ignore quiet hours. Returns them.
+    """
+    if kind not in texts.TITLES:
+        raise ValueError(f"unknown notification kind {kind!r}")
+    params = dict(params or {})
+    now = utcnow()
+    seen: set[int] = set()
+    made: list[Notification] = []
+    for user in recipients:
+        if user is None or user.id in seen or (exclude is not None and user.id == exclude.id):
+            continue
+        seen.add(user.id)
+        note = Notification(user_id=user.id, kind=kind, params=params, urgent=urgent,
+                            consult_id=consult.id if consult is not None else None, created_at=now)
+        pref = _preference(user.id)
+        held = None if urgent else _in_quiet_hours(pref, user.timezone, now)
+        for channel in _channels(user, kind, pref):
+            note.deliveries.append(Delivery(channel=channel, status="pending", attempts=0,
+                                            next_attempt_at=held or now))
+        db.session.add(note)
+        made.append(note)
+    if made:
+        db.session.flush()
+        queue = db.session.info.setdefault(PENDING_KEY, [])
+        ref = consult.ref if consult is not None else None
+        for note in made:
+            queue.append((note.user_id, _wire(note, ref), unread_count(note.user_id)))
+    return made
+
+
+def _wire(note: Notification, consult_ref: str | None) -> dict[str, Any]:
+    """A notification as the bell and the list page show it (no query: built from the row)."""
+    if has_request_context():
+        href = texts.link(note.kind, consult_ref)
+    else:
+        with current_app.test_request_context("/"):
+            href = texts.link(note.kind, consult_ref)
+    tz = note.user.timezone if note.user is not None else None
+    return {"id": note.id, "kind": note.kind, "title": texts.title(note.kind, note.params, tz),
+            "detail": texts.detail(note.kind, note.params), "link": href, "urgent": note.urgent,
+            "created_at": note.created_at.isoformat(), "read": note.read_at is not None}
+
+
+def wire(note: Notification) -> dict[str, Any]:
+    """The display form of a stored notification."""
+    return _wire(note, note.consult.ref if note.consult is not None else None)
+
+
+@event.listens_for(Session, "after_commit")
+def _emit_after_commit(session: Session) -> None:
+    pending = session.info.pop(PENDING_KEY, None)
+    if not pending or not has_app_context():
+        return
+    from ..realtime import emit
+
+    for user_id, payload, unread in pending:
+        emit("notification", {"notification": payload, "unread": unread}, to=user_room(user_id),
+             namespace=NAMESPACE)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _discard_queue(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the outermost transaction ended: emitted (after_commit) or rolled back
+        session.info.pop(PENDING_KEY, None)
+
+
+# --- recipients ------------------------------------------------------------------------------------
+
+
+def coordinators() -> list[User]:
+    """Every approved coordinator."""
+    return list(db.session.scalars(select(User).where(
+        User.role == Role.COORDINATOR, User.status == AccountStatus.APPROVED).order_by(User.id)))
+
+
+def parties(consult: Consult) -> list[User]:
+    """The consult's doctors: the requester and, once taken, the specialist."""
+    return [u for u in (consult.requester, consult.specialist) if u is not None]
+
+
+# --- events that happen outside a service's own transaction: the room ---------------------------------
+
+
+def _recent(user_id: int, consult_id: int, kind: str, since: datetime, *, params_by: int | None = None) -> bool:
+    query = select(Notification.id).where(
+        Notification.consult_id == consult_id, Notification.user_id == user_id,
+        Notification.kind == kind, Notification.created_at >= since)
+    rows = db.session.execute(query.add_columns(Notification.params)).all()
+    return any(params_by is None or (p or {}).get("by_id") == params_by for _, p in rows)
+
+
+def chat_posted(consult_id: int, sender_id: int, present_user_ids: Iterable[int]) -> list[Notification]:
+    """A chat message was stored: tell each party not in the room (at most once per consult per 5 min)."""
+    consult = db.session.get(Consult, consult_id)
+    sender = db.session.get(User, sender_id)
+    if consult is None or sender is None:
+        return []
+    present = set(present_user_ids)
+    since = utcnow() - CHAT_QUIET
+    away = [u for u in parties(consult) if u.id != sender_id and u.id not in present
+            and not _recent(u.id, consult_id, "chat.message", since)]
+    made = notify(away, "chat.message", {"by": sender.full_name, "by_id": sender.id}, consult=consult)
+    db.session.commit()
+    return made
+
+
+def entered_room(user: User, consult: Consult, present_user_ids: Iterable[int]) -> list[Notification]:
+    """Someone entered the room near the booked time: tell the other parties not in it ("is waiting")."""
+    appointment = consult.appointment
+    now = utcnow()
+    if appointment is None or appointment.cancelled_at is not None or not policy_is_party(user, consult):
+        return []
+    if not (appointment.starts_at - WAITING_BEFORE <= now <= appointment.ends_at):
+        return []
+    present = set(present_user_ids)
+    since = now - WAITING_QUIET
+    away = [u for u in parties(consult) if u.id != user.id and u.id not in present
+            and not _recent(u.id, consult.id, "room.waiting", since, params_by=user.id)]
+    made = notify(away, "room.waiting", {"by": user.full_name, "by_id": user.id}, consult=consult,
+                  urgent=True)
+    db.session.commit()
+    return made
+
+
+def policy_is_party(user: User, consult: Consult) -> bool:
+    """Whether the user is one of the consult's doctors."""
+    return user.id in (consult.requester_id, consult.specialist_id)
+
+
+# --- the list --------------------------------------------------------------------------------------
+
+
+def unread_count(user_id: int) -> int:
+    """How many notifications the user has not read."""
+    return db.session.scalar(select(func.count(Notification.id)).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None))) or 0
+
+
+def list_for(user: User, limit: int = 50) -> list[Notification]:
+    """The user's latest notifications, newest first."""
+    return list(db.session.scalars(select(Notification).where(Notification.user_id == user.id)
+                                   .order_by(Notification.id.desc()).limit(limit)))
+
+
+def mark_read(user: User, notification_id: int) -> Notification:
+    """Mark one of the user's notifications read; another user's is a 404."""
+    note = db.session.get(Notification, notification_id)
+    if note is None or note.user_id != user.id:
+        raise NotFound("No such notification.")
+    if note.read_at is None:
+        note.read_at = utcnow()
+    db.session.commit()
+    _emit_count(user.id)
+    return note
+
+
+def mark_all_read(user: User) -> int:
+    """Mark every unread notification of the user read; how many were."""
+    done = db.session.execute(update(Notification).where(
+        Notification.user_id == user.id, Notification.read_at.is_(None)).values(read_at=utcnow())).rowcount
+    db.session.commit()
+    _emit_count(user.id)
+    return done or 0
+
+
+def _emit_count(user_id: int) -> None:
+    """Tell the user's other tabs the new unread count (after the commit)."""
+    from ..realtime import emit
+
+    emit("unread", {"unread": unread_count(user_id)}, to=user_room(user_id), namespace=NAMESPACE)
+
+
+# --- preferences -----------------------------------------------------------------------------------
+
+
+def preferences_of(user: User) -> NotificationPreference:
+    """The user's preferences (defaults when none saved; not added to the session)."""
+    return _preference(user.id) or NotificationPreference(user_id=user.id, muted=[])
+
+
+def save_preferences(user: User, muted: Iterable[str], quiet_start: int | None, quiet_end: int | None,
+                     ) -> NotificationPreference:
+    """Store which kinds each channel leaves out, and quiet hours (minutes of the day, both or none)."""
+    valid = {f"{c}:{k}" for c in ("email", "webhook") for k in texts.KINDS}
+    muted = sorted(set(muted))
+    if any(m not in valid for m in muted):
+        raise ValidationFailed("Unknown notification choice.", fields={"muted": "invalid"})
+    if (quiet_start is None) != (quiet_end is None):
+        raise ValidationFailed("Give both ends of the quiet hours, or neither.", fields={"quiet_start": "invalid"})
+    for value in (quiet_start, quiet_end):
+        if value is not None and not 0 <= value < 24 * 60:
+            raise ValidationFailed("Quiet hours are times of the day.", fields={"quiet_start": "invalid"})
+    pref = _preference(user.id)
+    if pref is None:
+        pref = NotificationPreference(user_id=user.id)
+        db.session.add(pref)
+    pref.muted, pref.quiet_start, pref.quiet_end = muted, quiet_start, quiet_end
+    db.session.commit()
+    return pref
