@@ -44,6 +44,8 @@ def test_room_page_is_compressed_and_every_static_url_is_hashed_and_immutable(ap
         r = client.get(url, headers=BROWSER)
         assert r.status_code == 200
         assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        # Cacheable by anyone and never revalidated because the session cookie changed.
+        assert "Set-Cookie" not in r.headers and "cookie" not in r.headers.get("Vary", "").lower()
         if len(raw) >= 512:
             assert r.headers["Content-Encoding"] == "br", url
             assert brotli.decompress(r.get_data()) == raw

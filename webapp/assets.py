@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import brotli
 from flask import Flask, Response, abort, current_app, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.security import safe_join
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -133,8 +134,21 @@ def _serve_static(filename: str) -> Response:
     return response.make_conditional(request)
 
 
+class StaticFreeSessionInterface(SecureCookieSessionInterface):
+    """Static responses neither vary on nor refresh the session cookie: a ``Vary: Cookie`` (the
+    session is touched by Flask-Login on every response) makes browsers revalidate the file as soon
+    as the cookie changes, and a ``Set-Cookie`` keeps shared caches from storing it."""
+
+    def save_session(self, app: Flask, session, response: Response) -> None:
+        if request.endpoint == "static":
+            return
+        super().save_session(app, session, response)
+
+
 def init_assets(app: Flask) -> None:
     """Serve /static/ through the hashed, precompressed cache and give templates ``static_url``."""
     app.extensions["huizhen_assets"] = StaticAssets(str(app.static_folder))
     app.view_functions["static"] = _serve_static
     app.add_template_global(static_url, "static_url")
+    if type(app.session_interface) is SecureCookieSessionInterface:
+        app.session_interface = StaticFreeSessionInterface()
