@@ -113,7 +113,7 @@ def _open_room(context, room: str, profile: str, cold: bool) -> dict:
     at_usable = {"bytes": traffic.bytes, "requests": traffic.network_requests()}
     deadline = time.monotonic() + 60
     while time.monotonic() - traffic.last_event < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+        page.wait_for_timeout(200)  # (not time.sleep: Playwright delivers the CDP events while waiting)
     result = {"usable_ms": round(usable), "bytes_usable": at_usable["bytes"], "requests_usable": at_usable["requests"],
               "bytes_settled": traffic.bytes, "requests_settled": traffic.network_requests(),
               "urls": traffic.urls}

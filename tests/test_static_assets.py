@@ -101,3 +101,11 @@ def test_socketio_polling_is_compressed_at_most_once(app, live_server):
     assert r.status_code == 200
     assert r.headers.get("Content-Encoding", "identity").count(",") == 0
     assert r.text.startswith("0{")  # the Engine.IO handshake, decoded by requests
+
+
+def test_every_template_links_static_files_through_static_url():
+    templates = Path(__file__).resolve().parent.parent / "webapp" / "templates"
+    offenders = [str(p.relative_to(templates)) for p in templates.rglob("*.html")
+                 if re.search(r"""url_for\(\s*['"]static['"]""", p.read_text()) or 'src="/static/' in p.read_text()
+                 or 'href="/static/' in p.read_text()]
+    assert offenders == []
