@@ -160,6 +160,15 @@ class Config:
     RESYNC_SECONDS = _env_int("RESYNC_SECONDS", 5)
     SOCKET_RETRY_AFTER_MS = _env_int("SOCKET_RETRY_AFTER_MS", 2000)  # first retry after 'unavailable'
 
+    # Page weight (webapp/assets.py): static files under content-hashed URLs are cached for a year;
+    # a bare or outdated /static/ URL only this long. Pages, CSS and JS go out Brotli- or gzip-compressed.
+    STATIC_SHORT_MAX_AGE = _env_int("STATIC_SHORT_MAX_AGE", 300)
+    COMPRESS_ALGORITHM = ["br", "gzip"]
+    COMPRESS_BR_LEVEL = 5
+    COMPRESS_STREAMS = False  # streamed responses (CSV export, downloads) go out as they are
+    COMPRESS_MIMETYPES = ["text/html", "text/css", "text/javascript", "application/javascript",
+                          "application/json", "image/svg+xml"]
+
     # Video: ICE servers handed to browsers and to the media worker. No public STUN by default.
     STUN_URLS = _env_list("STUN_URLS", "")
     TURN_URLS = _env_list("TURN_URLS", "")

@@ -1,3 +1,5 @@
+import re
+
 from tests.conftest import login
 
 
@@ -16,4 +18,4 @@ def test_the_site_icon_is_served_without_signing_in(client):
     icon = client.get("/static/favicon.svg")
     assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and icon.data.startswith(b"<svg")
     page = client.get("/login").get_data(as_text=True)
-    assert '<link rel="icon" href="/static/favicon.svg"' in page
+    assert re.search(r'<link rel="icon" href="/static/favicon\.svg\?v=[0-9a-f]{16}"', page)  # content-hashed

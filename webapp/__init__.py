@@ -19,7 +19,7 @@ from werkzeug.routing import IntegerConverter
 
 from config import BASE_DIR, Config, TestingConfig, config_from_env
 
-from .extensions import csrf, db, limiter, login_manager, migrate, socketio
+from .extensions import compress, csrf, db, limiter, login_manager, migrate, socketio
 
 HSTS = "max-age=31536000; includeSubDomains"  # production responses: browsers use HTTPS only, for a year
 
@@ -48,6 +48,9 @@ def create_app(config: type[Config] | None = None, overrides: dict[str, Any] | N
     app.url_map.converters["int"] = DatabaseIdConverter
     register_extensions(app)
     register_blueprints(app)
+    from .assets import init_assets
+
+    init_assets(app)  # /static/: hashed URLs cached for a year, precompressed
     register_namespaces(app)
     register_request_hooks(app)
     from .errors import register_error_handlers
@@ -151,6 +154,7 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True)
     csrf.init_app(app)
+    compress.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"

@@ -269,7 +269,8 @@
     socket.emit("leave", { ref: ref });
     if (pc) { pc.close(); pc = null; }
     if (localStream) { localStream.getTracks().forEach(function (t) { t.stop(); }); localStream = null; }
-    if (screenTrack) { screenTrack.stop(); screenTrack = null; }
+    if (screenTrack) { screenTrack.onended = null; screenTrack.stop(); screenTrack = null; }
+    state.screen = false; screenBtn.textContent = "Share screen";
     localVideo.srcObject = null; remoteVideo.srcObject = null; remoteVideo.classList.remove("live");
     showUnmute();
     clearInterval(statsTimer);
@@ -370,20 +371,30 @@
     sendState();
     reportStats(false);
   });
+  // Back to the camera, whether sharing ends by our button or by the browser's own "Stop sharing"
+  // bar: track.stop() fires no "ended" event, so the button cannot rely on onended. The sender is
+  // looked up now (the connection may have been rebuilt while sharing), and the other side's video
+  // carries the camera again without a renegotiation (replaceTrack).
+  async function stopSharing() {
+    if (!screenTrack) return;
+    var track = screenTrack;
+    screenTrack = null; track.onended = null; track.stop();
+    state.screen = false; screenBtn.textContent = "Share screen";
+    var sender = videoSender();
+    var cam = localStream && localStream.getVideoTracks()[0];
+    try { if (sender) await sender.replaceTrack(cam || null); } catch (e) { console.warn("back to the camera failed", e); }
+    sendState();
+  }
   screenBtn.addEventListener("click", async function () {
+    if (screenTrack) { await stopSharing(); return; }
     var sender = videoSender();
     if (!sender) return;
-    if (screenTrack) { screenTrack.stop(); return; }
     try {
       var display = await navigator.mediaDevices.getDisplayMedia({ video: true });
       screenTrack = display.getVideoTracks()[0];
+      screenTrack.onended = stopSharing;
       await sender.replaceTrack(screenTrack);
       state.screen = true; screenBtn.textContent = "Stop sharing"; sendState();
-      screenTrack.onended = async function () {
-        screenTrack = null; state.screen = false; screenBtn.textContent = "Share screen";
-        var cam = localStream && localStream.getVideoTracks()[0];
-        await sender.replaceTrack(cam || null); sendState();
-      };
     } catch (e) { setStatus("Screen sharing was not started: " + e.name, "warn"); }
   });
   [camSelect, micSelect].forEach(function (select) {

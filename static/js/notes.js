@@ -9,7 +9,49 @@
  *   offline loses nothing either; the copy is removed as soon as everything is saved.
  * - The other party's name is shown on the section they edit, with their caret.
  */
-(function () {
+// Page weight: Yjs (27 KB with Brotli, the room's largest file) is not part of the room's first
+// load. The notes are shown as the server rendered them (read-only) and the editor starts once Yjs
+// is loaded: after the page's "load" event, when the notes panel is near the viewport, or at once
+// when the user touches or focuses it. Its URL (content-hashed) is on this script's data-yjs.
+(function (start) {
+  "use strict";
+  var root = document.getElementById("notes");
+  var script = document.currentScript;
+  if (!root || !window.io) return;
+  if (window.Y) { start(); return; }
+  var src = script && script.dataset.yjs;
+  if (!src) return;
+  var requested = false, loaded = false, visible = false, observer = null;
+  function load() {
+    if (requested) return;
+    requested = true;
+    if (observer) observer.disconnect();
+    var tag = document.createElement("script");
+    tag.src = src;
+    tag.onload = function () { loaded = true; start(); };
+    tag.onerror = function () {  // a dropped link: try again a little later, or when it is back
+      tag.remove(); requested = false;
+      var status = root.querySelector(".notes-status");
+      if (status) { status.textContent = "The notes editor could not be loaded — retrying…"; status.className = "notes-status bad"; }
+      setTimeout(load, 5000);
+    };
+    document.head.appendChild(tag);
+  }
+  function loadIfVisible() { if (visible && document.readyState === "complete") load(); }
+  ["pointerdown", "focusin", "keydown"].forEach(function (type) { root.addEventListener(type, load, { once: true }); });
+  if (window.IntersectionObserver) {
+    observer = new IntersectionObserver(function (entries) {
+      visible = entries.some(function (e) { return e.isIntersecting; });
+      loadIfVisible();
+    });
+    observer.observe(root);
+    window.addEventListener("load", loadIfVisible);
+  } else {
+    window.addEventListener("load", load);
+  }
+  window.addEventListener("online", function () { if (!loaded) loadIfVisible(); });
+  window.huizhenNotesLoader = { load: load, requested: function () { return requested; } };
+})(function () {
   "use strict";
   var root = document.getElementById("notes");
   if (!root || !window.Y || !window.io) return;
@@ -456,4 +498,4 @@
     socket: socket, doc: doc,
     state: function () { return { joined: state.joined, dirty: state.dirty, inflight: state.inflight, canEdit: state.canEdit, readOnly: state.readOnly }; },
   };
-})();
+});

@@ -149,3 +149,59 @@ def test_a_join_clicked_while_the_signaling_socket_is_down_is_sent_once_when_it_
             AuditEvent.consult_id == consult.id, AuditEvent.action == "call.joined",
             AuditEvent.actor_id == rural.id)).all()
         assert len(joins) == 1, [j.created_at for j in joins]
+
+
+FRAMES_DECODED = """async () => {
+  const pc = window.huizhenCall.pc();
+  if (!pc) return 0;
+  let n = 0;
+  (await pc.getStats()).forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') n = r.framesDecoded || 0; });
+  return n;
+}"""
+REMOTE_WIDTH = "() => document.getElementById('call-remote').videoWidth"
+
+
+def _frames_advance_from(page, width: int, timeout_ms: int) -> None:
+    """The remote video is `width` wide again and new frames are decoded, within timeout_ms."""
+    page.wait_for_function(f"() => ({REMOTE_WIDTH})() === {width}", timeout=timeout_ms)
+    base = page.evaluate(FRAMES_DECODED)
+    page.wait_for_function(f"async () => (await ({FRAMES_DECODED})()) >= {base} + 5", timeout=timeout_ms, polling=100)
+
+
+def test_stop_sharing_returns_the_other_side_to_the_camera(app, live_server, browser, shots):
+    """The button (track.stop() fires no 'ended') and the browser's own bar ('ended') both go back to
+    the camera: the other doctor's video carries camera frames again within 3 s."""
+    with _two_doctors(browser, live_server) as call:
+        rural_page, spec_page = call.rural_page, call.spec_page
+        rural_page.goto(call.room)
+        spec_page.goto(call.room)
+        rural_page.click("#call-join")
+        spec_page.click("#call-join")
+        for page in (rural_page, spec_page):
+            _wait_remote_video(page)
+        camera_width = spec_page.evaluate(REMOTE_WIDTH)
+        assert camera_width == rural_page.evaluate(REMOTE_WIDTH)
+
+        # The rural doctor shares the (fake, 1280 px wide) screen, then stops with the button.
+        rural_page.click("#call-screen")
+        expect(rural_page.locator("#call-screen")).to_have_text("Stop sharing")
+        expect(spec_page.locator("#call-peer-state")).to_contain_text("sharing screen")
+        spec_page.wait_for_function(f"() => ({REMOTE_WIDTH})() !== {camera_width}", timeout=20000)
+        spec_page.screenshot(path=str(shots / "call-10-sharing.png"), full_page=True)
+        rural_page.click("#call-screen")
+        _frames_advance_from(spec_page, camera_width, 3000)
+        expect(rural_page.locator("#call-screen")).to_have_text("Share screen")
+        expect(spec_page.locator("#call-peer-state")).not_to_contain_text("sharing screen")
+        spec_page.screenshot(path=str(shots / "call-11-after-stop-button.png"), full_page=True)
+
+        # The specialist shares, then the browser's own "Stop sharing" bar ends the capture ('ended').
+        spec_page.click("#call-screen")
+        rural_page.wait_for_function(f"() => ({REMOTE_WIDTH})() !== {camera_width}", timeout=20000)
+        spec_page.evaluate("""() => {
+          const s = window.huizhenCall.pc().getSenders().find(x => x.track && x.track.kind === 'video');
+          s.track.dispatchEvent(new Event('ended'));
+        }""")
+        _frames_advance_from(rural_page, camera_width, 3000)
+        expect(spec_page.locator("#call-screen")).to_have_text("Share screen")
+        _wait_remote_video(rural_page)
+        rural_page.screenshot(path=str(shots / "call-12-after-browser-bar.png"), full_page=True)
