@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -33,9 +35,19 @@ def external_url(endpoint: str, **values: Any) -> str:
         return url_for(endpoint, _external=True, **values)
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file attached to a mail: name, bytes, MIME type and extra Content-Type parameters."""
+
+    filename: str
+    data: bytes
+    mimetype: str = "application/octet-stream"
+    params: dict[str, str] = field(default_factory=dict)
+
+
 def build_message(to: str, subject: str, text: str, html: str | None = None, *,
-                  message_id: str | None = None) -> EmailMessage:
-    """The email as it will be sent (plain text, with an HTML alternative when given)."""
+                  message_id: str | None = None, attachments: Sequence[Attachment] = ()) -> EmailMessage:
+    """The email as it will be sent (plain text, with an HTML alternative when given, and attachments)."""
     msg = EmailMessage()
     msg["From"] = current_app.config["MAIL_FROM"]
     msg["To"] = to
@@ -45,13 +57,22 @@ def build_message(to: str, subject: str, text: str, html: str | None = None, *,
     msg.set_content(text)
     if html is not None:
         msg.add_alternative(html, subtype="html")
+    for item in attachments:
+        maintype, _, subtype = item.mimetype.partition("/")
+        if maintype == "text":  # readable in the raw message (e.g. an .ics), UTF-8
+            msg.add_attachment(item.data.decode(), subtype=subtype, filename=item.filename,
+                               params=dict(item.params))
+        else:
+            msg.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=item.filename,
+                               params=dict(item.params))
     return msg
 
 
-def send_mail(to: str, subject: str, text: str, html: str | None = None) -> bool:
+def send_mail(to: str, subject: str, text: str, html: str | None = None, *,
+              attachments: Sequence[Attachment] = ()) -> bool:
     """Send one email now; True if the SMTP server took it (or, without SMTP_URL, it was logged)."""
     try:
-        msg = build_message(to, subject, text, html)
+        msg = build_message(to, subject, text, html, attachments=attachments)
     except Exception:
         log.exception("could not build the mail %r to %s", subject, to)
         return False

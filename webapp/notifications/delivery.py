@@ -26,8 +26,9 @@ from flask import current_app
 from sqlalchemy import or_, select, update
 
 from ..extensions import db
-from ..mail import build_message, external_url, transmit
+from ..mail import Attachment, build_message, external_url, transmit
 from ..models import Delivery, Notification, utcnow
+from ..scheduling.calendar import invitation_ics
 from . import texts
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,22 @@ def delivery_key(delivery: Delivery) -> str:
     return f"huizhen-{delivery.notification_id}-{delivery.channel}"
 
 
+INVITE_KINDS = frozenset({"consult.booked", "consult.rescheduled", "consult.cancelled"})
+
+
+def invitation(note: Notification) -> list[Attachment]:
+    """The .ics invitation a booking, reschedule or cancel email carries (none if never booked)."""
+    if note.kind not in INVITE_KINDS or note.consult is None:
+        return []
+    built = invitation_ics(note.consult, note.user.email, external_url("consults.view", ref=note.consult.ref))
+    if built is None:
+        return []
+    ics, method = built
+    return [Attachment("invitation.ics", ics, "text/calendar", {"method": method})]
+
+
 def send_email(note: Notification, delivery: Delivery) -> None:
-    """Mail the notification to its recipient: the title and the link (plain text and HTML)."""
+    """Mail the notification to its recipient: the title and the link (plain text and HTML, .ics invitation)."""
     data = _payload(note, delivery)
     prefs = external_url("notifications.preferences")
     text = (f"{data['title']}.\n\nOpen Huizhen: {data['link']}\n\n"
@@ -89,7 +104,7 @@ def send_email(note: Notification, delivery: Delivery) -> None:
             f"<p><small>Health information is shown only in Huizhen, never by email. "
             f"<a href=\"{escape(prefs)}\">Notification preferences</a></small></p>")
     msg = build_message(note.user.email, f"Huizhen: {data['title']}", text, html,
-                        message_id=f"<{data['delivery']}@huizhen>")
+                        message_id=f"<{data['delivery']}@huizhen>", attachments=invitation(note))
     try:
         transmit(msg)
     except Exception as exc:

@@ -1,12 +1,13 @@
-"""Private iCalendar feeds of a user's booked consultations (no clinical content)."""
+"""Private iCalendar feeds of a user's booked consultations, and mail invitations (no clinical content)."""
 
 from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from email.utils import parseaddr
 
-from flask import url_for
-from icalendar import Calendar, Event
+from flask import current_app, url_for
+from icalendar import Calendar, Event, vCalAddress, vText
 from sqlalchemy import delete, func, or_, select
 
 from ..audit.services import record
@@ -51,6 +52,67 @@ def _uid(consult: Consult) -> str:
     return f"consult-{consult.ref}@huizhen"
 
 
+def _changes(consult: Consult, appointment: Appointment, count: int) -> tuple[int, bool]:
+    """SEQUENCE and cancelled flag: each reschedule and a cancellation bump the sequence."""
+    cancelled = consult.status == ConsultStatus.CANCELLED or appointment.cancelled_at is not None
+    return count - 1 + (1 if cancelled else 0), cancelled
+
+
+def consult_event(consult: Consult, appointment: Appointment, count: int, link: str, now: datetime) -> Event:
+    """One consult as a VEVENT (the feed's and the invitation's): stable UID, SEQUENCE, neutral text.
+
+    `appointment` is the consult's latest appointment and `count` how many it has had.
+    """
+    sequence, cancelled = _changes(consult, appointment, count)
+    event = Event()
+    event.add("uid", _uid(consult))
+    event.add("sequence", sequence)
+    event.add("dtstamp", now)
+    event.add("dtstart", appointment.starts_at)
+    event.add("dtend", appointment.ends_at)
+    event.add("summary", SUMMARY)
+    event.add("description", f"Open the consultation in Huizhen: {link}")
+    event.add("url", link)
+    event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
+    return event
+
+
+def _latest(consult: Consult) -> tuple[Appointment, int] | None:
+    """The consult's latest appointment and how many it has had (None if never booked)."""
+    count = db.session.scalar(select(func.count()).where(Appointment.consult_id == consult.id))
+    if not count:
+        return None
+    latest = db.session.scalars(select(Appointment).where(Appointment.consult_id == consult.id)
+                                .order_by(Appointment.id.desc()).limit(1)).one()
+    return latest, count
+
+
+def invitation_ics(consult: Consult, attendee: str, link: str, *,
+                   now: datetime | None = None) -> tuple[bytes, str] | None:
+    """An iTIP invitation for one consult's current booking: (the .ics, METHOD), or None if unbooked.
+
+    METHOD:REQUEST for a booked or moved time, METHOD:CANCEL once cancelled; the event is the
+    feed's (same UID and SEQUENCE), so a calendar that has either updates the same entry.
+    """
+    found = _latest(consult)
+    if found is None:
+        return None
+    appointment, count = found
+    event = consult_event(consult, appointment, count, link, now or utcnow())
+    method = "CANCEL" if str(event["status"]) == "CANCELLED" else "REQUEST"
+    organizer = vCalAddress(f"mailto:{parseaddr(current_app.config['MAIL_FROM'])[1]}")
+    organizer.params["cn"] = vText("Huizhen")
+    event.add("organizer", organizer)
+    event.add("attendee", vCalAddress(f"mailto:{attendee}"),
+              parameters={"role": "REQ-PARTICIPANT", "rsvp": "FALSE"})
+    cal = Calendar()
+    cal.add("prodid", "-//Huizhen//Consultations//EN")
+    cal.add("version", "2.0")
+    cal.add("method", method)
+    cal.add_component(event)
+    return cal.to_ical(), method
+
+
 def feed_ics(user: User, *, now: datetime | None = None) -> bytes:
     """The user's booked consultations as iCalendar: one event per consult, UID stable.
 
@@ -73,17 +135,6 @@ def feed_ics(user: User, *, now: datetime | None = None) -> bytes:
     cal.add("version", "2.0")
     cal.add("x-wr-calname", "Huizhen consultations")
     for consult, appointment, count in rows:
-        cancelled = consult.status == ConsultStatus.CANCELLED or appointment.cancelled_at is not None
         link = url_for("consults.view", ref=consult.ref, _external=True)
-        event = Event()
-        event.add("uid", _uid(consult))
-        event.add("sequence", count - 1 + (1 if cancelled else 0))
-        event.add("dtstamp", now)
-        event.add("dtstart", appointment.starts_at)
-        event.add("dtend", appointment.ends_at)
-        event.add("summary", SUMMARY)
-        event.add("description", f"Open the consultation in Huizhen: {link}")
-        event.add("url", link)
-        event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
-        cal.add_component(event)
+        cal.add_component(consult_event(consult, appointment, count, link, now))
     return cal.to_ical()
