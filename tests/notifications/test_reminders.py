@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import Factory, build_postgres_app, truncate_all
+from tests.conftest import Factory, build_postgres_app, login, post_form, truncate_all
 from tests.notifications.conftest import notifications_of
 from webapp.consults import services as consults
 from webapp.extensions import db
@@ -207,3 +208,50 @@ def test_the_delivery_worker_pass_fires_what_is_due_now(make, app):
     worker.run(app, once=True)
     db.session.rollback()
     assert (_count(rural, "reminder.soon"), _count(spec, "reminder.soon")) == (1, 1)
+
+
+# --- what the doctors see (HTTP) ---------------------------------------------------------------------
+
+
+def test_the_request_form_and_consult_page_show_the_expected_response_time(app, make):
+    rural = make.rural()
+    make.specialist()
+    client = app.test_client()
+    login(client, rural)
+    form = client.get("/consults/new").get_data(as_text=True)
+    assert ("A specialist usually answers an emergency request within 15 minutes, an urgent one within "
+            "4 hours and a routine one within 2 days.") in form
+    draft = make.draft(rural, urgency=Urgency.URGENT)
+    page = post_form(client, f"/consults/{draft.ref}/submit", follow_redirects=True).get_data(as_text=True)
+    assert "A cardiologist usually answers an urgent request within 4 hours." in page
+    assert re.search(r"\d+ h( \d+ min)? left", page)
+    assert 'id="emergency-instruction"' not in page  # urgent, not an emergency
+
+
+def test_an_emergency_request_tells_the_requester_what_to_do_at_once(app, make, monkeypatch):
+    monkeypatch.setitem(app.config, "EMERGENCY_INSTRUCTION", "Call 120 now or transfer to Longxi County Hospital.")
+    rural = make.rural()
+    make.specialist()
+    client = app.test_client()
+    login(client, rural)
+    draft = make.draft(rural, urgency=Urgency.EMERGENCY)
+    page = post_form(client, f"/consults/{draft.ref}/submit", follow_redirects=True).get_data(as_text=True)
+    assert re.search(r'id="emergency-instruction"[^>]*><strong>Call 120 now or transfer to Longxi County Hospital.<',
+                     page)
+    assert "A cardiologist usually answers an emergency request within 15 minutes." in page
+
+
+def test_dashboards_show_time_left_then_overdue_flagged_in_the_coordinators_queue(app, make):
+    rural, coord = make.rural(), make.coordinator()
+    make.specialist()
+    consult = make.requested(rural, urgency=Urgency.URGENT)
+    client = app.test_client()
+    login(client, coord)
+    home = client.get("/").get_data(as_text=True)
+    assert re.search(r'class="muted response-left">\d+ h( \d+ min)? left<', home)
+    assert scan_due(consult.submitted_at + timedelta(hours=4)) == {"request.overdue": 1}
+    for path in ("/", "/admin/queue"):
+        assert '<span class="badge overdue danger-text">Overdue</span>' in client.get(path).get_data(as_text=True)
+    requester = app.test_client()
+    login(requester, rural)
+    assert re.search(r'response-left danger-text">overdue<', requester.get("/").get_data(as_text=True))

@@ -86,6 +86,28 @@ def due_at(consult: Consult) -> datetime | None:
     return consult.submitted_at + target(consult.urgency)
 
 
+def targets_sentence() -> str:
+    """The targets of every urgency, for the request form."""
+    minutes = {u: target(u).total_seconds() / 60 for u in (Urgency.EMERGENCY, Urgency.URGENT, Urgency.ROUTINE)}
+    return ("A specialist usually answers an emergency request within "
+            f"{describe(minutes[Urgency.EMERGENCY])}, an urgent one within {describe(minutes[Urgency.URGENT])} "
+            f"and a routine one within {describe(minutes[Urgency.ROUTINE])}.")
+
+
+def time_left(consult: Consult, now: datetime | None = None) -> str | None:
+    """ "3 h 10 min left" or "overdue" for a request waiting for acceptance; None otherwise."""
+    from ..models import utcnow
+    from ..timefmt import format_duration
+
+    due = due_at(consult)
+    if due is None:
+        return None
+    left = (due - (now or utcnow())).total_seconds()
+    if consult.overdue_at is not None or left <= 0:
+        return "overdue"
+    return f"{format_duration(left)} left"
+
+
 def _claim(column: InstrumentedAttribute, row_id: int, now: datetime, model: Any) -> bool:
     """Set the sent column if nobody has: True for the one caller that did."""
     result = db.session.execute(

@@ -23,6 +23,14 @@ def _bell() -> dict:
     return {"notifications_unread": unread}
 
 
+@bp.app_context_processor
+def _response_times() -> dict:
+    from . import reminders
+
+    return {"expected_response": reminders.expected_response, "response_left": reminders.time_left,
+            "response_targets": reminders.targets_sentence}
+
+
 @bp.get("")
 @role_required(*ROLES)
 def index():
