@@ -146,12 +146,15 @@ def test_overdue_widens_offers_to_specialists_not_yet_offered(make):
     assert {o.specialist_id for o in db.session.get(Consult, consult.id).offers} == {first.id, late.id}
 
 
-def test_config_rejects_a_malformed_target():
+def test_a_malformed_target_stops_the_app_at_start(tmp_path):
+    from config import TestingConfig
+    from webapp import create_app
     from webapp.notifications.reminders import parse_targets
 
     assert parse_targets("urgent=60") == {"emergency": 15, "urgent": 60, "routine": 2880}
-    with pytest.raises(ValueError):
-        parse_targets("urgent=soon")
+    with pytest.raises(ValueError, match="RESPONSE_TARGET_MINUTES"):
+        create_app(TestingConfig, {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'x.db'}",
+                                   "RESPONSE_TARGET_MINUTES": "urgent=soon"})
 
 
 @pytest.fixture(scope="module")

@@ -108,10 +108,10 @@ def time_left(consult: Consult, now: datetime | None = None) -> str | None:
     return f"{format_duration(left)} left"
 
 
-def _claim(column: InstrumentedAttribute, row_id: int, now: datetime, model: Any) -> bool:
-    """Set the sent column if nobody has: True for the one caller that did."""
+def _claim(column: InstrumentedAttribute, row_id: int, now: datetime, model: Any, *still: Any) -> bool:
+    """Set the sent column if nobody has (and the row is `still` as read): True for the one caller that did."""
     result = db.session.execute(
-        update(model).where(model.id == row_id, column.is_(None)).values({column.key: now})
+        update(model).where(model.id == row_id, column.is_(None), *still).values({column.key: now})
         .execution_options(synchronize_session=False))
     return result.rowcount == 1
 
@@ -160,7 +160,7 @@ def scan_due(now: datetime, limit: int = 200) -> dict[str, int]:
 
 
 def _remind(appointment_id: int, kind: str, column: InstrumentedAttribute, now: datetime) -> bool:
-    if not _claim(column, appointment_id, now, Appointment):
+    if not _claim(column, appointment_id, now, Appointment, Appointment.cancelled_at.is_(None)):
         return False
     appt = db.session.get(Appointment, appointment_id)
     if appt is None or appt.cancelled_at is not None:
@@ -180,7 +180,7 @@ def _overdue(consult_id: int, now: datetime) -> bool:
     consult = db.session.get(Consult, consult_id)
     if consult is None or consult.status != ConsultStatus.REQUESTED:
         return False
-    if not _claim(Consult.overdue_at, consult_id, now, Consult):
+    if not _claim(Consult.overdue_at, consult_id, now, Consult, Consult.status == ConsultStatus.REQUESTED):
         return False
     minutes = target(consult.urgency).total_seconds() / 60
     notify([*coordinators(), consult.requester], "request.overdue",

@@ -29,8 +29,8 @@ TITLES: dict[str, str] = {
     "account.registered": "A new registration is waiting for verification: {name}",
     "account.approved": "Your Huizhen account was approved",
     "account.rejected": "Your Huizhen registration was refused",
-    "reminder.day": "Reminder: consultation tomorrow at {starts_at}",
-    "reminder.soon": "Reminder: consultation starts soon, at {starts_at}",
+    "reminder.day": "Reminder: consultation in 24 hours, at {starts_at}",
+    "reminder.soon": "Reminder: consultation in 15 minutes, at {starts_at}",
     "request.overdue": "Request not accepted within its target of {target} ({urgency}, {specialty})",
 }
 KINDS = tuple(TITLES)
