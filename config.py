@@ -144,6 +144,13 @@ class Config:
     NOTIFY_RETRY_MAX_SECONDS = _env_int("NOTIFY_RETRY_MAX_SECONDS", 3600)
     NOTIFY_MAX_ATTEMPTS = _env_int("NOTIFY_MAX_ATTEMPTS", 8)  # then the delivery is marked failed
     NOTIFY_POLL_SECONDS = float(os.environ.get("NOTIFY_POLL_SECONDS", "2"))  # idle worker's wait
+    # Response-time targets: a request not accepted within its urgency's minutes is flagged overdue
+    # and coordinators and the requester are told (fired by the delivery worker).
+    RESPONSE_TARGET_MINUTES = os.environ.get("RESPONSE_TARGET_MINUTES", "emergency=15,urgent=240,routine=2880")
+    # Shown to the requester at once after sending an emergency request.
+    EMERGENCY_INSTRUCTION = os.environ.get(
+        "EMERGENCY_INSTRUCTION",
+        "If the patient cannot wait, call 120 or transfer to the nearest county hospital now.")
 
     # Socket.IO event rate limits, per connection, for each "namespace event" (webapp/ratelimit.py
     # has the defaults); a user gets SOCKET_RATE_USER_FACTOR times that over all their connections.

@@ -11,11 +11,13 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -87,6 +89,9 @@ class Consult(db.Model):
             "patient_age_years IS NULL OR (patient_age_years >= 0 AND patient_age_years <= 130)",
             name="age_range",
         ),
+        Index("ix_consults_overdue_due", "urgency", "submitted_at",  # the response-target scan
+              postgresql_where=text("status = 'requested' AND overdue_at IS NULL"),
+              sqlite_where=text("status = 'requested' AND overdue_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -126,6 +131,8 @@ class Consult(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_reason: Mapped[str | None] = mapped_column(String(500))
+    # When the request missed its response-time target (set once by the scan; flags the queue).
+    overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     requester: Mapped[User] = relationship(foreign_keys=[requester_id])

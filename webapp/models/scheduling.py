@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Integer, PrimaryKeyConstraint, String
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -68,6 +68,14 @@ class Appointment(db.Model):
     """A booked consult time. Overlaps are prevented by BookedBlock's primary key."""
 
     __tablename__ = "appointments"
+    __table_args__ = (  # the reminder scan reads only unsent, live bookings, by time
+        Index("ix_appointments_reminder_day_due", "starts_at",
+              postgresql_where=text("reminded_day_at IS NULL AND cancelled_at IS NULL"),
+              sqlite_where=text("reminded_day_at IS NULL AND cancelled_at IS NULL")),
+        Index("ix_appointments_reminder_soon_due", "starts_at",
+              postgresql_where=text("reminded_soon_at IS NULL AND cancelled_at IS NULL"),
+              sqlite_where=text("reminded_soon_at IS NULL AND cancelled_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     consult_id: Mapped[int] = mapped_column(ForeignKey("consults.id"), index=True)
@@ -80,6 +88,9 @@ class Appointment(db.Model):
     # Why this booking ended: "rescheduled: <reason>" or the cancellation reason.
     end_reason: Mapped[str | None] = mapped_column(String(500))
     ended_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # When the 24 h / 15 min reminders were sent (claimed by the scan: set once, never again).
+    reminded_day_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_soon_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     consult: Mapped[Consult] = relationship(viewonly=True)
     blocks: Mapped[list[BookedBlock]] = relationship(

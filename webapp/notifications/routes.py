@@ -23,6 +23,24 @@ def _bell() -> dict:
     return {"notifications_unread": unread}
 
 
+@bp.record_once
+def _check_targets(state) -> None:
+    """A malformed RESPONSE_TARGET_MINUTES stops the app at start, not every worker pass."""
+    from .reminders import parse_targets
+
+    configured = state.app.config.get("RESPONSE_TARGET_MINUTES")
+    if isinstance(configured, str):
+        parse_targets(configured)
+
+
+@bp.app_context_processor
+def _response_times() -> dict:
+    from . import reminders
+
+    return {"expected_response": reminders.expected_response, "response_left": reminders.time_left,
+            "response_targets": reminders.targets_sentence}
+
+
 @bp.get("")
 @role_required(*ROLES)
 def index():

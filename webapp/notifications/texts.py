@@ -29,9 +29,13 @@ TITLES: dict[str, str] = {
     "account.registered": "A new registration is waiting for verification: {name}",
     "account.approved": "Your Huizhen account was approved",
     "account.rejected": "Your Huizhen registration was refused",
+    "reminder.day": "Reminder: consultation in 24 hours, at {starts_at}",
+    "reminder.soon": "Reminder: consultation in 15 minutes, at {starts_at}",
+    "request.overdue": "Request not accepted within its target of {target} ({urgency}, {specialty})",
 }
 KINDS = tuple(TITLES)
-ROOM_KINDS = {"chat.message", "room.waiting", "consult.booked", "consult.rescheduled"}  # one click joins the room
+ROOM_KINDS = {"chat.message", "room.waiting", "consult.booked", "consult.rescheduled", "reminder.day",
+              "reminder.soon"}  # one click joins the room
 
 
 class _Missing(dict):
@@ -52,6 +56,8 @@ def detail(kind: str, params: dict[str, Any]) -> str:
     """Further in-app text (never sent outside the app)."""
     if kind in ("consult.cancelled", "consult.rescheduled") and params.get("reason"):
         return f"Reason: {params['reason']}"
+    if kind == "request.overdue" and params.get("widened"):
+        return f"Offers: {params['widened']}."
     if kind == "account.rejected" and params.get("note"):
         return f"Note: {params['note']}"
     return ""

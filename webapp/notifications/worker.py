@@ -1,7 +1,8 @@
 """The delivery worker: `python -m webapp.notifications.worker` (or `flask notifications worker`).
 
 A process of its own, never a web worker: it polls the outbox, delivers what is due by email
-and webhook, and sleeps NOTIFY_POLL_SECONDS when nothing is. Several may run on PostgreSQL
+and webhook, and sleeps NOTIFY_POLL_SECONDS when nothing is. Each pass first fires the reminders
+and missed response targets that are due (`reminders.scan_due`). Several may run on PostgreSQL
 (SKIP LOCKED claims); on SQLite run one. SIGTERM/SIGINT finish the delivery under way and stop.
 """
 
@@ -20,7 +21,9 @@ log = logging.getLogger("webapp.notifications.worker")
 def run(app: Flask, *, once: bool = False, stop: threading.Event | None = None) -> None:
     """Deliver until stopped (or one pass with once=True)."""
     from ..extensions import db
+    from ..models import utcnow
     from .delivery import run_once
+    from .reminders import scan_due
 
     stop = stop or threading.Event()
     poll = app.config["NOTIFY_POLL_SECONDS"]
@@ -29,7 +32,8 @@ def run(app: Flask, *, once: bool = False, stop: threading.Event | None = None) 
     while not stop.is_set():
         with app.app_context():
             try:
-                counts = run_once()
+                counts = scan_due(utcnow())  # reminders and missed targets become notifications
+                counts |= run_once()
             except Exception:  # the database is down, say: log, wait, try again
                 log.exception("delivery pass failed; retrying in %s s", poll)
                 counts = {}
