@@ -244,9 +244,10 @@ def _send(requester: User, consult: Consult) -> None:
                                     rank=rank, is_partner=cand.is_partner))
     record("consult.submitted", actor=requester, consult=consult,
            detail={"offered_to": [c.specialist.id for c in candidates]})
+    urgency = Urgency(consult.urgency)  # a consult filed and sent at once has not been loaded back yet
     notify([c.specialist for c in candidates], "consult.offered",
-           {"urgency": consult.urgency.value, "specialty": consult.specialty}, consult=consult,
-           urgent=consult.urgency == Urgency.EMERGENCY)
+           {"urgency": urgency.value, "specialty": consult.specialty}, consult=consult,
+           urgent=urgency == Urgency.EMERGENCY)
 
 
 def add_attachment(user: User, ref: str, stream: BinaryIO, filename: str | None,
