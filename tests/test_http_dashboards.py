@@ -135,3 +135,19 @@ def test_coordinator_dashboard_puts_declined_requests_first_and_marks_registrati
     registrations = rows(card(page, "Registrations to verify"))
     assert [(r["title"], r["action"], r["marked"]) for r in registrations] == [
         ("Dr Newcomer", "verify and approve", True)]
+
+
+def test_the_dashboard_joins_an_open_room_in_one_click(app, people, make, monkeypatch):
+    """Once the room is open, each party's "Upcoming consultations" links straight into it (issue 12);
+    before it opens, and for a coordinator who is no party, there is no such link."""
+    requester, specialist, coordinator = people
+    consult = make.scheduled(requester, specialist)
+    room = f'href="/consults/{consult.ref}/room"'
+    monkeypatch.setitem(app.config, "ROOM_OPENS_MINUTES_BEFORE", 0)  # the booked time lies ahead: not open yet
+    for user in (requester, specialist):
+        assert room not in card(user_client(app, user).get("/"), "Upcoming consultations")
+    monkeypatch.setitem(app.config, "ROOM_OPENS_MINUTES_BEFORE", 24 * 60)  # now it is open
+    for user in (requester, specialist):
+        upcoming = card(user_client(app, user).get("/"), "Upcoming consultations")
+        assert room in upcoming and "Join the room" in upcoming
+    assert room not in user_client(app, coordinator).get("/").get_data(as_text=True)

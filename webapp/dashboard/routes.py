@@ -6,7 +6,9 @@ from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user
 
 from ..auth.decorators import me
-from ..models import Role
+from ..consults import policy
+from ..models import Role, utcnow
+from ..rooms.services import opens_at
 from ..scheduling import services as scheduling
 from . import services as home
 
@@ -19,6 +21,14 @@ def favicon():
     return redirect(url_for("static", filename="favicon.svg"), code=301)
 
 
+def _upcoming(user) -> dict:
+    """The user's upcoming consultations, and which of their rooms a party can join now (one click)."""
+    upcoming, now = scheduling.upcoming_for(user), utcnow()
+    joinable = {a.id for a in upcoming
+                if policy.is_party(user, a.consult) and (opens_at(a.consult) or now) <= now}
+    return {"upcoming": upcoming, "joinable": joinable}
+
+
 @bp.get("/")
 def index():
     if not current_user.is_authenticated:
@@ -27,10 +37,8 @@ def index():
     if user.role == Role.RURAL_DOCTOR:
         rows = home.rural_rows(user)
         return render_template("dashboard/rural.html", rows=rows, todo=sum(1 for r in rows if r.action),
-                               upcoming=scheduling.upcoming_for(user))
+                               **_upcoming(user))
     if user.role == Role.SPECIALIST:
-        return render_template("dashboard/specialist.html", home=home.specialist_home(user),
-                               upcoming=scheduling.upcoming_for(user),
+        return render_template("dashboard/specialist.html", home=home.specialist_home(user), **_upcoming(user),
                                has_availability=bool(scheduling.windows_of(user)))
-    return render_template("dashboard/coordinator.html", home=home.coordinator_home(user),
-                           upcoming=scheduling.upcoming_for(user))
+    return render_template("dashboard/coordinator.html", home=home.coordinator_home(user), **_upcoming(user))
