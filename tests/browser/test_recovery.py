@@ -104,6 +104,8 @@ def test_a_reader_on_another_node_sees_chat_and_notes_written_while_redis_is_dow
         writer, reader = (context.new_page() for context in contexts)
         sign_in_and_open_room(writer, writer_node.url, rural.email, consult.ref)
         sign_in_and_open_room(reader, reader_node.url, specialist.email, consult.ref)
+        for page in (writer, reader):  # the notes start (and load Yjs) once they are in view
+            page.locator("#notes").scroll_into_view_if_needed()
         say(writer, "before the outage")
         expect(delivered(reader)).to_have_count(1)  # live, through Redis
         expect(writer.locator("#notes-status")).to_have_text("All changes saved", timeout=bound_ms)
