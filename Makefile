@@ -8,6 +8,9 @@ PORT ?= 5000
 WORKER_PORT ?= 5001
 # The browser's Origin for Socket.IO: follows HOST and PORT unless set in the environment
 ALLOWED_ORIGINS ?= http://$(HOST):$(PORT),http://localhost:$(PORT)
+# The demo's booked consult lies an hour or so ahead: open rooms a day before their time so a
+# newcomer can try the room at once (the default, and production's, is 15 minutes).
+ROOM_OPENS_MINUTES_BEFORE ?= 1440
 
 .PHONY: run test install install-dev lint migrate seed bench clean
 
@@ -33,7 +36,7 @@ run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed-demo --if-empty
 	@echo "Huizhen on http://$(HOST):$(PORT) — demo logins: rural@demo.test / specialist@demo.test / specialist2@demo.test / coordinator@demo.test, password huizhen-demo"
-	@export ALLOWED_ORIGINS='$(ALLOWED_ORIGINS)' MEDIA_WORKER_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))') \
+	@export ALLOWED_ORIGINS='$(ALLOWED_ORIGINS)' ROOM_OPENS_MINUTES_BEFORE='$(ROOM_OPENS_MINUTES_BEFORE)' MEDIA_WORKER_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))') \
 	  MEDIA_WORKER_URL=http://127.0.0.1:$(WORKER_PORT); \
 	$(BIN)/python -m mediaworker --port $(WORKER_PORT) & worker=$$!; \
 	$(BIN)/python -m webapp.notifications.worker & notifier=$$!; \

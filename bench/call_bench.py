@@ -79,7 +79,8 @@ def _start_server(port: int, workdir: Path, database_url: str | None, server: st
         engine.dispose()
     env = {**os.environ, "DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.db'}", "FLASK_APP": "wsgi.py",
            "HUIZHEN_ENV": "development", "ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
-           "UPLOAD_DIR": str(workdir / "uploads")}
+           "UPLOAD_DIR": str(workdir / "uploads"),
+           "ROOM_OPENS_MINUTES_BEFORE": "1440"}  # the demo's booked consult lies ahead: its room opens now
     flask = [sys.executable, "-m", "flask"]
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([*flask, "seed-demo"], cwd=ROOT, env=env, check=True, capture_output=True)

@@ -176,6 +176,7 @@ def server_env(mode: str, port: int, db_url: str, redis_url: str) -> dict[str, s
         "ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
         "SESSION_COOKIE_SECURE": "0",  # plain http on loopback
         "LOGIN_RATE_LIMIT": "100000 per minute",  # every participant signs in from 127.0.0.1
+        "ROOM_OPENS_MINUTES_BEFORE": "1440",  # the bench world books the next free slots: rooms open now
         "PYTHONUNBUFFERED": "1",
     })
     if db_url.startswith("sqlite"):

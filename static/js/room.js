@@ -166,10 +166,12 @@
   }
 
   function accept(m) {
-    if (bySeq[m.seq]) return;                  // already shown: never twice
-    var pendingEl = pendingEls[m.client_id];
+    // One of ours, now stored: its pending bubble goes, also when the message is already shown (its
+    // first ack was lost with a dropped connection and the rejoin's flush showed the bubble again).
+    var pendingEl = m.sender_id === me ? pendingEls[m.client_id] : null;
+    if (pendingEl) { pendingEl.remove(); delete pendingEls[m.client_id]; }
+    if (bySeq[m.seq]) { emptyState(); return; }  // already shown: never twice
     var li = bubble(m, false);
-    if (pendingEl && m.sender_id === me) { pendingEl.remove(); delete pendingEls[m.client_id]; }
     insertOrdered(li, m.seq);
     bySeq[m.seq] = li;
     if (m.seq > maxSeq) maxSeq = m.seq;

@@ -57,6 +57,7 @@ def gevent_server(app, database_url, tmp_path) -> Iterator[str]:
         "HUIZHEN_ENV": "production", "SOCKETIO_ASYNC_MODE": "gevent", "SECRET_KEY": secrets.token_urlsafe(48),
         "DATABASE_URL": database_url, "HUIZHEN_ALLOW_SQLITE": "1", "ALLOWED_ORIGINS": url,
         "SESSION_COOKIE_SECURE": "0", "LOGIN_RATE_LIMIT": "1000 per minute", "CHAT_MESSAGES_PER_SECOND": "1000",
+        "ROOM_OPENS_MINUTES_BEFORE": "1440",  # the test world books the next free slot
         "UPLOAD_DIR": str(tmp_path / "uploads"), "PYTHONUNBUFFERED": "1",
         # This test is about the event loop, not the limits: a loaded machine may take its time.
         "IMAGE_QUEUE_SECONDS": "300", "IMAGE_CHECK_TIMEOUT": "300",
