@@ -253,3 +253,40 @@ def test_a_message_queued_in_a_consult_that_closes_is_shown_as_not_sent(browser:
         assert watch.problems == [], watch.problems
     finally:
         ctx.close()
+
+
+def test_a_message_stored_whose_ack_was_lost_with_the_connection_is_shown_once_and_not_pending(
+        browser: Browser, live_server, make, shots, monkeypatch):
+    """The server stores a message and the connection drops before its ack: after the rejoin the page
+    shows it once, from the join's backlog, and the outbox's resend (answered as already stored) must
+    not leave a second, pending bubble behind."""
+    from flask_socketio import disconnect
+
+    rural_user, specialist_user = make.rural(), make.specialist()
+    ref = make.scheduled(rural_user, specialist_user).ref
+    real_send, dropped = services.send_message, []
+
+    def stored_then_dropped(*args, **kwargs):
+        sent = real_send(*args, **kwargs)
+        if not dropped:  # the first send only: stored, then the connection is lost before the ack
+            dropped.append(sent.wire["client_id"])
+            disconnect()
+        return sent
+
+    monkeypatch.setattr(services, "send_message", stored_then_dropped)
+    watch = Watch()
+    context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(20_000)
+    page = watch.page(context, "rural")
+    try:
+        sign_in_and_open_room(page, live_server.url, rural_user.email, ref)
+        say(page, "Stored, but its ack was lost")
+        expect(delivered(page)).to_have_count(1, timeout=30_000)
+        page.wait_for_function("() => window.huizhenRoom.state().joined && window.huizhenRoom.state().outbox === 0",
+                               timeout=30_000)
+        expect(page.locator("#messages .msg.pending")).to_have_count(0)
+        expect(bodies(page)).to_have_text(["Stored, but its ack was lost"])
+        assert dropped and [body for _, body, _ in stored(ref)] == ["Stored, but its ack was lost"]
+        page.screenshot(path=str(shots / "outbox-ack-lost.png"))
+    finally:
+        context.close()
