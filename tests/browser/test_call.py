@@ -158,12 +158,19 @@ FRAMES_DECODED = """async () => {
   (await pc.getStats()).forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') n = r.framesDecoded || 0; });
   return n;
 }"""
-REMOTE_WIDTH = "() => document.getElementById('call-remote').videoWidth"
+# The remote picture's shape (width / height): the fake camera and the fake screen differ in shape,
+# and the shape survives WebRTC scaling the resolution down when the machine is busy (widths do not).
+REMOTE_SHAPE = ("() => { const v = document.getElementById('call-remote');"
+                " return v.videoHeight ? v.videoWidth / v.videoHeight : 0; }")
 
 
-def _frames_advance_from(page, width: int, timeout_ms: int) -> None:
-    """The remote video is `width` wide again and new frames are decoded, within timeout_ms."""
-    page.wait_for_function(f"() => ({REMOTE_WIDTH})() === {width}", timeout=timeout_ms)
+def _shape_is(shape: float) -> str:
+    return f"() => Math.abs(({REMOTE_SHAPE})() - {shape}) < 0.05"
+
+
+def _frames_advance_from(page, shape: float, timeout_ms: int) -> None:
+    """The remote video has the camera's shape again and new frames are decoded, within timeout_ms."""
+    page.wait_for_function(_shape_is(shape), timeout=timeout_ms)
     base = page.evaluate(FRAMES_DECODED)
     page.wait_for_function(f"async () => (await ({FRAMES_DECODED})()) >= {base} + 5", timeout=timeout_ms, polling=100)
 
@@ -179,29 +186,29 @@ def test_stop_sharing_returns_the_other_side_to_the_camera(app, live_server, bro
         spec_page.click("#call-join")
         for page in (rural_page, spec_page):
             _wait_remote_video(page)
-        camera_width = spec_page.evaluate(REMOTE_WIDTH)
-        assert camera_width == rural_page.evaluate(REMOTE_WIDTH)
+        camera = spec_page.evaluate(REMOTE_SHAPE)
+        rural_page.wait_for_function(_shape_is(camera))  # the same fake camera on both sides
 
         # The rural doctor shares the (fake, 1280 px wide) screen, then stops with the button.
         rural_page.click("#call-screen")
         expect(rural_page.locator("#call-screen")).to_have_text("Stop sharing")
         expect(spec_page.locator("#call-peer-state")).to_contain_text("sharing screen")
-        spec_page.wait_for_function(f"() => ({REMOTE_WIDTH})() !== {camera_width}", timeout=20000)
+        spec_page.wait_for_function(f"() => !({_shape_is(camera)})()", timeout=20000)
         spec_page.screenshot(path=str(shots / "call-10-sharing.png"), full_page=True)
         rural_page.click("#call-screen")
-        _frames_advance_from(spec_page, camera_width, 3000)
+        _frames_advance_from(spec_page, camera, 3000)
         expect(rural_page.locator("#call-screen")).to_have_text("Share screen")
         expect(spec_page.locator("#call-peer-state")).not_to_contain_text("sharing screen")
         spec_page.screenshot(path=str(shots / "call-11-after-stop-button.png"), full_page=True)
 
         # The specialist shares, then the browser's own "Stop sharing" bar ends the capture ('ended').
         spec_page.click("#call-screen")
-        rural_page.wait_for_function(f"() => ({REMOTE_WIDTH})() !== {camera_width}", timeout=20000)
+        rural_page.wait_for_function(f"() => !({_shape_is(camera)})()", timeout=20000)
         spec_page.evaluate("""() => {
           const s = window.huizhenCall.pc().getSenders().find(x => x.track && x.track.kind === 'video');
           s.track.dispatchEvent(new Event('ended'));
         }""")
-        _frames_advance_from(rural_page, camera_width, 3000)
+        _frames_advance_from(rural_page, camera, 3000)
         expect(spec_page.locator("#call-screen")).to_have_text("Share screen")
         _wait_remote_video(rural_page)
         rural_page.screenshot(path=str(shots / "call-12-after-browser-bar.png"), full_page=True)
