@@ -32,24 +32,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, make_url, text
+from sqlalchemy import func, text
+
+from bench.chat_bench import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/huizhen_auditchain_bench"
-
-
-def _fresh_database(url: str) -> None:
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        name = make_url(url).database
-        if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -169,7 +157,7 @@ def main() -> None:
     from webapp.audit.chain import verify
     from webapp.extensions import db
 
-    _fresh_database(args.database_url)
+    fresh_database(args.database_url)
     app = _app(args.database_url, args.writers + 2)
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))

@@ -24,24 +24,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, make_url, select, text
+from sqlalchemy import insert, select, text
+
+from bench.chat_bench import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/huizhen_reminders_bench"
-
-
-def _fresh_database(url: str) -> None:
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        name = make_url(url).database
-        if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 def _world(booked: int, open_requests: int, now: datetime, rng: random.Random) -> None:
@@ -140,7 +128,7 @@ def main() -> None:
     from webapp import create_app
     from webapp.notifications.reminders import scan_due
 
-    _fresh_database(args.database_url)
+    fresh_database(args.database_url)
     app = create_app(TestingConfig, {"SQLALCHEMY_DATABASE_URI": args.database_url})
     now = datetime.now(UTC).replace(microsecond=0)
     with app.app_context():
