@@ -136,8 +136,12 @@ def remove_exception(exception_id: int):
 @bp.get("/calendar")
 @role_required(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def calendar():
-    return render_template("scheduling/calendar.html", feed=calendar_feeds.feed_of(me()), url=None,
-                           form=AppForm())
+    return _calendar_page(url=None)
+
+
+def _calendar_page(url: str | None):
+    """The calendar page: the user's feed, and its address right after it was issued (shown once)."""
+    return render_template("scheduling/calendar.html", feed=calendar_feeds.feed_of(me()), url=url, form=AppForm())
 
 
 @bp.post("/calendar/feed")
@@ -146,9 +150,7 @@ def issue_feed():
     if not AppForm().validate_on_submit():
         abort(400)
     token = calendar_feeds.issue_feed(me())
-    url = url_for(".feed", token=token, _external=True)
-    return render_template("scheduling/calendar.html", feed=calendar_feeds.feed_of(me()), url=url,
-                           form=AppForm())
+    return _calendar_page(url=url_for(".feed", token=token, _external=True))
 
 
 @bp.post("/calendar/feed/revoke")
