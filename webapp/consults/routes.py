@@ -348,24 +348,8 @@ def book(ref: str):
     if not policy.can_book(me(), consult) or consult.specialist is None:
         flash("A time can be booked once a specialist has accepted, and only once.", "info")
         return redirect(url_for(".view", ref=ref))
-    form = SlotForm()
-    form.slot.choices = _slot_choices(consult.specialist, me().timezone)
-    status = 200
-    if form.validate_on_submit():
-        try:
-            when = _parse_slot(form.slot.data)
-            if when is None:
-                raise ValidationFailed("Choose a time.", fields={"slot": "required"})
-            services.book(me(), ref, when)
-        except DomainError as exc:
-            status = _form_error(form, exc)
-            form.slot.choices = _slot_choices(consult.specialist, me().timezone)
-        else:
-            flash("The consultation time is booked.", "success")
-            return redirect(url_for(".view", ref=ref))
-    elif request.method == "POST":
-        status = 422
-    return render_template("consults/book.html", consult=consult, form=form), status
+    return _slot_page(consult, SlotForm(), "consults/book.html", "Choose a time.",
+                      lambda form, when: services.book(me(), ref, when), "The consultation time is booked.")
 
 
 @bp.route("/<ref>/reschedule", methods=["GET", "POST"])
@@ -375,24 +359,31 @@ def reschedule(ref: str):
     if not policy.can_reschedule(me(), consult) or consult.specialist is None:
         flash("Only a booked consultation can be moved, by its requester or its specialist.", "info")
         return redirect(url_for(".view", ref=ref))
-    form = RescheduleForm()
+    return _slot_page(consult, RescheduleForm(), "consults/reschedule.html", "Choose a new time.",
+                      lambda form, when: services.reschedule(me(), ref, when, form.reason.data),
+                      "The consultation has a new time.")
+
+
+def _slot_page(consult, form, template: str, missing: str, act, done: str):
+    """A page that picks one of the specialist's open slots (book, reschedule): act(form, when) on a
+    valid choice, else the form again with the message at its field."""
     form.slot.choices = _slot_choices(consult.specialist, me().timezone)
     status = 200
     if form.validate_on_submit():
         try:
             when = _parse_slot(form.slot.data)
             if when is None:
-                raise ValidationFailed("Choose a new time.", fields={"slot": "required"})
-            services.reschedule(me(), ref, when, form.reason.data)
+                raise ValidationFailed(missing, fields={"slot": "required"})
+            act(form, when)
         except DomainError as exc:
             status = _form_error(form, exc)
             form.slot.choices = _slot_choices(consult.specialist, me().timezone)
         else:
-            flash("The consultation has a new time.", "success")
-            return redirect(url_for(".view", ref=ref))
+            flash(done, "success")
+            return redirect(url_for(".view", ref=consult.ref))
     elif request.method == "POST":
         status = 422
-    return render_template("consults/reschedule.html", consult=consult, form=form), status
+    return render_template(template, consult=consult, form=form), status
 
 
 @bp.route("/<ref>/answer", methods=["GET", "POST"])
