@@ -449,6 +449,28 @@ def test_accept_after_another_specialist_accepted_is_409(app, people, make):
     assert r.status_code == 409
 
 
+def test_accept_a_slot_that_became_too_soon_says_so_and_keeps_the_offer(app, people, make):
+    """The earliest slot lies just past the booking lead: when the clock passes it while the page
+    is open, the specialist is told to choose a later time, on the page, with the slots still there."""
+    requester, specialist, _ = people
+    c = make.requested(requester)
+    cardio = user_client(app, specialist)
+    page = cardio.get(f"/consults/{c.ref}/accept")
+    earliest = radio_values(page)[1]
+    # Time passes: the lead now reaches past the earliest slot shown.
+    lead = app.config["BOOKING_MIN_LEAD_MINUTES"]
+    app.config["BOOKING_MIN_LEAD_MINUTES"] = lead + app.config["SLOT_MINUTES"] + 1
+    try:
+        r = cardio.post(f"/consults/{c.ref}/accept", data={"csrf_token": token_of(page), "slot": earliest})
+    finally:
+        app.config["BOOKING_MIN_LEAD_MINUTES"] = lead
+    assert r.status_code == 422
+    assert "That time has passed or is too soon; choose a later slot." in flashes(r)
+    assert earliest not in radio_values(r) and len(radio_values(r)) > 2, "later slots are offered"
+    c = consult(c.ref)
+    assert c.status == ConsultStatus.REQUESTED and c.specialist_id is None and c.appointment is None
+
+
 def test_submit_twice_is_409(app, people, make):
     requester, _, _ = people
     c = make.requested(requester)
