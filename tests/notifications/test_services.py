@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from tests.notifications.conftest import CommitFailed, counts, notifications_of
 from webapp.auth import services as auth
 from webapp.auth.services import Registration
 from webapp.consults import services as consults
 from webapp.extensions import db
-from webapp.models import AccountStatus, ConsultStatus, Role, Urgency, User, utcnow
+from webapp.models import AccountStatus, ConsultStatus, Message, Role, Urgency, User, utcnow
 from webapp.notifications import services as notifications
+from webapp.rooms import services as rooms
 from webapp.scheduling import services as scheduling
 
 
@@ -177,36 +179,76 @@ def test_registration_and_review_rolled_back(make, failing_commit):
     assert counts() == before
 
 
-def test_chat_message_while_away_at_most_once_in_five_minutes(make):
+def _chat(consult, sender, present: set[int], n: int = 0):
+    """Store a chat message with the room's people as given (the notifications ride in its commit)."""
+    return rooms.post_message(sender, consult, f"client-{n:04d}", "BP 180/110", present=lambda: present)
+
+
+def test_chat_message_while_away_at_most_once_in_five_minutes(make, generous_chat):
     rural, spec = make.rural(), make.specialist()
     consult = make.accepted(rural, spec)
-    notifications.chat_posted(consult.id, spec.id, present_user_ids={spec.id})
-    notifications.chat_posted(consult.id, spec.id, present_user_ids={spec.id})
+    _chat(consult, spec, {spec.id}, 1)
+    _chat(consult, spec, {spec.id}, 2)
     assert len(notifications_of(rural, "chat.message")) == 1
     assert notifications_of(spec, "chat.message") == []
-    notifications.chat_posted(consult.id, rural.id, present_user_ids={rural.id, spec.id})  # he is there
+    _chat(consult, rural, {rural.id, spec.id}, 3)  # he is there
     assert notifications_of(spec, "chat.message") == []
     note = notifications_of(rural, "chat.message")[0]
     note.created_at = utcnow() - timedelta(minutes=6)
     db.session.commit()
-    notifications.chat_posted(consult.id, spec.id, present_user_ids={spec.id})
+    _chat(consult, spec, {spec.id}, 4)
     assert len(notifications_of(rural, "chat.message")) == 2
 
 
-def test_waiting_in_the_room_near_the_booked_time_only(make):
+def test_chat_notification_exists_exactly_when_the_message_does(make, failing_commit, generous_chat):
+    """One transaction: a message whose commit fails leaves no notification, and a retried
+    message (stored already) makes no second one."""
+    rural, spec = make.rural(), make.specialist()
+    consult = make.accepted(rural, spec)
+    with failing_commit(), pytest.raises(CommitFailed):
+        _chat(consult, spec, {spec.id}, 1)
+    assert db.session.scalar(select(func.count(Message.id)).where(Message.consult_id == consult.id)) == 0
+    assert notifications_of(rural, "chat.message") == []
+    first = _chat(consult, spec, {spec.id}, 1)
+    assert first.created and len(notifications_of(rural, "chat.message")) == 1
+    note = notifications_of(rural, "chat.message")[0]
+    note.created_at = utcnow() - timedelta(minutes=6)  # the quiet time is over: only a new message rings
+    db.session.commit()
+    again = _chat(consult, spec, {spec.id}, 1)
+    assert not again.created and again.message.id == first.message.id
+    assert len(notifications_of(rural, "chat.message")) == 1
+
+
+def test_the_fast_path_is_kept_when_no_notification_can_be_due(app, make, generous_chat):
+    rural, spec = make.rural(), make.specialist()
+    consult = make.accepted(rural, spec)
+    known = notifications.chat_notices()
+    assert not known.may_be_due(consult.id, spec.id, {spec.id, rural.id}), "everyone is in the room"
+    assert known.may_be_due(consult.id, spec.id, {spec.id}), "he is away and was not told yet"
+    _chat(consult, spec, {spec.id}, 1)
+    assert not known.may_be_due(consult.id, spec.id, {spec.id}), "told a moment ago"
+    assert known.may_be_due(consult.id, rural.id, {rural.id}), "the specialist was not told"
+
+
+def test_waiting_in_the_room_near_the_booked_time_only(make, failing_commit):
     rural, spec = make.rural(), make.specialist()
     consult = make.scheduled(rural, spec)
     starts = consult.appointment.starts_at
     if starts - utcnow() > notifications.WAITING_BEFORE:  # a later slot: not near the booked time yet
-        assert notifications.entered_room(spec, consult, {spec.id}) == []
+        rooms.enter_room(spec, consult.ref, present=lambda cid: {spec.id})
+        assert notifications_of(rural, "room.waiting") == []
     consult.appointment.starts_at = utcnow() + timedelta(minutes=5)
     consult.appointment.ends_at = utcnow() + timedelta(minutes=35)
     db.session.commit()
-    notifications.entered_room(spec, consult, {spec.id})
-    notifications.entered_room(spec, consult, {spec.id})  # re-entering does not ring again at once
+    with failing_commit(), pytest.raises(CommitFailed):  # the entry is not recorded: nobody is told
+        rooms.enter_room(spec, consult.ref, present=lambda cid: {spec.id})
+    assert notifications_of(rural, "room.waiting") == []
+    rooms.enter_room(spec, consult.ref, present=lambda cid: {spec.id})
+    rooms.enter_room(spec, consult.ref, present=lambda cid: {spec.id})  # re-entering does not ring again
     [note] = notifications_of(rural, "room.waiting")
     assert note.params["by"] == spec.full_name and note.urgent
-    assert notifications.entered_room(rural, consult, {rural.id, spec.id}) == []  # he is there
+    rooms.enter_room(rural, consult.ref, present=lambda cid: {rural.id, spec.id})  # he is there
+    assert notifications_of(spec, "room.waiting") == []
 
 
 def test_unread_count_mark_one_and_all(make):

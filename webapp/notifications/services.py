@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -153,53 +154,101 @@ def parties(consult: Consult) -> list[User]:
     return [u for u in (consult.requester, consult.specialist) if u is not None]
 
 
-# --- events that happen outside a service's own transaction: the room ---------------------------------
+# --- the room: written in the transaction of the message or the entry that caused them -----------
 
 
-def _recent(user_id: int, consult_id: int, kind: str, since: datetime, *, params_by: int | None = None) -> bool:
-    query = select(Notification.id).where(
+def _recent(user_id: int, consult_id: int, kind: str, since: datetime, *,
+            params_by: int | None = None) -> datetime | None:
+    """When the user was last told of this kind for this consult since then (by params_by), else None."""
+    query = select(Notification.created_at, Notification.params).where(
         Notification.consult_id == consult_id, Notification.user_id == user_id,
         Notification.kind == kind, Notification.created_at >= since)
-    rows = db.session.execute(query.add_columns(Notification.params)).all()
-    return any(params_by is None or (p or {}).get("by_id") == params_by for _, p in rows)
+    times = [at for at, p in db.session.execute(query).all()
+             if params_by is None or (p or {}).get("by_id") == params_by]
+    return max(times, default=None)
 
 
-def chat_posted(consult_id: int, sender_id: int, present_user_ids: Iterable[int]) -> list[Notification]:
-    """A chat message was stored: tell each party not in the room (at most once per consult per 5 min)."""
-    consult = db.session.get(Consult, consult_id)
-    sender = db.session.get(User, sender_id)
-    if consult is None or sender is None:
-        return []
+class ChatNotices:
+    """Per app: what this process knows of the chat notifications, so that a message which cannot
+    need one (every party is in the room, or each away party was told less than CHAT_QUIET ago)
+    keeps the chat's fast path. The database stays the judge: chat_posted checks it again."""
+
+    PARTIES_TTL = 30.0  # seconds a consult's party ids are reused before they are read again
+
+    def __init__(self) -> None:
+        self._parties: dict[int, tuple[float, frozenset[int]]] = {}
+        self._told: dict[tuple[int, int], datetime] = {}
+
+    def parties(self, consult_id: int) -> frozenset[int]:
+        """The ids of the consult's doctors (read at most every PARTIES_TTL seconds)."""
+        now = time.monotonic()
+        known = self._parties.get(consult_id)
+        if known is None or now - known[0] > self.PARTIES_TTL:
+            if len(self._parties) > 50_000:
+                self._parties.clear()
+            # a connection of its own, closed at once: the chat's fast path opens its own write
+            # transaction next, which a read left open in the session would block on SQLite
+            with db.engine.connect() as conn:
+                row = conn.execute(select(Consult.requester_id, Consult.specialist_id)
+                                   .where(Consult.id == consult_id)).first()
+            ids = frozenset(i for i in (row or ()) if i is not None)
+            known = self._parties[consult_id] = (now, ids)
+        return known[1]
+
+    def told(self, consult_id: int, user_id: int, at: datetime) -> None:
+        """Remember that the user was told of this consult's chat at that time."""
+        if len(self._told) > 100_000:
+            self._told.clear()
+        self._told[(consult_id, user_id)] = at
+
+    def may_be_due(self, consult_id: int, sender_id: int, present: Iterable[int]) -> bool:
+        """Whether a message by sender_id may need a notification (False only when it surely does not)."""
+        away = self.parties(consult_id) - set(present) - {sender_id}
+        since = utcnow() - CHAT_QUIET
+        return any(self._told.get((consult_id, u), datetime.min.replace(tzinfo=since.tzinfo)) < since
+                   for u in away)
+
+
+def chat_notices() -> ChatNotices:
+    """This app's ChatNotices."""
+    return current_app.extensions.setdefault("huizhen.chat_notices", ChatNotices())
+
+
+def chat_posted(consult: Consult, sender: User, present_user_ids: Iterable[int]) -> list[Notification]:
+    """A chat message is being stored: tell each party not in the room, at most once per consult per
+    CHAT_QUIET, in the message's transaction (no commit)."""
     present = set(present_user_ids)
-    since = utcnow() - CHAT_QUIET
-    away = [u for u in parties(consult) if u.id != sender_id and u.id not in present
-            and not _recent(u.id, consult_id, "chat.message", since)]
+    now = utcnow()
+    known = chat_notices()
+    away = []
+    for user in parties(consult):
+        if user.id == sender.id or user.id in present:
+            continue
+        last = _recent(user.id, consult.id, "chat.message", now - CHAT_QUIET)
+        if last is None:
+            away.append(user)
+        else:
+            known.told(consult.id, user.id, last)
     made = notify(away, "chat.message", {"by": sender.full_name, "by_id": sender.id}, consult=consult)
-    db.session.commit()
+    for note in made:
+        known.told(consult.id, note.user_id, now)
     return made
 
 
 def entered_room(user: User, consult: Consult, present_user_ids: Iterable[int]) -> list[Notification]:
-    """Someone entered the room near the booked time: tell the other parties not in it ("is waiting")."""
+    """Someone enters the room near the booked time: tell the other parties not in it ("is waiting"),
+    in the transaction that records the entry (no commit)."""
     appointment = consult.appointment
     now = utcnow()
-    if appointment is None or appointment.cancelled_at is not None or not policy_is_party(user, consult):
+    if appointment is None or appointment.cancelled_at is not None or user not in parties(consult):
         return []
     if not (appointment.starts_at - WAITING_BEFORE <= now <= appointment.ends_at):
         return []
     present = set(present_user_ids)
-    since = now - WAITING_QUIET
     away = [u for u in parties(consult) if u.id != user.id and u.id not in present
-            and not _recent(u.id, consult.id, "room.waiting", since, params_by=user.id)]
-    made = notify(away, "room.waiting", {"by": user.full_name, "by_id": user.id}, consult=consult,
+            and _recent(u.id, consult.id, "room.waiting", now - WAITING_QUIET, params_by=user.id) is None]
+    return notify(away, "room.waiting", {"by": user.full_name, "by_id": user.id}, consult=consult,
                   urgent=True)
-    db.session.commit()
-    return made
-
-
-def policy_is_party(user: User, consult: Consult) -> bool:
-    """Whether the user is one of the consult's doctors."""
-    return user.id in (consult.requester_id, consult.specialist_id)
 
 
 # --- the list --------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask, request, session
@@ -10,8 +9,6 @@ from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
-from ..extensions import db
-from ..notifications import services as notifications
 from ..presence import Snapshot, people
 from ..realtime import (
     Connections,
@@ -26,7 +23,6 @@ from ..realtime import (
 from ..sessionbus import register_namespace
 from . import services
 
-log = logging.getLogger(__name__)
 NAMESPACE = "/room"
 
 
@@ -56,13 +52,9 @@ def _presence() -> Connections:
     return connections(NAMESPACE)
 
 
-def _tell_the_absent(notify: Any, consult_id: int) -> None:
-    """Notify the parties not in the room (every node's members); a failure never fails the event."""
-    try:
-        notify({m.user_id for m in _presence().snapshot(consult_id).members})
-    except Exception:
-        db.session.rollback()
-        log.exception("could not notify the parties away from consult %s", consult_id)
+def _in_room(consult_id: int) -> set[int]:
+    """The user ids in the consult's room, on every node."""
+    return {m.user_id for m in _presence().snapshot(consult_id).members}
 
 
 # A connection joined to a consult it may no longer enter is disconnected at once (sessionbus).
@@ -91,7 +83,10 @@ class RoomNamespace(Namespace):
 
     @handler
     def on_join(self, data: dict[str, Any]) -> dict[str, Any]:
-        consult = services.enter_room(current_user, data.get("ref"))
+        joined = _presence().entry(request.sid)
+        # a connection joining its own room again (a retry) does not announce the user again
+        again = joined is not None and joined.ref == data.get("ref")
+        consult = services.enter_room(current_user, data.get("ref"), present=None if again else _in_room)
         previous = _presence().consult_of(request.sid)
         if previous is not None and previous != consult.id:
             leave_room(room_name(previous))
@@ -100,8 +95,6 @@ class RoomNamespace(Namespace):
         backlog = services.join_backlog(consult, data.get("after_seq", 0))
         present = _presence_payload(_presence().snapshot(consult.id))  # every node's members
         emit("presence", present, to=room_name(consult.id), namespace=NAMESPACE)
-        if previous != consult.id:
-            _tell_the_absent(lambda ids: notifications.entered_room(current_user, consult, ids), consult.id)
         return {
             "ok": True,
             "me": current_user.id,
@@ -131,13 +124,12 @@ class RoomNamespace(Namespace):
         try:
             sent = services.send_message(self._sender(data), lambda: self._resolve(data),
                                          data.get("client_id"), data.get("body"), data.get("attachment_id"),
-                                         client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"))
+                                         client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"),
+                                         present=_in_room)
         except services.OutOfOrder as refused:  # the client renumbers its outbox after this
             return {**error_ack(refused), "last_client_seq": refused.last_client_seq}
         if sent.created:  # emitted after the commit; a retried send is not broadcast twice
             emit("message", sent.wire, to=room_name(sent.consult_id), namespace=NAMESPACE)
-            _tell_the_absent(lambda present: notifications.chat_posted(
-                sent.consult_id, sent.wire["sender_id"], present), sent.consult_id)
         return {"ok": True, "message": sent.wire, "duplicate": not sent.created}
 
     @handler

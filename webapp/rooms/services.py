@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +38,7 @@ from ..models import (
     UserSession,
 )
 from ..models.types import utcnow
+from ..notifications import services as notifications
 from ..ratelimit import LocalMovingWindow
 from ..timefmt import format_local
 from ..validation import clean_int, text_problem
@@ -103,8 +104,13 @@ def check_open(user: User, consult: Consult, *, now: datetime | None = None) -> 
         raise RoomNotOpen(f"The consultation room opens at {format_local(opening, user.timezone)}.", opening)
 
 
-def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
-    """The consult whose room the user may open; a refusal is audited and looks like 404."""
+def enter_room(user: User, ref: Any, *, audit: bool = True,
+               present: Callable[[int], Iterable[int]] | None = None) -> Consult:
+    """The consult whose room the user may open; a refusal is audited and looks like 404.
+
+    present(consult_id): who is in the room; near the booked time the parties away from it are
+    told that this user is waiting, in the transaction that audits the entry.
+    """
     if not isinstance(ref, str) or not ref or len(ref) > 32 or text_problem(ref):
         raise ValidationFailed("A consult reference is required.")
     consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
@@ -115,6 +121,8 @@ def enter_room(user: User, ref: Any, *, audit: bool = True) -> Consult:
         raise NotFound("No such consult.")
     check_open(user, consult)
     if audit:
+        if present is not None:
+            notifications.entered_room(user, consult, present(consult.id))
         record_now("room.entered", actor=user, consult=consult)
     return consult
 
@@ -262,13 +270,16 @@ def _clean_order(client_seq: Any, waited_ms: Any) -> tuple[int | None, bool]:
 
 def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
                  attachment_id: Any = None, *, rate_charged: bool = False,
-                 client_seq: Any = None, waited_ms: Any = None) -> Posted:
+                 client_seq: Any = None, waited_ms: Any = None,
+                 present: Callable[[], Iterable[int]] | None = None) -> Posted:
     """Store a message with the next sequence number; a repeated client_id returns the original.
 
     rate_charged: this message was already counted against the sender's rate limit.
     client_seq: the sender's browser's number for it; one not above the sender's last stored
     number is refused (OutOfOrder) unless it is a retry. waited_ms: how long it waited in the
     browser's outbox (a replay is charged to the replay allowance first, see check_rate).
+    present: who is in the room now; the parties who are not are notified (at most once per
+    consult per five minutes) in the message's own transaction.
     """
     client_id, body = _clean_text(client_id, body)
     client_seq, replay = _clean_order(client_seq, waited_ms)
@@ -300,6 +311,8 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
         if stored is None:  # the sender's client id is taken: an idempotent retry
             db.session.rollback()  # gives the sequence number back
             return _retried_or(consult, sender, client_id, None)
+        if present is not None:  # the message and its notifications exist together or not at all
+            notifications.chat_posted(consult, sender, present())
         db.session.commit()
     except OutOfOrder as refused:  # a retry of a stored message is still answered with it
         db.session.rollback()
@@ -478,24 +491,29 @@ class Sent:
 
 
 def send_message(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], client_id: Any,
-                 body: Any, attachment_id: Any = None, *, client_seq: Any = None, waited_ms: Any = None) -> Sent:
+                 body: Any, attachment_id: Any = None, *, client_seq: Any = None, waited_ms: Any = None,
+                 present: Callable[[int], Iterable[int]] | None = None) -> Sent:
     """Store a chat message, by the fast path when it can; created is False for an idempotent retry.
 
     A sender known from a joined connection takes the fast path; anything it cannot decide goes
     to post_message with the user and consult that resolve() loads and checks (it raises the
     precise refusal), counting the message once against the rate limit either way. client_seq and
     waited_ms keep the sender's order and tell a replay from a new message (see post_message).
+    present(consult_id): the user ids in the room; a message that may owe a party away from the
+    room a notification takes post_message, which writes it in the message's transaction.
     """
     charged = False
-    if sender is not None:
+    if sender is not None and not (present is not None and notifications.chat_notices().may_be_due(
+            sender.consult_id, sender.user_id, present(sender.consult_id))):
         fast = post_message_fast(sender, client_id, body, attachment_id, client_seq=client_seq, waited_ms=waited_ms)
         if fast.wire is not None:
             return Sent(fast.wire, sender.consult_id, True)
         charged = fast.rate_charged
     user, consult = resolve()
+    in_room = (lambda: present(consult.id)) if present is not None else None
     with loaded_after_commit():  # the wire form below is built from what was just written
         posted = post_message(user, consult, client_id, body, attachment_id, rate_charged=charged,
-                              client_seq=client_seq, waited_ms=waited_ms)
+                              client_seq=client_seq, waited_ms=waited_ms, present=in_room)
     return Sent(to_wire(posted.message), consult.id, posted.created)
 
 
