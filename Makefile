@@ -12,7 +12,7 @@ ALLOWED_ORIGINS ?= http://$(HOST):$(PORT),http://localhost:$(PORT)
 # newcomer can try the room at once (the default, and production's, is 15 minutes).
 ROOM_OPENS_MINUTES_BEFORE ?= 1440
 
-.PHONY: run test install install-dev lint migrate seed bench clean
+.PHONY: run test install install-dev lint migrate seed bench clean translations i18n-update i18n-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,22 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
+## make translations: build the .mo catalogs from the .po files (run and test do it first)
+translations: install
+	$(BIN)/python -m webapp.i18n.catalogs compile
+
+## make i18n-update: extract every message from the code into both locales' .po files (zh_CN
+## entries left empty must then be translated); make i18n-check lists what is missing or stale
+i18n-update: install
+	$(BIN)/python -m webapp.i18n.catalogs update
+
+i18n-check: install
+	$(BIN)/python -m webapp.i18n.catalogs check
+
 ## make run: set up the virtualenv, build the SQLite database, load demo data, start the media
 ## worker (pre-call check) and the notification delivery worker (without SMTP_URL its mails are
 ## printed to the log) and serve on http://127.0.0.1:5000 (Ctrl-C stops all three)
-run: install
+run: install translations
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed-demo --if-empty
 	@echo "Huizhen on http://$(HOST):$(PORT) — demo logins: rural@demo.test / specialist@demo.test / specialist2@demo.test / coordinator@demo.test, password huizhen-demo"
@@ -44,7 +56,7 @@ run: install
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
 
 ## make test: install test dependencies, lint, run the whole suite (TEST_DATABASE_URL picks the database)
-test: install-dev
+test: install-dev translations
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 

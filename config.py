@@ -73,6 +73,8 @@ class Config:
     )
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
     REDIS_URL = os.environ.get("REDIS_URL", "")
+    # The language of a visitor whose browser asks for neither Chinese nor English (webapp/i18n).
+    DEFAULT_LOCALE = os.environ.get("DEFAULT_LOCALE", "zh_CN")
 
     # Uploads: checked by content, stored outside the web root under server-generated names.
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(BASE_DIR / "instance" / "uploads"))
@@ -222,6 +224,9 @@ class TestingConfig(Config):
     # Test worlds book the next free slot, within the hour: their rooms are open at once.
     # tests/rooms/test_opening.py checks the real default of 15 minutes.
     ROOM_OPENS_MINUTES_BEFORE = 24 * 60
+    # The suite's clients send no Accept-Language: they read English unless a test asks for
+    # Chinese (tests/i18n checks the zh_CN default itself).
+    DEFAULT_LOCALE = os.environ.get("TEST_DEFAULT_LOCALE", "en")
 
 
 class ProductionConfig(Config):

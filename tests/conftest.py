@@ -172,6 +172,14 @@ def database_url(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('db') / 'huizhen-test.db'}"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The .mo catalogs are built from the .po files (as `make translations` does) before any
+    app starts, so a run of pytest alone speaks Chinese with the catalogs of this checkout."""
+    from webapp.i18n.catalogs import compile_all
+
+    compile_all()
+
+
 @pytest.fixture(scope="session")
 def _app(database_url, tmp_path_factory) -> Flask:
     return build_app(database_url, tmp_path_factory.mktemp("files"))

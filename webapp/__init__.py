@@ -161,6 +161,9 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"
     login_manager.session_protection = "basic"
+    from .i18n import init_i18n
+
+    init_i18n(app)  # Flask-Babel: the request's language, the catalogs, the header's switch
 
     @login_manager.user_loader
     def load_user(key: str):

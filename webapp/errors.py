@@ -14,17 +14,38 @@ log = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
-    """A use case refused: carries an HTTP status, a machine code and a human message."""
+    """A use case refused: carries an HTTP status, a machine code and a message with its parameters.
+
+    The message is an English gettext msgid with %(name)s placeholders, never a composed sentence:
+    ``ValidationFailed("Leave can span at most %(days)s days.", days=30)``. Services only raise;
+    ``message`` (and ``field_messages``) are translated into the request's language when read, by
+    the presentation layer (the error handler, a form, a Socket.IO acknowledgement).
+    """
 
     status = 400
     code = "bad_request"
 
     def __init__(self, message: str, *, fields: dict[str, str] | None = None,
-                 field_messages: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+                 field_messages: dict[str, str] | None = None, **params: Any) -> None:
+        self.template = message
+        self.params = params
+        super().__init__(message % params if params else message)
         self.fields = fields or {}  # field name -> machine code ("required", "invalid", ...)
-        self.field_messages = field_messages or {}  # field name -> what to do, shown at the field
+        self._field_messages = field_messages or {}  # field name -> what to do, shown at the field
+
+    @property
+    def message(self) -> str:
+        """The message in the current request's language, its parameters filled in."""
+        from .i18n import translate
+
+        return translate(self.template, self.params)
+
+    @property
+    def field_messages(self) -> dict[str, str]:
+        """Per-field messages in the current request's language."""
+        from .i18n import translate
+
+        return {k: translate(v, self.params) for k, v in self._field_messages.items()}
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.code, "message": self.message}

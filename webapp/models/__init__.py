@@ -25,7 +25,7 @@ from .scheduling import (
 )
 from .session import PasswordReset, UserSession
 from .types import utcnow
-from .user import LANGUAGES, SPECIALTIES, AccountStatus, Role, User
+from .user import LANGUAGES, SPECIALTIES, AccountStatus, Role, User, specialty_choices, specialty_label
 
 __all__ = [
     "BLOCK_MINUTES",
@@ -65,5 +65,7 @@ __all__ = [
     "Urgency",
     "User",
     "UserSession",
+    "specialty_choices",
+    "specialty_label",
     "utcnow",
 ]

@@ -22,9 +22,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
+from ..i18n import N_, translate
 from .scheduling import Appointment
 from .types import UTCDateTime, str_enum, utcnow
-from .user import SPECIALTIES, User
+from .user import User, specialty_label
 
 
 class ConsultStatus(enum.StrEnum):
@@ -38,15 +39,16 @@ class ConsultStatus(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {
-            "draft": "Draft",
-            "requested": "Awaiting specialist",
-            "accepted": "Accepted",
-            "scheduled": "Scheduled",
-            "completed": "Answered",
-            "declined": "Declined by all",
-            "cancelled": "Cancelled",
-        }[self.value]
+        """Translated by the code (docs/glossary.md)."""
+        return translate({
+            "draft": N_("Draft"),
+            "requested": N_("Awaiting specialist"),
+            "accepted": N_("Accepted"),
+            "scheduled": N_("Scheduled"),
+            "completed": N_("Answered"),
+            "declined": N_("Declined by all"),
+            "cancelled": N_("Cancelled"),
+        }[self.value])
 
 
 class Urgency(enum.StrEnum):
@@ -56,7 +58,9 @@ class Urgency(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.capitalize()
+        """Translated by the code (docs/glossary.md: 常规 / 加急 / 急诊)."""
+        return translate({"routine": N_("Routine"), "urgent": N_("Urgent"),
+                          "emergency": N_("Emergency")}[self.value])
 
 
 class Sex(enum.StrEnum):
@@ -67,7 +71,9 @@ class Sex(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.capitalize()
+        """Translated by the code."""
+        return translate({"female": N_("Female"), "male": N_("Male"), "other": N_("Other"),
+                          "unknown": N_("Unknown")}[self.value])
 
 
 class OfferStatus(enum.StrEnum):
@@ -157,7 +163,7 @@ class Consult(db.Model):
 
     @property
     def specialty_label(self) -> str:
-        return SPECIALTIES.get(self.specialty or "", self.specialty or "")
+        return specialty_label(self.specialty)
 
     @property
     def is_open(self) -> bool:

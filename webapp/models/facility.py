@@ -9,6 +9,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
+from ..i18n import N_, translate
 from .types import UTCDateTime, str_enum, utcnow
 
 
@@ -21,7 +22,14 @@ class FacilityLevel(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ").capitalize()
+        """Translated by the code (docs/glossary.md: 村卫生室 … 三级医院)."""
+        return translate({
+            "village_clinic": N_("Village clinic"),
+            "township_health_centre": N_("Township health centre"),
+            "county_hospital": N_("County hospital"),
+            "regional_medical_centre": N_("Regional medical centre"),
+            "tertiary_hospital": N_("Tertiary hospital"),
+        }[self.value])
 
     @property
     def rank(self) -> int:

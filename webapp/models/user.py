@@ -12,6 +12,7 @@ from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
+from ..i18n import N_, translate
 from .types import UTCDateTime, str_enum, utcnow
 
 if TYPE_CHECKING:
@@ -25,8 +26,9 @@ class Role(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"rural_doctor": "Rural doctor", "specialist": "Specialist",
-                "coordinator": "Coordinator"}[self.value]
+        """Translated by the code."""
+        return translate({"rural_doctor": N_("Rural doctor"), "specialist": N_("Specialist"),
+                          "coordinator": N_("Coordinator")}[self.value])
 
 
 class AccountStatus(enum.StrEnum):
@@ -36,26 +38,41 @@ class AccountStatus(enum.StrEnum):
     SUSPENDED = "suspended"
 
 
+# Specialty codes and their English names (msgids); shown translated by code (docs/glossary.md):
+# use specialty_label(code) and specialty_choices(), never these values directly on a page.
 SPECIALTIES: dict[str, str] = {
-    "cardiology": "Cardiology",
-    "neurology": "Neurology",
-    "orthopaedics": "Orthopaedics",
-    "dermatology": "Dermatology",
-    "paediatrics": "Paediatrics",
-    "radiology": "Radiology",
-    "endocrinology": "Endocrinology",
-    "respiratory": "Respiratory medicine",
-    "obstetrics": "Obstetrics & gynaecology",
-    "general_surgery": "General surgery",
-    "oncology": "Oncology",
-    "psychiatry": "Psychiatry",
-    "nephrology": "Nephrology",
-    "gastroenterology": "Gastroenterology",
-    "ophthalmology": "Ophthalmology",
-    "infectious_disease": "Infectious disease",
+    "cardiology": N_("Cardiology"),
+    "neurology": N_("Neurology"),
+    "orthopaedics": N_("Orthopaedics"),
+    "dermatology": N_("Dermatology"),
+    "paediatrics": N_("Paediatrics"),
+    "radiology": N_("Radiology"),
+    "endocrinology": N_("Endocrinology"),
+    "respiratory": N_("Respiratory medicine"),
+    "obstetrics": N_("Obstetrics & gynaecology"),
+    "general_surgery": N_("General surgery"),
+    "oncology": N_("Oncology"),
+    "psychiatry": N_("Psychiatry"),
+    "nephrology": N_("Nephrology"),
+    "gastroenterology": N_("Gastroenterology"),
+    "ophthalmology": N_("Ophthalmology"),
+    "infectious_disease": N_("Infectious disease"),
 }
 
+# Consultation languages a clinician speaks (for matching), each named in its own language.
 LANGUAGES: dict[str, str] = {"zh-CN": "中文 (Chinese)", "en": "English"}
+
+
+def specialty_label(code: str | None) -> str:
+    """A specialty's name in the current language (the code itself if unknown)."""
+    if not code:
+        return ""
+    return translate(SPECIALTIES[code]) if code in SPECIALTIES else code
+
+
+def specialty_choices() -> list[tuple[str, str]]:
+    """(code, name) pairs in the current language, for a form's select (call it per request)."""
+    return [(code, translate(name)) for code, name in SPECIALTIES.items()]
 
 
 def new_login_token() -> str:
@@ -79,6 +96,8 @@ class User(UserMixin, db.Model):
     languages: Mapped[str] = mapped_column(String(60), default="zh-CN")
     licence_number: Mapped[str] = mapped_column(String(40))
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    # The language Huizhen speaks to this user ("zh_CN" or "en"); None: the browser's, else the default.
+    locale: Mapped[str | None] = mapped_column(String(8))
     # Flask-Login identifies sessions by this token: rotating it ends every session and
     # remember-me cookie of the user (logout, password change, suspension).
     login_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_login_token)
