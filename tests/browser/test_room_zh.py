@@ -1,7 +1,7 @@
-"""The consult room's scripts in Chinese: two doctors whose setting is zh_CN see the room's words as
-static/js/room.js and live.js write them through t() — the connection state, the other doctor's
-presence, the typing indicator and the "Seen by" receipt — in the zh_CN "js" catalog's words, and
-chat times as HZ.fmtTime writes them (24-hour, the viewer's zone from <html data-tz>).
+"""The consult room's scripts in Chinese: two doctors whose setting is zh_CN see the words that
+static/js/room.js, live.js and notes.js write through t() — the connection state, the other doctor's
+presence, the typing indicator, the "Seen by" receipt, the case notes' status — in the zh_CN "js"
+catalog's words, and chat times as HZ.fmtTime writes them (24-hour, the viewer's zone from <html data-tz>).
 
 The expected texts are read from webapp.i18n.js_catalog("zh_CN") (the compiled catalog, built by
 `make translations` from the .po files the fragments are absorbed into), never written here.
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("generous_chat")]
 DESKTOP = {"width": 1280, "height": 900}
 USED = ("%(name)s (you)", "Seen by %(name)s", "%(name)s is typing…",
         "Connection lost — reconnecting. Messages you write will be sent when it is back.",
-        "Connection restored. Messages are up to date.", "You")
+        "Connection restored. Messages are up to date.", "You", "All changes saved")
 
 
 def zh(catalog: dict[str, str], msgid: str, **params: str) -> str:
@@ -119,6 +119,11 @@ def test_two_doctors_in_chinese_see_the_rooms_words_in_chinese(browser: Browser,
         spec_ctx.set_offline(False)
         expect(banner).to_have_text(zh(catalog, "Connection restored. Messages are up to date."))
         expect(rural.locator("#people li")).to_have_count(2)
+
+        # the shared case notes' status (static/js/notes.js), once the editor has started
+        spec.locator("#notes").dispatch_event("pointerdown")
+        spec.wait_for_function("() => window.huizhenNotes && window.huizhenNotes.state().joined", timeout=20_000)
+        expect(spec.locator("#notes .notes-status")).to_have_text(zh(catalog, "All changes saved"))
         assert not problems, problems
     finally:
         for ctx in contexts:
