@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from babel.support import Translations
+from babel.support import NullTranslations, Translations
 from flask import Flask, current_app, has_app_context, has_request_context, request, session
-from flask_babel import Babel, force_locale, get_locale
+from flask_babel import Babel, Domain, force_locale, get_locale
 from flask_babel import gettext as _gettext
 from flask_login import current_user
 
@@ -28,6 +28,31 @@ TRANSLATIONS_DIR = Path(__file__).resolve().parent.parent / "translations"
 CATALOG_KEY = "huizhen.js_catalogs"
 
 babel = Babel()
+
+
+class CatalogDomain(Domain):
+    """Flask-Babel's message domain, loading a locale's catalog from its directory (zh_CN).
+
+    Babel parses 'zh_CN' as zh_Hans_CN, a name from which gettext's lookup never reaches the
+    zh_CN directory, so Flask-Babel's own loading found no Chinese catalog at all.
+    """
+
+    def get_translations(self) -> NullTranslations:
+        """The current locale's translations, merged from every translation directory (cached)."""
+        if not has_app_context():
+            return NullTranslations()
+        code = clean_locale(str(get_locale() or "")) or "en"
+        key = (code, self.domain[0])
+        if key not in self.cache:
+            translations = Translations()
+            for index, dirname in enumerate(self.translation_directories):
+                domain = self.domain[0] if len(self.domain) == 1 else self.domain[index]
+                catalog = Translations.load(dirname, [code], domain)
+                translations.merge(catalog)
+                if hasattr(catalog, "plural"):  # merge() does not copy the plural rule
+                    translations.plural = catalog.plural
+            self.cache[key] = translations
+        return self.cache[key]
 
 
 def N_(message: str) -> str:
@@ -126,6 +151,7 @@ def init_i18n(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS_DIR))
     app.config.setdefault("BABEL_DEFAULT_LOCALE", "en")  # the msgids are English
     babel.init_app(app, locale_selector=select_locale)
+    babel.domain_instance = CatalogDomain(domain=app.config.get("BABEL_DOMAIN", "messages"))
     from .routes import bp
 
     app.register_blueprint(bp)
