@@ -9,7 +9,7 @@ import re
 
 from sqlalchemy import select
 
-from tests.conftest import CSRF_RE, PASSWORD, mail_text, post_form
+from tests.conftest import CSRF_RE, PASSWORD, login, mail_text, post_form, set_last_activity
 from webapp.extensions import db
 from webapp.models import AccountStatus, User
 
@@ -108,3 +108,41 @@ def test_a_password_reset_mail_to_an_english_user_is_in_english_from_a_chinese_b
     [mail] = smtp_server.wait_for(user.email)
     assert mail["Subject"] == "Reset your Huizhen password"
     assert "Hello Dr Lee," in mail_text(mail) and "您好" not in mail_text(mail)
+
+
+def test_the_idle_sign_out_is_said_in_the_users_language(app, make):
+    user = make.rural()
+    user.locale = "zh_CN"
+    db.session.commit()
+    client = app.test_client()  # the browser asks for no language: the account's setting decides
+    login(client, user)
+    set_last_activity(client, app.config["IDLE_TIMEOUT_MINUTES"] * 60 + 60)
+    r = client.get("/consults/new")
+    assert r.status_code == 302
+    page = client.get(r.headers["Location"])
+    assert "由于长时间未操作，您已退出登录。请重新登录。" in flashes(page)
+
+
+def test_coordinator_pages_and_refusals_in_chinese(app, make):
+    coordinator, doctor = make.coordinator(), make.rural(status=AccountStatus.SUSPENDED, name="Dr Zhao")
+    coordinator.locale = doctor.locale = "zh_CN"
+    db.session.commit()
+    coord = app.test_client()
+    login(coord, coordinator)
+    text = body(coord.get("/admin/registrations"))
+    assert "全部账号" in text and "已停用" in text and "恢复" in text and "Suspended" not in text
+
+    r = post_form(coord, f"/admin/users/{doctor.id}/suspend", {"reason": "再次停用"})
+    assert r.status_code == 409
+    assert "只有已批准的账号才能停用；该账号当前状态为：已停用。" in body(r)
+
+    audit = body(coord.get("/admin/audit"))
+    assert "审计日志" in audit and "登录" in audit  # the action label of auth.login, by its code
+
+    other = make.rural()
+    other.locale = "zh_CN"
+    db.session.commit()
+    client = app.test_client()
+    login(client, other)
+    r = client.get("/admin/registrations")
+    assert r.status_code == 403 and "此页面仅供协调员使用。" in body(r)
