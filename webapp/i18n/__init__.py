@@ -19,7 +19,7 @@ from typing import Any
 from babel import Locale
 from babel.support import Translations
 from flask import Flask, current_app, has_app_context, has_request_context, request, session
-from flask_babel import Babel, Domain, force_locale, get_locale
+from flask_babel import Babel, force_locale, get_locale
 from flask_babel import gettext as _gettext
 from flask_login import current_user
 
@@ -126,35 +126,11 @@ def js_catalog_script(locale: str) -> tuple[str, str]:
     return cache[locale]
 
 
-class CatalogDomain(Domain):
-    """Flask-Babel's message domain, also finding catalogs named without a script.
-
-    Babel (2.12 and later) parses 'zh_CN' as the locale zh_Hans_CN, for which gettext looks in
-    translations/zh_Hans_CN and translations/zh only: the zh_CN catalogs were never loaded and
-    every page stayed English. The language_TERRITORY catalog is merged in as well.
-    """
-
-    def get_translations(self):  # type: ignore[override]
-        translations = super().get_translations()
-        locale = get_locale()
-        if (isinstance(translations, Translations) and locale is not None and locale.script
-                and locale.territory and not getattr(translations, "huizhen_territory_merged", False)):
-            plain = f"{locale.language}_{locale.territory}"
-            for dirname in self.translation_directories:
-                catalog = Translations.load(dirname, [plain], self.domain[0])
-                translations.merge(catalog)
-                if hasattr(catalog, "plural"):
-                    translations.plural = catalog.plural
-            translations.huizhen_territory_merged = True  # the cached object: merged once
-        return translations
-
-
 def init_i18n(app: Flask) -> None:
     """Flask-Babel with Huizhen's locale selector, the language switch and the template globals."""
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS_DIR))
     app.config.setdefault("BABEL_DEFAULT_LOCALE", "en")  # the msgids are English
     babel.init_app(app, locale_selector=select_locale)
-    babel.domain_instance = CatalogDomain(domain=app.config.get("BABEL_DOMAIN", "messages"))  # type: ignore[misc]
     from .routes import bp
 
     app.register_blueprint(bp)
