@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 
 from tests.conftest import PASSWORD, csrf_token, login
-from tests.i18n.test_pages import CJK, page_english
+from tests.i18n.checker import CJK, page_english
 from webapp.consults import services as consults
 from webapp.extensions import db
 from webapp.models import User
