@@ -20,13 +20,15 @@ from datetime import date, timedelta
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from tests.conftest import Factory, login, png_bytes
 from tests.i18n.checker import english_runs, page_chinese, page_english
 from webapp.auth import services as auth_services
 from webapp.consults import services as consults
 from webapp.extensions import db
-from webapp.models import AccountStatus, FacilityLevel, Role, Sex, Urgency, User
+from webapp.models import AccountStatus, Delivery, FacilityLevel, Notification, Role, Sex, Urgency, User
+from webapp.notes import services as notes
 from webapp.scheduling import services as scheduling
 
 # --- the world, with data in the language under test -------------------------------------------------
@@ -41,6 +43,7 @@ DATA = {
         "preferred": "周二上午", "decline": "不在我的专业范围内", "cancel": "患者已好转",
         "assessment": "不稳定型心绞痛", "plan": "转上级医院行冠脉造影", "follow": "一周后复诊",
         "leave": "外出学习", "chat": "病情", "attachment": "心电图", "suspend": "执业证书过期", "region": "甘肃",
+        "notes": "患者六十一岁，劳累后胸闷。", "mail_error": "收件服务器拒绝连接",
     },
     "en": {
         "facility": "Stone Village Clinic", "hospital": "Hexi County Hospital", "partner": "Lanzhou Second Hospital",
@@ -51,7 +54,8 @@ DATA = {
         "preferred": "Tuesday mornings", "decline": "Outside my field", "cancel": "The patient recovered",
         "assessment": "Unstable angina", "plan": "Transfer for angiography", "follow": "Review in a week",
         "leave": "Study leave", "chat": "update", "attachment": "Tracing", "suspend": "Licence expired",
-        "region": "Gansu",
+        "region": "Gansu", "notes": "A 61-year-old woman with chest tightness on exertion.",
+        "mail_error": "Connection refused by the mail server",
     },
 }
 
@@ -84,6 +88,7 @@ def _user(make: Factory, role: Role, locale: str, name: str, email: str, **kw) -
 def build_world(make: Factory, locale: str) -> World:
     """The tour's world, its data in `locale`: one consult in each state, seen by all three roles."""
     d = DATA[locale]
+    notes.forget()  # the shared notes kept in memory by consult id (ids are reused between tests)
     village = make.facility(d["facility"], FacilityLevel.VILLAGE_CLINIC)
     hospital = make.facility(d["hospital"], FacilityLevel.COUNTY_HOSPITAL)
     partner = make.facility(d["partner"], FacilityLevel.TERTIARY_HOSPITAL)
@@ -146,11 +151,31 @@ def build_world(make: Factory, locale: str) -> World:
     refs["drafted_answer"] = consults.accept(specialist, requested().ref).ref
     consults.save_recommendation(specialist, refs["drafted_answer"], consults.RecommendationData(
         assessment=d["assessment"], plan=d["plan"]), sign=False)
+    scheduled = consults.view_consult(rural, refs["scheduled"])
+    notes.apply_update(rural, scheduled, _notes_update("history", d["notes"]))
+    notes.apply_update(specialist, scheduled, _notes_update("assessment", d["assessment"]))
+    delivery = db.session.scalars(select(Delivery).order_by(Delivery.id)).first()  # an email given up on
+    if delivery is None:
+        note = db.session.scalars(select(Notification).order_by(Notification.id)).first()
+        assert note is not None, "the world's requests notified nobody"
+        delivery = Delivery(notification_id=note.id, channel="email")
+        db.session.add(delivery)
+    delivery.status, delivery.attempts, delivery.last_error = "failed", 5, d["mail_error"]
+    db.session.commit()
     auth_services.suspend(coordinator, other.id, d["suspend"])
     _, link = auth_services.issue_reset_link(coordinator, rural.id)
     world.reset_token = link.rsplit("/", 1)[1]
     db.session.commit()
     return world
+
+
+def _notes_update(section: str, text: str) -> bytes:
+    """A shared-notes edit (a Yjs update) writing text into a section."""
+    from pycrdt import Doc, Text
+
+    doc = Doc()
+    doc.get(section, type=Text).insert(0, text)
+    return doc.get_update()
 
 
 # --- the tour ---------------------------------------------------------------------------------------
