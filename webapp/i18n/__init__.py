@@ -18,60 +18,16 @@ from typing import Any
 
 from babel.support import Translations
 from flask import Flask, current_app, has_app_context, has_request_context, request, session
-from flask_babel import Babel, Domain, force_locale, get_locale
+from flask_babel import Babel, force_locale, get_locale
 from flask_babel import gettext as _gettext
 from flask_login import current_user
-from werkzeug.utils import cached_property
 
 LOCALES = ("zh_CN", "en")
 LANGUAGE_NAMES = {"zh_CN": "中文", "en": "English"}
 TRANSLATIONS_DIR = Path(__file__).resolve().parent.parent / "translations"
 CATALOG_KEY = "huizhen.js_catalogs"
 
-
-
-def catalog_names(locale: Any) -> list[str]:
-    """The directory names under which a Babel locale's catalogs may be found.
-
-    Babel reads 'zh_CN' as zh_Hans_CN (script added), and gettext then looks for its catalogs
-    under zh_Hans_CN and zh only: never under translations/zh_CN, where they are.
-    """
-    names = [str(locale)]
-    if getattr(locale, "script", None) and locale.territory:
-        names.append(f"{locale.language}_{locale.territory}")
-    return names
-
-
-class CatalogDomain(Domain):
-    """Flask-Babel's message domain, loading a locale's catalogs under every name of catalog_names."""
-
-    def get_translations(self) -> Any:
-        locale = get_locale()
-        if locale is None:
-            return super().get_translations()
-        cache = self.get_translations_cache(None)
-        key = (str(locale), self.domain[0])
-        if key not in cache:
-            translations = Translations()
-            for index, dirname in enumerate(self.translation_directories):
-                domain = self.domain[0] if len(self.domain) == 1 else self.domain[index]
-                catalog = Translations.load(dirname, catalog_names(locale), domain)
-                translations.merge(catalog)
-                if hasattr(catalog, "plural"):  # merge() does not copy it (as in Flask-Babel)
-                    translations.plural = catalog.plural
-            cache[key] = translations
-        return cache[key]
-
-
-class HuizhenBabel(Babel):
-    """Flask-Babel whose default domain finds the zh_CN catalogs (see catalog_names)."""
-
-    @cached_property
-    def domain_instance(self) -> Domain:
-        return CatalogDomain(domain=self.domain)
-
-
-babel = HuizhenBabel()
+babel = Babel()
 
 
 def N_(message: str) -> str:
