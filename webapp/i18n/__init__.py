@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from babel.support import Translations
 from flask import Flask, current_app, has_app_context, has_request_context, request, session
 from flask_babel import Babel, force_locale, get_locale
@@ -103,7 +104,7 @@ def js_catalog(locale: str | None = None) -> dict[str, str]:
     if locale not in cache:
         catalog: dict[str, str] = {}
         if locale != "en":
-            loaded = Translations.load(str(TRANSLATIONS_DIR), [locale], domain="js")
+            loaded = Translations.load(str(TRANSLATIONS_DIR), [Locale.parse(locale)], domain="js")
             for key, text in getattr(loaded, "_catalog", {}).items():
                 if isinstance(key, str) and key and text:
                     catalog[key] = text
@@ -111,12 +112,16 @@ def js_catalog(locale: str | None = None) -> dict[str, str]:
     return cache[locale]
 
 
+I18N_JS = Path(__file__).resolve().parents[2] / "static" / "js" / "i18n.js"
+
+
 def js_catalog_script(locale: str) -> tuple[str, str]:
-    """The script that hands the catalog to i18n.js, and its version (a hash of its content)."""
+    """The script every page loads first: the locale's catalog, then static/js/i18n.js (t() and
+    the time formats) — one request for both — and its version (a hash of its content)."""
     cache: dict[str, tuple[str, str]] = current_app.extensions.setdefault(CATALOG_KEY + ".script", {})
     if locale not in cache:
         text = json.dumps(js_catalog(locale), ensure_ascii=False, sort_keys=True)
-        body = f"window.HZ_CATALOG = {text};\n"
+        body = f"window.HZ_CATALOG = {text};\n" + I18N_JS.read_text(encoding="utf-8")
         cache[locale] = (body, hashlib.sha256(body.encode()).hexdigest()[:16])
     return cache[locale]
 
