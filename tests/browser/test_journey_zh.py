@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from babel import Locale
 from babel.support import Translations
 from playwright.sync_api import Browser, Page, expect
 
@@ -42,7 +43,8 @@ UNTRANSLATED: set[str] = set()  # msgids this journey used that the zh_CN catalo
 
 @cache
 def _catalog(domain: str) -> Translations:
-    return Translations.load(str(TRANSLATIONS_DIR), ["zh_CN"], domain)
+    # Babel names zh_CN zh_Hans_CN (the compiled catalogs' directory); "zh_CN" is where the .po files are
+    return Translations.load(str(TRANSLATIONS_DIR), [str(Locale.parse("zh_CN")), "zh_CN"], domain)
 
 
 def _lookup(domain: str, msgid: str, params: dict[str, str]) -> str:
