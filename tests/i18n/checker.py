@@ -101,19 +101,23 @@ def english_runs(text: str, allowed: Iterable[str] = ()) -> list[str]:
     for pattern in ALLOWED_PATTERNS:
         text = pattern.sub(" \x00 ", text)
     runs: list[str] = []
-    run: list[str] = []
+    run: list[str] = []  # the words' cores (to count them)
+    shown: list[str] = []  # the words as written, punctuation kept (to find the msgid)
 
     def end() -> None:
         if len([w for w in run if w.lower() not in ALLOWED_WORDS]) >= 3:
-            runs.append(" ".join(run))
+            runs.append(" ".join(shown).strip(" ,;:·•|"))
         run.clear()
+        shown.clear()
 
     for token in text.split():
         core = token.strip(EDGE)
         if core and WORD.fullmatch(core):
             run.append(core)
+            shown.append(token)
         elif not core:
-            continue  # lone punctuation ("-", "·") between words
+            if run:
+                shown.append(token)  # lone punctuation ("-", "·") between words
         else:
             end()
     end()

@@ -306,4 +306,6 @@ def test_the_checker_sees_what_a_reader_sees():
     assert not any("not shown" in run or "Huizhen" in run or "wrote" in run for run in found), found
     assert page_chinese("<title>Room · Huizhen 会诊</title><p>中文</p><p>Seen by 2</p>") == []
     assert page_chinese("<p>Seen by 2 <b>已读</b></p>") == ["Seen by 2 已读"]
-    assert english_runs("王医生 wrote: needs a scan", ["王医生"]) == ["wrote: needs a scan".replace(":", "")]
+    assert english_runs("王医生 wrote: needs a scan.", ["王医生"]) == ["wrote: needs a scan."]
+    assert english_runs("Forgot your password?") == ["Forgot your password?"]
+    assert english_runs("心电图 · ECG · V4–V6 · 已读") == []
