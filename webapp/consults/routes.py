@@ -260,8 +260,8 @@ def upload(ref: str):
     form = AttachmentForm()
     if wants_json(request):
         if not form.validate():
-            raise ValidationFailed("; ".join(str(e) for errs in form.errors.values() for e in errs),
-                                   fields={name: "invalid" for name in form.errors})
+            errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)  # translated already
+            raise ValidationFailed(errors, fields={name: "invalid" for name in form.errors})
         item = services.add_attachment(me(), ref, form.file.data.stream, form.file.data.filename,
                                        form.description.data or "")
         return jsonify(_attachment_json(ref, item)), 201

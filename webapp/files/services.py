@@ -33,6 +33,7 @@ KINDS: dict[str, tuple[str, str, set[str]]] = {
     "pdf": ("application/pdf", "pdf", {"pdf"}),
 }
 ALLOWED_DESCRIPTION = "JPEG or PNG images and PDF documents"  # as in the refusal below
+NO_SUFFIX = N_("(none)")  # the ending of a file name without one, in a refusal
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def _check_upload(stream: BinaryIO, filename: str) -> CheckedFile:
     content_type, extension, endings = KINDS[kind]
     if suffix not in endings:
         raise UnsupportedFile("The file is named “.%(suffix)s” but its content is %(kind)s. Rename it or "
-                              "export it again.", suffix=suffix or translate(N_("(none)")), kind=extension.upper())
+                              "export it again.", suffix=suffix or translate(NO_SUFFIX), kind=extension.upper())
     data, width, height, pages = check_content(data, kind)
     return CheckedFile(
         data=data,
