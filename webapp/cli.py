@@ -20,8 +20,10 @@ def register_cli(app: Flask) -> None:
 
     @app.cli.command("seed-demo")
     @click.option("--if-empty", is_flag=True, help="Do nothing when users already exist.")
-    def seed_demo(if_empty: bool) -> None:
-        """Load the demo facilities, clinicians, availability and consults."""
+    @click.option("--locale", "locale", type=click.Choice(["zh_CN", "zh-CN", "en"]), default="zh_CN", show_default=True,
+                  help="The demo world's language: Chinese names, facilities, cases and users, or English.")
+    def seed_demo(if_empty: bool, locale: str) -> None:
+        """Load the demo facilities, clinicians, availability and consults (Chinese unless --locale en)."""
         from .demo import DEMO_PASSWORD, seed
         from .models import User
 
@@ -30,7 +32,7 @@ def register_cli(app: Flask) -> None:
                 click.echo("Demo data already present; nothing to do.")
                 return
             raise click.ClickException("The database already has users; seed an empty database.")
-        summary = seed()
+        summary = seed(locale)
         click.echo(f"Demo data loaded ({summary}). Every demo password is {DEMO_PASSWORD!r}.")
 
     @app.cli.command("create-coordinator")

@@ -67,3 +67,17 @@ def test_an_unknown_language_is_ignored(app: Flask):
     client = app.test_client()
     switch(client, "klingon")
     assert lang_of(client.get("/login", headers={"Accept-Language": "en"})) == "en"
+
+
+def test_a_chinese_page_shows_the_catalogs_chinese(app: Flask):
+    """The compiled catalog is the one Flask-Babel finds for zh_CN (Babel names it zh_Hans_CN)."""
+    from babel import Locale
+    from babel.support import Translations
+
+    from webapp.i18n import TRANSLATIONS_DIR
+
+    zh = Translations.load(str(TRANSLATIONS_DIR), [Locale.parse("zh_CN")], "messages")
+    sign_in = zh.gettext("Sign in")
+    assert sign_in != "Sign in", "the zh_CN catalog translates the sign-in button"
+    page = app.test_client().get("/login", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert sign_in in page

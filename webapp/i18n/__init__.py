@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from babel.support import Translations
 from flask import Flask, current_app, has_app_context, has_request_context, request, session
 from flask_babel import Babel, force_locale, get_locale
@@ -103,7 +104,7 @@ def js_catalog(locale: str | None = None) -> dict[str, str]:
     if locale not in cache:
         catalog: dict[str, str] = {}
         if locale != "en":
-            loaded = Translations.load(str(TRANSLATIONS_DIR), [locale], domain="js")
+            loaded = Translations.load(str(TRANSLATIONS_DIR), [Locale.parse(locale)], domain="js")
             for key, text in getattr(loaded, "_catalog", {}).items():
                 if isinstance(key, str) and key and text:
                     catalog[key] = text

@@ -15,6 +15,7 @@ import sys
 from io import BytesIO
 from pathlib import Path
 
+from babel import Locale
 from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
@@ -117,12 +118,18 @@ def absorb() -> int:
     return taken
 
 
+def mo_path(locale: str, domain: str) -> Path:
+    """Where the compiled catalog goes: under the name Babel gives the locale ("zh_CN" parses as
+    zh_Hans_CN, and gettext looks for that directory, then "zh", never "zh_CN")."""
+    return TRANSLATIONS / str(Locale.parse(locale)) / "LC_MESSAGES" / f"{domain}.mo"
+
+
 def compile_all() -> None:
     """Build the .mo files from the .po files (never edited by hand)."""
     for domain in CONFIGS:
         for locale in LOCALES:
             catalog = read(locale, domain)
-            path = po_path(locale, domain).with_suffix(".mo")
+            path = mo_path(locale, domain)
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as f:
                 write_mo(f, catalog, use_fuzzy=False)
