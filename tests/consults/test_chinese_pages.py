@@ -4,6 +4,7 @@ of the accept page, and the refusal of an action (issue 11)."""
 from __future__ import annotations
 
 import html
+import io
 import re
 
 import pytest
@@ -118,6 +119,22 @@ def test_the_accept_page_and_its_refusals_are_in_chinese(app, make, pair):
     with app.test_request_context(), force_locale("zh_CN"):
         too_soon = _("That time has passed or is too soon; choose a later slot.")
     assert too_soon in flashes(r)
+
+
+def test_a_refused_upload_says_why_in_chinese(app, make, pair):
+    requester, _specialist = pair
+    draft = make.draft(requester)
+    doctor = client_of(app, requester)
+    token = token_of(doctor.get(f"/consults/{draft.ref}", headers=ZH))
+    r = doctor.post(f"/consults/{draft.ref}/attachments", headers=ZH, content_type="multipart/form-data",
+                    data={"csrf_token": token, "file": (io.BytesIO(b"%PDF-1.4 broken"), "report.png")})
+    assert r.status_code == 415
+    assert "report.png：文件扩展名为“.png”，但内容是 PDF。请重命名或重新导出。" in page_text(r)
+    r = doctor.post(f"/consults/{draft.ref}/attachments", headers={**ZH, "Accept": "application/json"},
+                    content_type="multipart/form-data",
+                    data={"csrf_token": token, "file": (io.BytesIO(b"just text"), "notes.txt")})
+    assert r.status_code == 415
+    assert r.get_json()["message"] == "只能添加 JPEG 或 PNG 图片以及 PDF 文档。"
 
 
 def test_day_headings_follow_the_locale(app):

@@ -102,6 +102,7 @@ def _case_form_error(form: CaseForm, exc: DomainError) -> int:
 
 
 # A refused file of a multi-file upload, and what was kept of the files before it.
+REFUSED_FILE = N_("%(name)s: %(reason)s")
 KEPT_ONE = N_("%(name)s: %(reason)s The file before it was attached.")
 KEPT_MANY = N_("%(name)s: %(reason)s The %(count)s files before it were attached.")
 
@@ -126,7 +127,7 @@ def _attach_files(ref: str, form: AttachmentForm) -> int:
             services.add_attachment(me(), ref, upload.stream, upload.filename, form.description.data or "")
         except UPLOAD_REFUSALS as exc:  # name the file; say what was kept of a multi-file upload
             if not done:
-                message = "%(name)s: %(reason)s"
+                message = REFUSED_FILE
             elif done == 1:
                 message = KEPT_ONE
             else:
