@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 from flask import Flask, flash, g, has_request_context, redirect, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_url, logout_user
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -158,7 +160,7 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
-    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message = _l("Please sign in to continue.")
     login_manager.login_message_category = "info"
     login_manager.session_protection = "basic"
     from .i18n import init_i18n
@@ -185,8 +187,8 @@ def register_extensions(app: Flask) -> None:
         from .errors import error_response, wants_json
 
         if wants_json(request):
-            return error_response(401, "unauthorized", "Sign in to continue.")
-        flash(login_manager.login_message, login_manager.login_message_category)
+            return error_response(401, "unauthorized", _("Sign in to continue."))
+        flash(str(login_manager.login_message), login_manager.login_message_category)  # in this request's language
         return redirect(login_url(login_manager.login_view, next_url=request.url))
 
     from .realtime import queue_manager, remember_server
@@ -267,7 +269,7 @@ def register_request_hooks(app: Flask) -> None:
         if any("\x00" in value for value in values):
             from .errors import error_response
 
-            return error_response(400, "bad_request", "The request contains a character that is not allowed.")
+            return error_response(400, "bad_request", _("The request contains a character that is not allowed."))
         return None
 
     @app.before_request
@@ -282,11 +284,13 @@ def register_request_hooks(app: Flask) -> None:
         if idle is not None:
             sessions.end_idle(idle.user, idle.session)
             logout_user()  # the remember-me cookie goes too
-            flash("You were signed out after a period of inactivity. Please sign in again.", "info")
             from .errors import error_response, wants_json
+            from .i18n import clean_locale, current_locale, speaking
 
-            if wants_json(request):
-                return error_response(401, "session_expired", "Your session expired. Sign in again.")
+            with speaking(clean_locale(idle.user.locale) or current_locale()):  # still the user's language
+                flash(_("You were signed out after a period of inactivity. Please sign in again."), "info")
+                if wants_json(request):
+                    return error_response(401, "session_expired", _("Your session expired. Sign in again."))
             return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
         if signed_in and "huizhen_session" in g:
             sessions.touch(g.huizhen_session)

@@ -6,9 +6,12 @@ import logging
 from typing import Any
 
 from flask import Flask, Request, jsonify, render_template, request
+from flask_babel import gettext as _
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+
+from .i18n import N_
 
 log = logging.getLogger(__name__)
 
@@ -118,28 +121,32 @@ def register_error_handlers(app: Flask) -> None:
     def _csrf(exc: CSRFError):
         return error_response(
             400, "csrf_failed",
-            "This form has expired or was not sent from Huizhen. Reload the page and try again.",
+            _("This form has expired or was not sent from Huizhen. Reload the page and try again."),
         )
 
     @app.errorhandler(RateLimitExceeded)
     def _throttled(exc: RateLimitExceeded):
         return error_response(
-            429, "too_many_requests", "Too many attempts. Wait a minute and try again."
+            429, "too_many_requests", _("Too many attempts. Wait a minute and try again.")
         )
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         messages = {
-            404: "This page does not exist, or you do not have access to it.",
-            405: "That action is not allowed here.",
-            413: "The upload is larger than the limit.",
+            400: N_("The request could not be understood. Reload the page and try again."),
+            401: N_("Sign in to continue."),
+            403: N_("You do not have access to this page."),
+            404: N_("This page does not exist, or you do not have access to it."),
+            405: N_("That action is not allowed here."),
+            413: N_("The upload is larger than the limit."),
         }
-        message = messages.get(exc.code or 500, exc.description or exc.name)
+        code = exc.code or 500
+        message = _(messages[code]) if code in messages else _("The request could not be completed.")
         return error_response(exc.code or 500, exc.name.lower().replace(" ", "_"), message)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(
-            500, "server_error", "Something went wrong on our side and it has been logged. Please try again."
+            500, "server_error", _("Something went wrong on our side and it has been logged. Please try again.")
         )

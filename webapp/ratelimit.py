@@ -28,8 +28,8 @@ class RateLimited(DomainError):
     status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, retry_after: float | None = None, **params: Any) -> None:
+        super().__init__(message, **params)
         self.retry_after = retry_after
 
 
@@ -170,7 +170,7 @@ def check_event(namespace: str, event: str, *, sid: str | None = None, user: Any
         current_app.logger.warning("socket rate limiter unavailable; allowing %s %s", namespace, event)
         return
     if not allowed:
-        raise RateLimited(f"Too many '{event}' events; slow down and try again in a moment.",
+        raise RateLimited("Too many '%(event)s' events; slow down and try again in a moment.", event=event,
                           retry_after=_retry_after(st, item, namespace, event, kind, ident))
 
 

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import socketio
 from flask import Flask, current_app, g, request, session
+from flask_babel import gettext as _
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError
 from sqlalchemy.exc import SQLAlchemyError
@@ -327,7 +328,7 @@ def handler(fn: Callable | None = None, *, remove_session: bool = False, authent
         except Exception:
             db.session.rollback()
             log.exception("socket event %s failed", fn.__name__)
-            return {"ok": False, "error": "server_error", "message": "Something went wrong; try again.",
+            return {"ok": False, "error": "server_error", "message": _("Something went wrong; try again."),
                     "status": 500}
         finally:
             if remove_session:

@@ -8,7 +8,9 @@ from flask import Flask
 from flask_login import current_user
 
 from .audit.labels import action_label
+from .i18n import N_, translate
 from .models import utcnow
+from .models.user import specialty_label
 from .timefmt import format_duration, format_local
 
 
@@ -28,16 +30,16 @@ def register_templating(app: Flask) -> None:
         if dt is None:
             return "—"
         seconds = (utcnow() - dt).total_seconds()
-        return "< 1 min" if seconds < 60 else format_duration(seconds)
+        return translate(N_("< 1 min")) if seconds < 60 else format_duration(seconds)
 
     @app.template_filter("filesize")
     def filesize(n: int) -> str:
         if n >= 1024 * 1024:
-            return f"{n / (1024 * 1024):.1f} MB"
-        return f"{max(1, n // 1024)} KB"
+            return translate(N_("%(size)s MB"), {"size": f"{n / (1024 * 1024):.1f}"})
+        return translate(N_("%(size)s KB"), {"size": max(1, n // 1024)})
 
     app.add_template_filter(action_label, "action_label")  # audit codes read as words everywhere
 
     @app.context_processor
     def _globals() -> dict:
-        return {"now_utc": utcnow()}
+        return {"now_utc": utcnow(), "specialty_label": specialty_label}

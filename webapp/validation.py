@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import ValidationFailed
+from .i18n import N_
 
 DB_INT_MAX = 2**31 - 1  # INTEGER columns (ids, sequence numbers) on PostgreSQL
 JSON_SAFE_INT = 2**53 - 1  # the largest integer a browser can send exactly
@@ -22,6 +23,19 @@ MAX_DEPTH = 16
 # NUL, the other C0 controls except tab/newline/carriage return, and lone surrogates.
 _FORBIDDEN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _FORBIDDEN_ANYWHERE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+# Each problem text_problem() names, as a whole message about a field and about a Socket.IO payload.
+_FIELD_PROBLEMS = {
+    "contains a NUL character": N_("%(name)s contains a NUL character."),
+    "is not valid Unicode (a lone surrogate)": N_("%(name)s is not valid Unicode (a lone surrogate)."),
+    "contains a control character": N_("%(name)s contains a control character."),
+}
+_PAYLOAD_PROBLEMS = {
+    "contains a NUL character": N_("The payload contains a NUL character."),
+    "is not valid Unicode (a lone surrogate)": N_("The payload is not valid Unicode (a lone surrogate)."),
+    "contains a control character": N_("The payload contains a control character."),
+}
 
 
 def text_problem(value: str, *, controls: bool = True) -> str | None:
@@ -43,12 +57,13 @@ def clean_text(value: Any, name: str, *, max_len: int, optional: bool = False,
     if value is None and optional:
         return None
     if not isinstance(value, str):
-        raise ValidationFailed(f"{name} must be text.", fields={name: "invalid"})
+        raise ValidationFailed("%(name)s must be text.", fields={name: "invalid"}, name=name)
     if len(value) > max_len:
-        raise ValidationFailed(f"{name} is longer than {max_len} characters.", fields={name: "invalid"})
+        raise ValidationFailed("%(name)s is longer than %(max)s characters.", fields={name: "invalid"},
+                               name=name, max=max_len)
     problem = text_problem(value, controls=controls)
     if problem:
-        raise ValidationFailed(f"{name} {problem}.", fields={name: "invalid"})
+        raise ValidationFailed(_FIELD_PROBLEMS[problem], fields={name: "invalid"}, name=name)
     return value
 
 
@@ -61,7 +76,8 @@ def clean_int(value: Any, name: str, *, lo: int = 0, hi: int = DB_INT_MAX, optio
         if optional:
             return None
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValidationFailed(f"{name} must be a whole number from {lo} to {hi}.", fields={name: "invalid"})
+        raise ValidationFailed("%(name)s must be a whole number from %(lo)s to %(hi)s.", fields={name: "invalid"},
+                               name=name, lo=lo, hi=hi)
     return value
 
 
@@ -80,7 +96,7 @@ def check_payload(data: Any) -> None:
         if isinstance(value, str):
             problem = text_problem(value, controls=False)
             if problem:
-                raise ValidationFailed(f"The payload {problem}.")
+                raise ValidationFailed(_PAYLOAD_PROBLEMS[problem])
         elif isinstance(value, bool) or value is None or isinstance(value, (bytes, bytearray)):
             continue
         elif isinstance(value, int):

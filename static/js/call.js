@@ -64,7 +64,7 @@
       devices.filter(function (d) { return d.kind === pair[1]; }).forEach(function (d, i) {
         var opt = document.createElement("option");
         opt.value = d.deviceId;
-        opt.textContent = d.label || (pair[1] === "videoinput" ? "Camera " : "Microphone ") + (i + 1);
+        opt.textContent = d.label || (pair[1] === "videoinput" ? t("Camera %(n)s", { n: i + 1 }) : t("Microphone %(n)s", { n: i + 1 }));
         select.appendChild(opt);
       });
       if (current) select.value = current;
@@ -101,16 +101,16 @@
     pc.oniceconnectionstatechange = function () {
       var s = pc.iceConnectionState;
       clearTimeout(restartTimer);
-      if (s === "failed") { setStatus("Connection lost — reconnecting…", "warn"); pc.restartIce(); }
+      if (s === "failed") { setStatus(t("Connection lost — reconnecting…"), "warn"); pc.restartIce(); }
       else if (s === "disconnected") {
-        setStatus("Connection unstable — reconnecting…", "warn");
+        setStatus(t("Connection unstable — reconnecting…"), "warn");
         restartTimer = setTimeout(function () { if (pc && pc.iceConnectionState !== "connected") pc.restartIce(); }, 2500);
       }
     };
     pc.onconnectionstatechange = function () {
       if (pc.connectionState === "connected") {
         mark("connected");
-        setStatus("Connected", "ok");
+        setStatus(t("Connected"), "ok");
         if (!reportedConnected) { reportedConnected = true; metrics.connectedMs = performance.now() - metrics.joinClickedAt; reportStats(true); }
       }
     };
@@ -177,10 +177,14 @@
     var bad = (q.rtt_ms || 0) > 600 || q.packet_loss_pct > 8;
     var fair = (q.rtt_ms || 0) > 250 || q.packet_loss_pct > 2;
     qualityEl.className = "call-quality " + (bad ? "bad" : fair ? "fair" : "good");
-    qualityEl.textContent = (bad ? "Poor" : fair ? "Fair" : "Good") + " · " + (q.rtt_ms === null ? "—" : q.rtt_ms + " ms") +
-      " · loss " + q.packet_loss_pct + "%" + (q.bitrate_kbps === null ? "" : " · " + q.bitrate_kbps + " kbit/s") +
-      (metrics.relayed ? " · via relay" : "");
-    if (bad && !state.audio_only) qualityEl.textContent += " — try audio only";
+    // "Good · 42 ms · loss 0.5% · 900 kbit/s · via relay": each figure its own msgid
+    var parts = [bad ? t("Poor") : fair ? t("Fair") : t("Good"),
+                 q.rtt_ms === null ? "—" : t("%(ms)s ms", { ms: q.rtt_ms }),
+                 t("loss %(pct)s", { pct: q.packet_loss_pct + "%" })];
+    if (q.bitrate_kbps !== null) parts.push(t("%(kbps)s kbit/s", { kbps: q.bitrate_kbps }));
+    if (metrics.relayed) parts.push(t("via relay"));
+    var summary = parts.join(" · ");
+    qualityEl.textContent = bad && !state.audio_only ? t("%(quality)s — try audio only", { quality: summary }) : summary;
   }
 
   async function reportStats(connected) {
@@ -196,11 +200,11 @@
   async function join() {
     joinBtn.disabled = true;
     metrics.joinClickedAt = performance.now();
-    setStatus("Starting camera and microphone…");
+    setStatus(t("Starting camera and microphone…"));
     try {
       if (!localStream) { localStream = await getMedia(); localVideo.srcObject = localStream; listDevices(); }
     } catch (e) {
-      setStatus("Camera and microphone are not available: " + e.name + ". Check the browser's permissions.", "bad");
+      setStatus(t("Camera and microphone are not available: %(error)s. Check the browser's permissions.", { error: e.name }), "bad");
       joinBtn.disabled = false;
       return;
     }
@@ -230,7 +234,7 @@
     socket.timeout(15000).emit("join", { ref: ref, offer: offer }, function (err, ack) {
       if (!inCall || joined) return;  // hung up meanwhile, or already joined
       if (HuizhenLive.retryable(err, ack)) {  // not refused, only not done: join again, backing off
-        live.later("Could not join the call", function () { if (inCall && !joined) sendJoin(); });
+        live.later(t("Could not join the call"), function () { if (inCall && !joined) sendJoin(); });
         return;
       }
       if (!ack.ok) {
@@ -238,7 +242,7 @@
         sessionStorage.removeItem("huizhen-call-" + ref);
         root.classList.remove("in-call");
         if (pc) { pc.close(); pc = null; }
-        setStatus((ack && ack.message) || "You cannot join this call.", "bad");
+        setStatus((ack && ack.message) || t("You cannot join this call."), "bad");
         joinBtn.disabled = false;
         return;
       }
@@ -254,7 +258,7 @@
       // If their offer already came, peer-joined has replaced `offered` and this does nothing.
       if (!ack.peers.length && pc === offered && !pc.remoteDescription) newPeerConnection(false);
       sendState();
-      if (pc.connectionState !== "connected") setStatus(ack.peers.length ? "Connecting…" : "Waiting for the other doctor to join…");
+      if (pc.connectionState !== "connected") setStatus(ack.peers.length ? t("Connecting…") : t("Waiting for the other doctor to join…"));
       clearInterval(statsTimer);
       statsTimer = setInterval(function () { showQuality(); }, 2000);
       clearInterval(reportTimer);
@@ -270,13 +274,13 @@
     if (pc) { pc.close(); pc = null; }
     if (localStream) { localStream.getTracks().forEach(function (t) { t.stop(); }); localStream = null; }
     if (screenTrack) { screenTrack.onended = null; screenTrack.stop(); screenTrack = null; }
-    state.screen = false; screenBtn.textContent = "Share screen";
+    state.screen = false; screenBtn.textContent = t("Share screen");
     localVideo.srcObject = null; remoteVideo.srcObject = null; remoteVideo.classList.remove("live");
     showUnmute();
     clearInterval(statsTimer);
     root.classList.remove("in-call");
     joinBtn.disabled = false;
-    setStatus("You left the call.");
+    setStatus(t("You left the call."));
   }
 
   socket.on("signal", async function (msg) {
@@ -298,14 +302,14 @@
         try { await pc.addIceCandidate(msg.candidate || null); } catch (e) { if (!ignoreOffer) console.warn(e); }
       } else if (msg.type === "bye") {
         remoteVideo.srcObject = null; remoteVideo.classList.remove("live"); showUnmute();
-        setStatus("The other doctor left the call. You can wait here; they can rejoin.");
+        setStatus(t("The other doctor left the call. You can wait here; they can rejoin."));
         newPeerConnection(false);
       }
     } catch (e) { console.warn("signal handling failed", e); }
   });
   socket.on("peer-joined", function () {
     if (!inCall || !localStream) return;
-    setStatus("The other doctor joined — connecting…");
+    setStatus(t("The other doctor joined — connecting…"));
     // They offer; we answer. A connection that has not negotiated yet (we were waiting) is
     // ready to answer as it is: building a new one would hold the page up just as the offer
     // arrives. Any other (they reloaded or reconnected) is replaced.
@@ -318,19 +322,21 @@
     remoteVideo.classList.remove("live");
     if (data && data.reason === "hung_up") {
       remoteVideo.srcObject = null; showUnmute();
-      setStatus("The other doctor left the call. You can wait here; they can rejoin.");
+      setStatus(t("The other doctor left the call. You can wait here; they can rejoin."));
       newPeerConnection(false);
     } else {
-      setStatus("The other doctor's connection dropped — waiting for them to come back…", "warn");
+      setStatus(t("The other doctor's connection dropped — waiting for them to come back…"), "warn");
     }
   });
   socket.on("peer-state", function (s) {
     var parts = [];
-    if (s.muted) parts.push("muted");
-    if (s.camera === false || s.audio_only) parts.push(s.audio_only ? "audio only" : "camera off");
-    if (s.screen) parts.push("sharing screen");
-    if (s.reconnecting) parts.push("reconnecting");
-    peerStateEl.textContent = parts.length ? "Other doctor: " + parts.join(", ") : "";
+    if (s.muted) parts.push(t("muted"));
+    if (s.camera === false || s.audio_only) parts.push(s.audio_only ? t("audio only") : t("camera off"));
+    if (s.screen) parts.push(t("sharing screen"));
+    if (s.reconnecting) parts.push(t("reconnecting"));
+    // Translators: the separator between the other doctor's states ("muted, sharing screen")
+    var separator = t(", ");
+    peerStateEl.textContent = parts.length ? t("Other doctor: %(states)s", { states: parts.join(separator) }) : "";
     peerStateEl.dataset.muted = s.muted ? "true" : "false";
   });
   // Reconnect after a refused connect and retry a failed join, with backoff (static/js/live.js).
@@ -345,14 +351,14 @@
   muteBtn.addEventListener("click", function () {
     state.muted = !state.muted;
     if (localStream) localStream.getAudioTracks().forEach(function (t) { t.enabled = !state.muted; });
-    muteBtn.textContent = state.muted ? "Unmute" : "Mute";
+    muteBtn.textContent = state.muted ? t("Unmute") : t("Mute");
     muteBtn.setAttribute("aria-pressed", state.muted);
     sendState();
   });
   camBtn.addEventListener("click", function () {
     state.camera = !state.camera;
     if (localStream) localStream.getVideoTracks().forEach(function (t) { t.enabled = state.camera; });
-    camBtn.textContent = state.camera ? "Camera off" : "Camera on";
+    camBtn.textContent = state.camera ? t("Camera off") : t("Camera on");
     sendState();
   });
   audioOnlyBtn.addEventListener("click", async function () {
@@ -361,12 +367,12 @@
     if (state.audio_only) {
       if (sender) await sender.replaceTrack(null);
       if (localStream) localStream.getVideoTracks().forEach(function (t) { t.stop(); localStream.removeTrack(t); });
-      audioOnlyBtn.textContent = "Turn video back on";
+      audioOnlyBtn.textContent = t("Turn video back on");
     } else {
       var fresh = await getMedia();
       var track = fresh.getVideoTracks()[0];
       if (track && localStream) { localStream.addTrack(track); if (sender) await sender.replaceTrack(track); else if (pc) pc.addTrack(track, localStream); }
-      audioOnlyBtn.textContent = "Audio only";
+      audioOnlyBtn.textContent = t("Audio only");
     }
     sendState();
     reportStats(false);
@@ -379,7 +385,7 @@
     if (!screenTrack) return;
     var track = screenTrack;
     screenTrack = null; track.onended = null; track.stop();
-    state.screen = false; screenBtn.textContent = "Share screen";
+    state.screen = false; screenBtn.textContent = t("Share screen");
     var sender = videoSender();
     var cam = localStream && localStream.getVideoTracks()[0];
     try { if (sender) await sender.replaceTrack(cam || null); } catch (e) { console.warn("back to the camera failed", e); }
@@ -394,8 +400,8 @@
       screenTrack = display.getVideoTracks()[0];
       screenTrack.onended = stopSharing;
       await sender.replaceTrack(screenTrack);
-      state.screen = true; screenBtn.textContent = "Stop sharing"; sendState();
-    } catch (e) { setStatus("Screen sharing was not started: " + e.name, "warn"); }
+      state.screen = true; screenBtn.textContent = t("Stop sharing"); sendState();
+    } catch (e) { setStatus(t("Screen sharing was not started: %(error)s", { error: e.name }), "warn"); }
   });
   [camSelect, micSelect].forEach(function (select) {
     select.addEventListener("change", async function () {
@@ -414,6 +420,6 @@
   });
   joinBtn.addEventListener("click", join);
   leaveBtn.addEventListener("click", hangUp);
-  window.addEventListener("online", function () { if (pc && inCall) { setStatus("Network back — reconnecting…", "warn"); pc.restartIce(); } });
+  window.addEventListener("online", function () { if (pc && inCall) { setStatus(t("Network back — reconnecting…"), "warn"); pc.restartIce(); } });
   if (sessionStorage.getItem("huizhen-call-" + ref)) join();  // a reload re-establishes the call
 })();

@@ -91,7 +91,7 @@
     }
     var cap = el("div", "cap", item.description || item.name);
     var facts = [item.size_text];
-    if (item.page_count) facts.push(item.page_count + " p.");
+    if (item.page_count) facts.push(t("%(n)s p.", { n: item.page_count }));  // pages
     if (item.width) facts.push(item.width + "\u00d7" + item.height);
     cap.appendChild(el("br"));
     cap.appendChild(el("span", "muted", facts.join(" \u00b7 ")));
@@ -139,16 +139,16 @@
   Uploader.prototype.refusal = function (file, queued) {
     var ext = file.name.indexOf(".") >= 0 ? file.name.split(".").pop().toLowerCase() : "";
     if (this.extensions.indexOf(ext) < 0 || (file.type && this.types.indexOf(file.type) < 0)) {
-      return file.name + " is not a " + this.typesText + " file; only those can be attached.";
+      return t("%(name)s is not a %(types)s file; only those can be attached.", { name: file.name, types: this.typesText });
     }
     if (file.size > this.maxBytes) {
       var size = sizeText(file.size), limit = sizeText(this.maxBytes);
       if (size === limit) size = (file.size / (1024 * 1024)).toFixed(2) + " MB";  // 15.3 MB is not "15 MB"
-      return file.name + " is " + size + "; the limit is " + limit + ".";
+      return t("%(name)s is %(size)s; the limit is %(limit)s.", { name: file.name, size: size, limit: limit });
     }
-    if (file.size === 0) return file.name + " is empty.";
+    if (file.size === 0) return t("%(name)s is empty.", { name: file.name });
     if (this.count + queued >= this.maxCount) {
-      return file.name + " was not attached: a consult can have at most " + this.maxCount + " attachments.";
+      return t("%(name)s was not attached: a consult can have at most %(max)s attachments.", { name: file.name, max: this.maxCount });
     }
     return null;
   };
@@ -160,9 +160,9 @@
     var bar = el("progress");
     bar.max = 100;
     bar.value = 0;
-    bar.setAttribute("aria-label", "Upload of " + file.name);
+    bar.setAttribute("aria-label", t("Upload of %(name)s", { name: file.name }));
     row.appendChild(bar);
-    row.appendChild(el("span", "upload-status", "Waiting\u2026"));
+    row.appendChild(el("span", "upload-status", t("Waiting\u2026")));
     this.queue.hidden = false;
     this.queue.appendChild(row);
     return row;
@@ -183,7 +183,7 @@
     var files = Array.prototype.slice.call(this.input.files || []);
     this.fieldError(null);
     if (!files.length) {
-      this.fieldError("Choose a file to upload.");
+      this.fieldError(t("Choose a file to upload."));
       this.input.focus();
       return;
     }
@@ -199,7 +199,7 @@
     this.input.value = "";
     if (!accepted.length) {
       this.fieldError(files.length === 1 ? this.queue.querySelector(".upload-status").textContent
-                                         : "None of the chosen files can be attached; see each file below.");
+                                         : t("None of the chosen files can be attached; see each file below."));
       return;
     }
     this.button.disabled = true;
@@ -209,11 +209,11 @@
         self.button.disabled = false;
         if (done) {
           if (self.description) self.description.value = "";
-          flash("success", done === 1 ? "File attached." : done + " files attached.");
+          flash("success", done === 1 ? t("File attached.") : t("%(n)s files attached.", { n: done }));
         }
         if (failed || done < files.length) {
-          self.fieldError(done ? "Some files were not attached; see each file below."
-                               : "The file was not attached; see below.");
+          self.fieldError(done ? t("Some files were not attached; see each file below.")
+                               : t("The file was not attached; see below."));
         }
         return;
       }
@@ -232,12 +232,12 @@
     body.append("file", file, file.name);
     body.append("description", description);
     var bar = row.querySelector("progress"), status = row.querySelector(".upload-status");
-    status.textContent = "Uploading\u2026";
+    status.textContent = t("Uploading\u2026");
     xhr.upload.addEventListener("progress", function (e) {
       if (!e.lengthComputable) return;
       var pct = Math.round((e.loaded / e.total) * 100);
       bar.value = pct;
-      status.textContent = pct < 100 ? "Uploading " + pct + "%" : "Checking the file\u2026";
+      status.textContent = pct < 100 ? t("Uploading %(pct)s", { pct: pct + "%" }) : t("Checking the file\u2026");
     });
     xhr.addEventListener("load", function () {
       uploading -= 1;
@@ -246,19 +246,19 @@
       if (xhr.status === 201 && reply) {
         self.count += 1;
         self.added(reply);
-        self.settle(row, true, "Attached");
+        self.settle(row, true, t("Attached"));
         after(true);
       } else {
         var message = reply && reply.message ? reply.message
-          : xhr.status === 413 ? file.name + " is larger than the limit of " + sizeText(self.maxBytes) + "."
-          : "The upload failed (error " + xhr.status + "). Try again.";
+          : xhr.status === 413 ? t("%(name)s is larger than the limit of %(limit)s.", { name: file.name, limit: sizeText(self.maxBytes) })
+          : t("The upload failed (error %(status)s). Try again.", { status: xhr.status });
         self.settle(row, false, message);
         after(false);
       }
     });
     xhr.addEventListener("error", function () {
       uploading -= 1;
-      self.settle(row, false, "The connection was lost before the file arrived. Try again.");
+      self.settle(row, false, t("The connection was lost before the file arrived. Try again."));
       after(false);
     });
     xhr.open("POST", this.box.dataset.uploadUrl);

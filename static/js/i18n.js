@@ -1,7 +1,7 @@
 /* Huizhen: the scripts' words in the page's language.
  *
- * The page loads its catalog first (/i18n/<locale>.js, domain "js", cached under its version) as
- * window.HZ_CATALOG. t(msgid, params)
+ * Served with the page's catalog in front of it, as one script every page loads first
+ * (/i18n/<locale>.js, domain "js", cached for a year under its version): window.HZ_CATALOG. t(msgid, params)
  * returns the translation, or the English msgid when there is none, with %(name)s filled in.
  * Dates and times: fmtTime / fmtDateTime in the page's language and the viewer's own zone
  * (<html data-tz>), as the server formats them.

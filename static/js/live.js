@@ -2,7 +2,7 @@
 
    - A connect the server refuses as 'unavailable' (its database failed) is not retried by
      socket.io-client on its own: it is retried here after a jittered, capped backoff, the page
-     saying "Server busy, retrying in 4 s". A transport that drops is retried by socket.io-client
+     saying "Server busy, retrying in 4 s" (t(): the page's language). A transport that drops is retried by socket.io-client
      itself ("Reconnecting…"), and one the server closed (an ended session) is connected again here.
      'unauthorized' (the session ended) sends the user to sign in.
    - A join (or any request) that failed for a reason worth retrying — no ack, a server error, a
@@ -36,7 +36,11 @@
     function wait(ms, what, then) {
       stopWaiting();
       var until = Date.now() + ms;
-      function tick() { status("down", what + ", retrying in " + Math.max(1, Math.ceil((until - Date.now()) / 1000)) + " s"); }
+      function tick() {
+        // Translators: what failed ("Server busy", "Could not join the room"), then the seconds left
+        status("down", t("%(what)s, retrying in %(seconds)s s",
+                         { what: what, seconds: Math.max(1, Math.ceil((until - Date.now()) / 1000)) }));
+      }
       tick();
       ticker = setInterval(tick, 1000);
       timer = setTimeout(function () { stopWaiting(); then(); }, ms);
@@ -46,15 +50,15 @@
     socket.on("connect_error", function (err) {
       var reason = err && err.message;
       if (reason === "unauthorized") {
-        status("down", "Your session has ended — taking you to sign in…");
+        status("down", t("Your session has ended — taking you to sign in…"));
         socket.disconnect();
         signIn();
         return;
       }
-      if (socket.active) { status("down", "Reconnecting…"); return; }  // socket.io-client retries by itself
+      if (socket.active) { status("down", t("Reconnecting…")); return; }  // socket.io-client retries by itself
       var first = err && err.data && err.data.retry_after_ms;
-      wait(backoff(attempts++, first), reason === "unavailable" ? "Server busy" : "Cannot connect",
-           function () { status("down", "Reconnecting…"); socket.connect(); });
+      wait(backoff(attempts++, first), reason === "unavailable" ? t("Server busy") : t("Cannot connect"),
+           function () { status("down", t("Reconnecting…")); socket.connect(); });
     });
 
     // The server closed the connection itself (the session ended, or access to the consult was
@@ -63,7 +67,7 @@
     // refused at join, and the page says which.
     socket.on("disconnect", function (reason) {
       if (reason !== "io server disconnect") return;
-      wait(backoff(attempts++), "Disconnected by the server", function () { status("down", "Reconnecting…"); socket.connect(); });
+      wait(backoff(attempts++), t("Disconnected by the server"), function () { status("down", t("Reconnecting…")); socket.connect(); });
     });
 
     window.addEventListener("online", function () {  // the network is back: do not sit out a backoff

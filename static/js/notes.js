@@ -32,7 +32,7 @@
     tag.onerror = function () {  // a dropped link: try again a little later, or when it is back
       tag.remove(); requested = false;
       var status = root.querySelector(".notes-status");
-      if (status) { status.textContent = "The notes editor could not be loaded — retrying…"; status.className = "notes-status bad"; }
+      if (status) { status.textContent = t("The notes editor could not be loaded — retrying…"); status.className = "notes-status bad"; }
       setTimeout(load, 5000);
     };
     document.head.appendChild(tag);
@@ -100,21 +100,21 @@
   function render() {
     var text, cls;
     if (state.readOnly) {
-      text = "Signed off — the notes are read-only"; cls = "done";
+      text = t("Signed off — the notes are read-only"); cls = "done";
     } else if (state.error && !state.joined) {
       text = state.error; cls = "bad";
     } else if (!socket.connected || !state.joined) {
       if (state.conn && !socket.connected) { text = state.conn; cls = "bad"; }
-      else if (!state.everJoined) { text = "Connecting…"; cls = "busy"; }
-      else { text = state.canEdit ? "Offline — changes will sync when the connection returns" : "Offline"; cls = "bad"; }
+      else if (!state.everJoined) { text = t("Connecting…"); cls = "busy"; }
+      else { text = state.canEdit ? t("Offline — changes will sync when the connection returns") : t("Offline"); cls = "bad"; }
     } else if (!state.canEdit) {
-      text = "Read-only: only the consult's doctors edit these notes"; cls = "done";
+      text = t("Read-only: only the consult's doctors edit these notes"); cls = "done";
     } else if (state.inflight > 0 || state.dirty) {
-      text = "Saving…"; cls = "busy";
+      text = t("Saving…"); cls = "busy";
     } else if (state.error) {
       text = state.error; cls = "bad";
     } else {
-      text = "All changes saved"; cls = "ok";
+      text = t("All changes saved"); cls = "ok";
     }
     statusEl.textContent = text;
     statusEl.className = "notes-status " + cls;
@@ -128,7 +128,7 @@
       var el = sections[name].el;
       el.readOnly = !state.canEdit;
       if (el.dataset.placeholder === undefined) el.dataset.placeholder = el.placeholder;
-      el.placeholder = locked ? "Nothing noted." : el.dataset.placeholder;
+      el.placeholder = locked ? t("Nothing noted.") : el.dataset.placeholder;
     });
     root.classList.toggle("read-only", locked);
   }
@@ -276,7 +276,7 @@
       } else {
         state.dirty = true;   // the document still holds it: the next sync sends it again
         keepUnsynced();
-        state.error = ack && ack.message ? ack.message : "The server did not answer; retrying…";
+        state.error = ack && ack.message ? ack.message : t("The server did not answer; retrying…");
         scheduleResync(ack && ack.error === "rate_limited" ? 700 : 2500);
       }
       render();
@@ -291,10 +291,10 @@
   function syncNow() {
     var event = state.joined ? "sync" : "join";
     socket.timeout(20000).emit(event, { ref: ref, state_vector: toB64(Y.encodeStateVector(doc)) }, function (err, ack) {
-      if (event === "join" && HuizhenLive.retryable(err, ack)) { live.later("Could not open the notes", syncNow); return; }
+      if (event === "join" && HuizhenLive.retryable(err, ack)) { live.later(t("Could not open the notes"), syncNow); return; }
       if (err || !ack) { scheduleResync(3000); return; }
       if (!ack.ok) {
-        state.error = ack.message || "The notes are not available.";
+        state.error = ack.message || t("The notes are not available.");
         if (ack.status === 404 || ack.status === 403) { state.stopped = true; } else { scheduleResync(5000); }
         render();
         return;
@@ -463,7 +463,7 @@
     names.forEach(function (n) {
       var badge = document.createElement("span");
       badge.className = "editor-badge " + colourOf(n.uid);
-      badge.textContent = n.name + " is editing";
+      badge.textContent = t("%(name)s is editing", { name: n.name });
       s.badge.appendChild(badge);
     });
     s.box.classList.toggle("being-edited", names.length > 0);

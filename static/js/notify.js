@@ -6,15 +6,16 @@
   var bell = document.getElementById("notify-bell");
   if (!bell) return;
   var badge = document.getElementById("notify-count");
-  var baseTitle = document.title.replace(/^\(\d+\) /, "");
+  var baseTitle = document.title.replace(/^[(（]\d+[)）] ?/, "");
 
   function show(count) {
     count = Math.max(0, parseInt(count, 10) || 0);
     bell.dataset.unread = String(count);
     badge.textContent = String(count);
     badge.hidden = count === 0;
-    bell.setAttribute("aria-label", "Notifications: " + count + " unread");
-    document.title = count ? "(" + count + ") " + baseTitle : baseTitle;
+    bell.setAttribute("aria-label", t("Notifications: %(n)s unread", { n: count }));
+    // Translators: the tab's title with the unread count before it
+    document.title = count ? t("(%(n)s) %(title)s", { n: count, title: baseTitle }) : baseTitle;
   }
 
   function addToList(n) {
@@ -50,7 +51,7 @@
     close.type = "button";
     close.className = "linkish";
     close.textContent = "×";
-    close.setAttribute("aria-label", "Dismiss");
+    close.setAttribute("aria-label", t("Dismiss"));
     close.addEventListener("click", function () { item.remove(); });
     item.appendChild(a);
     item.appendChild(close);
@@ -61,7 +62,7 @@
   function systemNotice(n) {
     if (!("Notification" in window) || Notification.permission !== "granted") return;
     try {
-      var shown = new Notification("Huizhen", { body: n.title, tag: "huizhen-" + n.id });
+      var shown = new Notification(t("Huizhen"), { body: n.title, tag: "huizhen-" + n.id });
       shown.onclick = function () { window.focus(); window.location.href = n.link; };
     } catch (e) { /* some browsers only allow it from a service worker: the bell still counts */ }
   }
@@ -72,8 +73,8 @@
     button.type = "button";
     button.className = "linkish bell-allow";
     button.id = "notify-allow";
-    button.textContent = "Allow alerts";
-    button.title = "Show a system notification when something needs you";
+    button.textContent = t("Allow alerts");
+    button.title = t("Show a system notification when something needs you");
     button.addEventListener("click", function () {
       Notification.requestPermission().then(function () { button.remove(); });
     });

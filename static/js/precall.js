@@ -43,14 +43,14 @@
     } catch (e) {
       try {
         stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-        deviceStatus.textContent = "No camera available: you can still consult with audio only.";
+        deviceStatus.textContent = t("No camera available: you can still consult with audio only.");
       } catch (e2) {
-        deviceStatus.textContent = "Camera and microphone are blocked or missing: " + e2.name + ". Check the browser's permissions.";
+        deviceStatus.textContent = t("Camera and microphone are blocked or missing: %(error)s. Check the browser's permissions.", { error: e2.name });
         return;
       }
     }
     localVideo.srcObject = stream;
-    if (stream.getVideoTracks().length) deviceStatus.textContent = "Camera and microphone are working. Speak: the bar should move.";
+    if (stream.getVideoTracks().length) deviceStatus.textContent = t("Camera and microphone are working. Speak: the bar should move.");
     meter(stream);
     runBtn.disabled = false;
     startBtn.disabled = true;
@@ -81,9 +81,9 @@
   async function runTest() {
     runBtn.disabled = true;
     if (pc) pc.close();
-    setCheck("check-connect", "Connection: connecting…");
-    setCheck("check-rtt", "Round-trip time: —");
-    setCheck("check-turn", "Relay (TURN): —");
+    setCheck("check-connect", t("Connection: connecting…"));
+    setCheck("check-rtt", t("Round-trip time: —"));
+    setCheck("check-turn", t("Relay (TURN): —"));
     status.textContent = "";
     var started = performance.now();
     try {
@@ -96,7 +96,8 @@
         rtts.push(performance.now() - Number(e.data));
         var sorted = rtts.slice().sort(function (a, b) { return a - b; });
         var median = sorted[Math.floor(sorted.length / 2)];
-        setCheck("check-rtt", "Round-trip time: " + Math.round(median) + " ms" + (median > 400 ? " (slow: prefer audio only)" : ""), median <= 400);
+        setCheck("check-rtt", median > 400 ? t("Round-trip time: %(ms)s ms (slow: prefer audio only)", { ms: Math.round(median) })
+                                             : t("Round-trip time: %(ms)s ms", { ms: Math.round(median) }), median <= 400);
       };
       channel.onopen = function () {
         var n = 0;
@@ -111,12 +112,15 @@
       };
       pc.onconnectionstatechange = async function () {
         if (pc.connectionState === "connected") {
-          setCheck("check-connect", "Connection: connected in " + Math.round(performance.now() - started) + " ms — you see yourself through the server", true);
+          setCheck("check-connect", t("Connection: connected in %(ms)s ms — you see yourself through the server",
+                                       { ms: Math.round(performance.now() - started) }), true);
           var relay = await relayUsed(pc);
-          setCheck("check-turn", relay === null ? "Relay (TURN): unknown" : relay ? "Relay (TURN): needed — your network blocks direct connections, calls go through the relay" : "Relay (TURN): not needed", relay === null ? undefined : true);
+          setCheck("check-turn", relay === null ? t("Relay (TURN): unknown")
+                                : relay ? t("Relay (TURN): needed — your network blocks direct connections, calls go through the relay")
+                                : t("Relay (TURN): not needed"), relay === null ? undefined : true);
           runBtn.disabled = false;
         } else if (pc.connectionState === "failed") {
-          setCheck("check-connect", "Connection: failed — your network may block video calls; ask your coordinator about the TURN relay", false);
+          setCheck("check-connect", t("Connection: failed — your network may block video calls; ask your coordinator about the TURN relay"), false);
           runBtn.disabled = false;
         }
       };
@@ -128,10 +132,10 @@
         body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp })
       });
       var answer = await response.json();
-      if (!response.ok) throw new Error(answer.message || "The test server refused the connection.");
+      if (!response.ok) throw new Error(answer.message || t("The test server refused the connection."));
       await pc.setRemoteDescription(answer);
     } catch (e) {
-      setCheck("check-connect", "Connection: " + e.message, false);
+      setCheck("check-connect", t("Connection: %(error)s", { error: e.message }), false);
       runBtn.disabled = false;
     }
   }
@@ -139,5 +143,5 @@
   startBtn.addEventListener("click", startDevices);
   runBtn.addEventListener("click", runTest);
   if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) startDevices();
-  else deviceStatus.textContent = "This browser cannot use a camera. Use a recent Chrome, Edge or Firefox.";
+  else deviceStatus.textContent = t("This browser cannot use a camera. Use a recent Chrome, Edge or Firefox.");
 })();

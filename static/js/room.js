@@ -77,10 +77,8 @@
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     return "c" + Date.now().toString(36) + Math.random().toString(36).slice(2, 12);
   }
-  function fmtTime(iso) {
-    var d = new Date(iso);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
+  // The page's language, the viewer's zone (<html data-tz>), 24-hour: as the server writes times.
+  function fmtTime(iso) { return HZ.fmtTime(iso); }
   function showBanner(kind, text) {
     banner.hidden = false;
     banner.className = "conn-banner " + kind;
@@ -93,7 +91,7 @@
     if (!hasMessages && !empty) {
       var li = document.createElement("li");
       li.className = "empty-chat";
-      li.textContent = "No messages yet.";
+      li.textContent = t("No messages yet.");
       list.appendChild(li);
     } else if (hasMessages && empty) {
       empty.remove();
@@ -106,9 +104,9 @@
     var meta = document.createElement("div");
     meta.className = "meta";
     var who = document.createElement("span");
-    who.textContent = m.sender_id === me ? "You" : (m.sender_name || "");
+    who.textContent = m.sender_id === me ? t("You") : (m.sender_name || "");
     var when = document.createElement("span");
-    when.textContent = pending ? "sending…" : fmtTime(m.created_at);
+    when.textContent = pending ? t("sending…") : fmtTime(m.created_at);
     meta.appendChild(who);
     meta.appendChild(when);
     li.appendChild(meta);
@@ -202,7 +200,7 @@
 
   function setCaughtUp(value) {
     caughtUp = value;
-    if (value && announceCaughtUp) { announceCaughtUp = false; showBanner("up", "Connection restored. Messages are up to date."); }
+    if (value && announceCaughtUp) { announceCaughtUp = false; showBanner("up", t("Connection restored. Messages are up to date.")); }
   }
 
   // Fetch page after page after lastSeq until every message up to maxSeq (and whatever the server
@@ -291,8 +289,8 @@
     edge.hidden = seqs.length === 0;
     olderBtn.hidden = !hasOlder;
     olderBtn.disabled = loadingOlder;
-    olderBtn.textContent = loadingOlder ? "Loading earlier messages…" : "Load earlier messages";
-    if (!hasOlder) edgeNote.textContent = "This is the start of the conversation.";
+    olderBtn.textContent = loadingOlder ? t("Loading earlier messages…") : t("Load earlier messages");
+    if (!hasOlder) edgeNote.textContent = t("This is the start of the conversation.");
   }
 
   function fillViewport() {                    // a short page that cannot be scrolled: load more at once
@@ -309,7 +307,7 @@
       if (mine !== epoch) return;
       loadingOlder = false;
       if (err || !ack || !ack.ok) {
-        edgeNote.textContent = "Earlier messages could not be loaded; try again.";
+        edgeNote.textContent = t("Earlier messages could not be loaded; try again.");
         renderEdge();
         return;
       }
@@ -336,7 +334,7 @@
       });
       if (mine.length) {
         var el = mine[mine.length - 1].querySelector(".seen");
-        el.textContent = "Seen by " + (names[uid] || "the other doctor");
+        el.textContent = names[uid] ? t("Seen by %(name)s", { name: names[uid] }) : t("Seen by the other doctor");
       }
     });
   }
@@ -355,7 +353,7 @@
       names[p.user_id] = p.name;
       var li = document.createElement("li");
       li.className = "online";
-      li.textContent = p.user_id === me ? p.name + " (you)" : p.name;
+      li.textContent = p.user_id === me ? t("%(name)s (you)", { name: p.name }) : p.name;
       peopleEl.appendChild(li);
     });
   }
@@ -380,7 +378,7 @@
     if (el) el.querySelector(".meta span:last-child").textContent = text;
   }
   function copyText(text, button) {
-    function done() { button.textContent = "Copied"; }
+    function done() { button.textContent = t("Copied"); }
     function fallback() {  // no clipboard API (or refused): select it in a textarea and copy
       var ta = document.createElement("textarea");
       ta.value = text;
@@ -400,22 +398,22 @@
     var li = pendingBubble(item);
     li.classList.remove("pending");
     li.classList.add("failed");
-    setWhen(item, "NOT SENT");
+    setWhen(item, t("NOT SENT"));
     if (li.querySelector(".not-sent")) return;
     var note = document.createElement("div");
     note.className = "not-sent";
     var why = document.createElement("span");
     why.className = "reason";
-    why.textContent = "Not sent: " + item.failed;
+    why.textContent = t("Not sent: %(reason)s", { reason: item.failed });  // the server's reason, already translated
     var copy = document.createElement("button");
     copy.type = "button";
     copy.className = "linkish";
-    copy.textContent = "Copy text";
+    copy.textContent = t("Copy text");
     copy.addEventListener("click", function () { copyText(item.payload.body || (item.preview && item.preview.name) || "", copy); });
     var dismiss = document.createElement("button");
     dismiss.type = "button";
     dismiss.className = "linkish";
-    dismiss.textContent = "Dismiss";
+    dismiss.textContent = t("Dismiss");
     dismiss.addEventListener("click", function () {
       removeItem(item.payload.client_id);
       delete pendingEls[item.payload.client_id];
@@ -468,10 +466,10 @@
         // Not refused, only not stored yet (too fast, or the server failed): keep it at the head
         // of the outbox and try again, backing off; the client id makes a repeat harmless.
         item.tries = (item.tries || 0) + 1;
-        if (ack.error !== "rate_limited") setWhen(item, "retrying…");
+        if (ack.error !== "rate_limited") setWhen(item, t("retrying…"));
         retryLater(ack.error === "rate_limited" ? 1200 : Math.min(30000, 1000 * Math.pow(2, item.tries - 1)));
       } else {
-        item.failed = (ack && ack.message) || "The message could not be sent.";
+        item.failed = (ack && ack.message) || t("The message could not be sent.");
         saveOutbox();
         showFailed(item);
         if (errorEl) errorEl.textContent = item.failed;
@@ -500,9 +498,9 @@
   function join() {
     socket.timeout(15000).emit("join", { ref: ref, after_seq: lastSeq }, function (err, ack) {
       if (joined || !socket.connected) return;  // a late answer, or the connection went meanwhile
-      if (HuizhenLive.retryable(err, ack)) { live.later("Could not join the room", join); return; }
+      if (HuizhenLive.retryable(err, ack)) { live.later(t("Could not join the room"), join); return; }
       if (!ack.ok) {
-        showBanner("down", ack.message || "You cannot join this room.");
+        showBanner("down", ack.message || t("You cannot join this room."));
         return;
       }
       live.joined();
@@ -511,7 +509,7 @@
       Object.keys(ack.receipts).forEach(function (k) { receipts[k] = ack.receipts[k]; });
       presenceRev = ack.presence_rev || 0;
       renderPeople(ack.people);
-      if (everConnected) showBanner("sync", "Connection restored. Fetching missed messages…");
+      if (everConnected) showBanner("sync", t("Connection restored. Fetching missed messages…"));
       takeJoinBacklog(ack, everConnected);
       everConnected = true;
       flushOutbox();  // also when read-only: the server says for each whether it was stored
@@ -526,7 +524,7 @@
     retryTimer = null;
     clearTyping();  // nobody's presence or typing is known while we are cut off
     peopleEl.querySelectorAll("li").forEach(function (li) { li.classList.remove("online"); });
-    showBanner("down", "Connection lost — reconnecting. Messages you write will be sent when it is back.");
+    showBanner("down", t("Connection lost — reconnecting. Messages you write will be sent when it is back."));
   });
   socket.on("message", function (m) {
     if (m.sender_id !== me) clearTyping(m.sender_id);  // the message they were typing has arrived
@@ -560,7 +558,7 @@
   socket.on("typing", function (data) {
     typingUser = data.typing ? data.user_id : null;
     clearTimeout(typingTimers[data.user_id]);
-    typingEl.textContent = data.typing ? data.name + " is typing…" : "";
+    typingEl.textContent = data.typing ? t("%(name)s is typing…", { name: data.name }) : "";
     if (data.typing) typingTimers[data.user_id] = setTimeout(function () { typingEl.textContent = ""; }, 5000);
   });
 
@@ -589,7 +587,7 @@
     fileInput.addEventListener("change", function () {
       var file = fileInput.files[0];
       if (!file) return;
-      errorEl.textContent = "Uploading " + file.name + "…";
+      errorEl.textContent = t("Uploading %(name)s…", { name: file.name });
       var data = new FormData();
       data.append("file", file);
       data.append("csrf_token", root.dataset.csrf);
@@ -597,12 +595,12 @@
         .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
         .then(function (res) {
           fileInput.value = "";
-          if (!res.ok) { errorEl.textContent = res.body.message || "Upload refused."; return; }
+          if (!res.ok) { errorEl.textContent = res.body.message || t("Upload refused."); return; }
           errorEl.textContent = "";
           queue({ ref: ref, client_id: newClientId(), body: "", attachment_id: res.body.id },
                 { url: res.body.url, name: res.body.name, content_type: res.body.content_type });
         })
-        .catch(function () { errorEl.textContent = "Upload failed: check the connection and try again."; });
+        .catch(function () { errorEl.textContent = t("Upload failed: check the connection and try again."); });
     });
   }
   flushOutbox();  // what waits from before a reload is shown at once (sent after the join)

@@ -52,18 +52,27 @@
     return found;
   }
 
+  // What would be lost, in the page's language: each part one phrase with its numbers as
+  // parameters (singular and plural are separate msgids), the parts joined by one more msgid.
   function warning(found) {
     var lost = [];
     if (found.messages) {
-      lost.push(found.messages + (found.messages === 1 ? " chat message" : " chat messages") + " not sent yet" +
-                (found.rooms > 1 ? " (in " + found.rooms + " consults)" : ""));
+      if (found.rooms > 1) {
+        lost.push(t("%(n)s chat messages not sent yet (in %(rooms)s consults)", { n: found.messages, rooms: found.rooms }));
+      } else {
+        lost.push(found.messages === 1 ? t("1 chat message not sent yet")
+                                       : t("%(n)s chat messages not sent yet", { n: found.messages }));
+      }
     }
     if (found.notes) {
-      lost.push("case notes not saved yet in " + found.notes + (found.notes === 1 ? " consult" : " consults"));
+      lost.push(found.notes === 1 ? t("case notes not saved yet in 1 consult")
+                                  : t("case notes not saved yet in %(n)s consults", { n: found.notes }));
     }
-    return "You have " + lost.join(" and ") + ". They are kept only in this browser and will be " +
-      "deleted from it when you sign out, so nobody else using this computer can read them.\n\n" +
-      "Sign out anyway? (Cancel to stay and let them be sent, or copy them first.)";
+    // Translators: the two things not sent or saved yet (chat messages, case notes)
+    var what = lost.length > 1 ? t("%(first)s and %(second)s", { first: lost[0], second: lost[1] }) : lost[0];
+    return t("You have %(what)s. They are kept only in this browser and will be deleted from it when you " +
+             "sign out, so nobody else using this computer can read them.\n\nSign out anyway? (Cancel to " +
+             "stay and let them be sent, or copy them first.)", { what: what });
   }
 
   if (form) {

@@ -49,7 +49,7 @@ def _signed_in(browser, base: str, email: str, problems: list[str], who: str):
     page.goto(f"{base}/login")
     page.fill("#email", email)
     page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")  # not the header's language switch
     page.wait_for_url(lambda url: "/login" not in url)
     return context, page
 

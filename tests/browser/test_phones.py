@@ -73,7 +73,7 @@ def sign_in(page: Page, base: str, email: str) -> None:
     page.goto(f"{base}/login")
     page.fill("#email", email)
     page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")  # not the header's language switch
     page.wait_for_url(lambda url: "/login" not in url)
 
 

@@ -18,7 +18,7 @@ def test_bell_counts_unread_on_every_page_and_list_links_to_the_consult(app, mak
     page = client.get("/").get_data(as_text=True)
     assert re.search(r'id="notify-count"[^>]*>1<', page)
     listing = client.get("/notifications").get_data(as_text=True)
-    assert f'href="/consults/{consult.ref}"' in listing and "request in cardiology offered to you" in listing
+    assert f'href="/consults/{consult.ref}"' in listing and "request in Cardiology offered to you" in listing
 
 
 def test_the_waiting_notification_links_straight_to_the_room(app, make):

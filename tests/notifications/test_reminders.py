@@ -124,7 +124,7 @@ def test_overdue_fires_once_at_its_target_to_coordinators_and_requester_and_flag
     assert note.params["target"] == "4 hours"
     assert note.params["widened"] == "all eligible specialists were already offered it"
     assert texts.title(note.kind, note.params) == (
-        "Request not accepted within its target of 4 hours (urgent, cardiology)")
+        "Request not accepted within its target of 4 hours (Urgent, Cardiology)")
     assert scan_due(other.submitted_at + timedelta(days=2)) == {"request.overdue": 1}
 
 
@@ -226,7 +226,7 @@ def test_the_request_form_and_consult_page_show_the_expected_response_time(app, 
             "4 hours and a routine one within 2 days.") in form
     draft = make.draft(rural, urgency=Urgency.URGENT)
     page = post_form(client, f"/consults/{draft.ref}/submit", follow_redirects=True).get_data(as_text=True)
-    assert "A cardiologist usually answers an urgent request within 4 hours." in page
+    assert "A specialist in Cardiology usually answers an urgent request within 4 hours." in page
     assert re.search(r"\d+ h( \d+ min)? left", page)
     assert 'id="emergency-instruction"' not in page  # urgent, not an emergency
 
@@ -241,7 +241,7 @@ def test_an_emergency_request_tells_the_requester_what_to_do_at_once(app, make, 
     page = post_form(client, f"/consults/{draft.ref}/submit", follow_redirects=True).get_data(as_text=True)
     assert re.search(r'id="emergency-instruction"[^>]*><strong>Call 120 now or transfer to Longxi County Hospital.<',
                      page)
-    assert "A cardiologist usually answers an emergency request within 15 minutes." in page
+    assert "A specialist in Cardiology usually answers an emergency request within 15 minutes." in page
 
 
 def test_dashboards_show_time_left_then_overdue_flagged_in_the_coordinators_queue(app, make):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from wtforms import DateField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
@@ -11,26 +13,30 @@ from ..models import FacilityLevel
 
 
 class FacilityForm(AppForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=160)])
-    level = SelectField("Level", choices=[(lv.value, lv.label) for lv in FacilityLevel])
-    region = StringField("Region", validators=[DataRequired(), Length(max=120)])
+    name = StringField(_l("Name"), validators=[DataRequired(), Length(max=160)])
+    level = SelectField(_l("Level"), choices=[lv.value for lv in FacilityLevel])
+    region = StringField(_l("Region"), validators=[DataRequired(), Length(max=120)])
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.level.choices = [(lv.value, lv.label) for lv in FacilityLevel]  # in this request's language
 
 
 class PartnershipForm(AppForm):
-    facility_id = SelectField("Facility", coerce=int)
-    partner_id = SelectField("Partner hospital", coerce=int)
+    facility_id = SelectField(_l("Facility"), coerce=int)
+    partner_id = SelectField(_l("Partner hospital"), coerce=int)
 
 
 class AssignForm(AppForm):
-    specialist_id = SelectField("Specialist", coerce=int)
+    specialist_id = SelectField(_l("Specialist"), coerce=int)
 
 
 class RejectForm(AppForm):
-    note = TextAreaField("Reason", validators=[DataRequired("Give a reason."), Length(max=500)])
+    note = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
 
 
 class SuspendForm(AppForm):
-    reason = TextAreaField("Reason", validators=[DataRequired("Give a reason."), Length(max=500)])
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
 
 
 class AuditFilterForm(AppForm):
@@ -39,15 +45,15 @@ class AuditFilterForm(AppForm):
     class Meta:
         csrf = False
 
-    date_from = DateField("From", validators=[Optional()])
-    date_to = DateField("To", validators=[Optional()])
-    user = SelectField("User", choices=[("", "Anyone")], default="")
-    consult = StringField("Consult reference", validators=[Optional(), Length(max=64)])
-    action = SelectField("Action", choices=[("", "Any action")], default="")
+    date_from = DateField(_l("From"), validators=[Optional()])
+    date_to = DateField(_l("To"), validators=[Optional()])
+    user = SelectField(_l("User"), choices=[("", _l("Anyone"))], default="")
+    consult = StringField(_l("Consult reference"), validators=[Optional(), Length(max=64)])
+    action = SelectField(_l("Action"), choices=[("", _l("Any action"))], default="")
 
     def validate_date_to(self, field) -> None:
         if field.data and self.date_from.data and field.data < self.date_from.data:
-            raise ValidationError("The end date is before the start date.")
+            raise ValidationError(_("The end date is before the start date."))
 
     def to_filter(self) -> AuditFilter:
         return AuditFilter(

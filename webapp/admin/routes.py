@@ -13,6 +13,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import gettext as _
 
 from ..audit import log as auditlog
 from ..auth import services as accounts
@@ -30,7 +31,7 @@ coordinator_only = role_required(Role.COORDINATOR)
 
 
 def _first_error(form) -> str:
-    return next((e for errs in form.errors.values() for e in errs), "Check the form.")
+    return next((e for errs in form.errors.values() for e in errs), _("Check the form."))
 
 
 @bp.get("/registrations")
@@ -38,14 +39,14 @@ def _first_error(form) -> str:
 def registrations():
     return render_template("admin/registrations.html", pending=accounts.pending_registrations(),
                            users=services.list_users(), empty_form=EmptyForm(), reject_form=RejectForm(),
-                           suspend_form=SuspendForm())
+                           suspend_form=SuspendForm(), status_label=accounts.status_label)
 
 
 @bp.post("/registrations/<int:user_id>/approve")
 @coordinator_only
 def approve(user_id: int):
     user = accounts.approve(me(), user_id)
-    flash(f"{user.full_name} can now sign in.", "success")
+    flash(_("%(name)s can now sign in.", name=user.full_name), "success")
     return redirect(url_for(".registrations"))
 
 
@@ -56,7 +57,7 @@ def reject(user_id: int):
     if not form.validate():
         raise ValidationFailed(_first_error(form), fields={"note": "required"})
     user = accounts.reject(me(), user_id, form.note.data)
-    flash(f"The registration of {user.full_name} was rejected.", "info")
+    flash(_("The registration of %(name)s was rejected.", name=user.full_name), "info")
     return redirect(url_for(".registrations"))
 
 
@@ -67,7 +68,7 @@ def suspend(user_id: int):
     if not form.validate():
         raise ValidationFailed(_first_error(form), fields={"reason": "required"})
     user = accounts.suspend(me(), user_id, form.reason.data)
-    flash(f"{user.full_name} is suspended and was signed out everywhere.", "success")
+    flash(_("%(name)s is suspended and was signed out everywhere.", name=user.full_name), "success")
     return redirect(url_for(".registrations"))
 
 
@@ -75,7 +76,7 @@ def suspend(user_id: int):
 @coordinator_only
 def reinstate(user_id: int):
     user = accounts.reinstate(me(), user_id)
-    flash(f"{user.full_name} can sign in again.", "success")
+    flash(_("%(name)s can sign in again.", name=user.full_name), "success")
     return redirect(url_for(".registrations"))
 
 
@@ -88,7 +89,7 @@ def reset_link(user_id: int):
 
 
 def _facility_choices() -> list[tuple[int, str]]:
-    return [(f.id, f"{f.name} ({f.level.label})") for f in services.list_facilities()]
+    return [(f.id, _("%(name)s (%(level)s)", name=f.name, level=f.level.label)) for f in services.list_facilities()]
 
 
 @bp.route("/facilities", methods=["GET", "POST"])
@@ -102,7 +103,7 @@ def facilities():
         if not form.validate_on_submit():
             raise ValidationFailed(_first_error(form))
         services.save_facility(me(), form.name.data, FacilityLevel(form.level.data), form.region.data)
-        flash("Facility added.", "success")
+        flash(_("Facility added."), "success")
         return redirect(url_for(".facilities"))
     return render_template("admin/facilities.html", form=form, pair_form=pair_form,
                            facilities=services.list_facilities(),
@@ -121,7 +122,7 @@ def edit_facility(facility_id: int):
     if form.validate_on_submit():
         services.save_facility(me(), form.name.data, FacilityLevel(form.level.data), form.region.data,
                                facility_id=facility_id)
-        flash("Facility saved.", "success")
+        flash(_("Facility saved."), "success")
         return redirect(url_for(".facilities"))
     return render_template("admin/facility_edit.html", form=form, facility=facility)
 
@@ -134,7 +135,7 @@ def add_partnership():
     if not form.validate():
         raise ValidationFailed(_first_error(form))
     services.add_partnership(me(), form.facility_id.data, form.partner_id.data)
-    flash("Partnership added: routing now prefers the partner's specialists.", "success")
+    flash(_("Partnership added: routing now prefers the partner's specialists."), "success")
     return redirect(url_for(".facilities"))
 
 
@@ -142,7 +143,7 @@ def add_partnership():
 @coordinator_only
 def remove_partnership(partnership_id: int):
     services.remove_partnership(me(), partnership_id)
-    flash("Partnership removed.", "info")
+    flash(_("Partnership removed."), "info")
     return redirect(url_for(".facilities"))
 
 
@@ -161,15 +162,15 @@ def assign(ref: str):
     if not form.validate():
         raise ValidationFailed("Choose an approved specialist.", fields={"specialist_id": "invalid"})
     consults.assign(me(), ref, form.specialist_id.data)
-    flash("Consult assigned.", "success")
+    flash(_("Consult assigned."), "success")
     return redirect(url_for("consults.view", ref=ref))
 
 
 def _audit_filter_form() -> AuditFilterForm:
     form = AuditFilterForm(request.args)
-    form.user.choices = [("", "Anyone")] + [(str(u.id), f"{u.full_name} ({u.email})")
-                                            for u in auditlog.known_users()]
-    form.action.choices = [("", "Any action")] + auditlog.known_actions()
+    form.user.choices = [("", _("Anyone"))] + [(str(u.id), f"{u.full_name} ({u.email})")
+                                               for u in auditlog.known_users()]
+    form.action.choices = [("", _("Any action"))] + auditlog.known_actions()
     return form
 
 

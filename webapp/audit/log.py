@@ -15,6 +15,7 @@ from sqlalchemy.orm import selectinload
 
 from ..errors import Forbidden
 from ..extensions import db
+from ..i18n import N_, translate
 from ..models import AuditEvent, Consult, Facility, Role, User
 from ..timefmt import local, zone
 from .labels import action_label
@@ -112,6 +113,23 @@ def known_users() -> list[User]:
 
 
 USER_KEYS = {"offered_to", "specialist_id"}  # detail keys that hold user ids
+# The detail keys the application writes, as words (translated where shown); others read as their words.
+DETAIL_LABELS = {
+    "reason": N_("reason"), "starts_at": N_("starts at"), "sent": N_("sent"), "partner": N_("partner"),
+    "first_day": N_("first day"), "last_day": N_("last day"), "facility": N_("facility"), "email": N_("email"),
+    "windows": N_("windows"), "type": N_("type"), "to": N_("to"), "from": N_("from"), "status": N_("status"),
+    "start_minute": N_("start minute"), "end_minute": N_("end minute"), "specialist_id": N_("specialist"),
+    "rows": N_("rows"), "role": N_("role"), "refer_up": N_("refer up"), "offered_to": N_("offered to"),
+    "note": N_("note"), "name": N_("name"), "mode": N_("mode"), "kind": N_("kind"), "filter": N_("filter"),
+    "day": N_("day"), "bytes": N_("bytes"), "action": N_("action"),
+}
+
+
+def detail_label(key: str) -> str:
+    """A detail key as words in the current language: "starts_at" reads "starts at"."""
+    if key in DETAIL_LABELS:
+        return translate(DETAIL_LABELS[key])
+    return key.replace("_", " ").removesuffix(" id")
 
 
 class Names:
@@ -131,7 +149,8 @@ class Names:
         if key not in self._cache:
             row = db.session.get(model, key[1]) if -2**31 <= key[1] < 2**31 else None
             name = (row.full_name if kind == "user" else row.name) if row is not None else None
-            self._cache[key] = name or f"{kind} #{key[1]} (no longer exists)"
+            self._cache[key] = name or translate(N_("%(kind)s #%(id)s (no longer exists)"),
+                                                 {"kind": kind, "id": key[1]})
         return self._cache[key]
 
     def target(self, target: str | None) -> str:
@@ -148,11 +167,11 @@ def _text(value: Any, names: Names | None = None, key: str = "") -> str:
     if value is None:
         return "—"
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return translate(N_("yes")) if value else translate(N_("no"))
     if names is not None and key in USER_KEYS and isinstance(value, int):
         return names.of("user", value)
     if isinstance(value, list | tuple):
-        return ", ".join(_text(v, names, key) for v in value) or "none"
+        return ", ".join(_text(v, names, key) for v in value) or translate(N_("none"))
     if isinstance(value, dict):
         return "; ".join(f"{k}: {_text(v, names, k)}" for k, v in value.items())
     return str(value)
@@ -163,9 +182,8 @@ def detail_items(detail: dict[str, Any] | None, names: Names | None = None) -> l
     if not detail:
         return []
     if not isinstance(detail, dict):  # stored JSON is always an object; show anything else whole
-        return [("detail", json.dumps(detail, ensure_ascii=False))]
-    return [(str(key).replace("_", " ").removesuffix(" id"), _text(value, names, str(key)))
-            for key, value in detail.items()]
+        return [(translate(N_("detail")), json.dumps(detail, ensure_ascii=False))]
+    return [(detail_label(str(key)), _text(value, names, str(key))) for key, value in detail.items()]
 
 
 def detail_text(detail: dict[str, Any] | None, names: Names | None = None) -> str:
@@ -189,8 +207,10 @@ def safe_cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-CSV_COLUMNS = ["Time (UTC)", "Time ({zone})", "User", "User email", "Role", "Action", "Action code",
-               "Consult", "Consult reference", "Target", "Address", "Details"]
+# The export's header row, translated when the file is written ("Time (%(zone)s)": the coordinator's zone).
+CSV_COLUMNS = [N_("Time (UTC)"), N_("Time (%(zone)s)"), N_("User"), N_("User email"), N_("Role"), N_("Action"),
+               N_("Action code"), N_("Consult"), N_("Consult reference"), N_("Target"), N_("Address"),
+               N_("Details")]
 
 
 def _csv_line(values: list[Any]) -> str:
@@ -210,18 +230,20 @@ def export_csv(coordinator: User, flt: AuditFilter) -> tuple[int, Iterator[str]]
     upto = entry.id  # the rows as counted: not this entry, nor any written while the file streams
 
     def lines() -> Iterator[str]:
-        yield "\ufeff" + _csv_line([c.format(zone=tz_name or "UTC") for c in CSV_COLUMNS])  # BOM: Excel reads UTF-8
+        header = [translate(c, {"zone": tz_name or "UTC"} if "%(zone)s" in c else None) for c in CSV_COLUMNS]
+        yield "\ufeff" + _csv_line(header)  # BOM: Excel reads UTF-8
         rows = db.session.scalars(
             query.where(AuditEvent.id < upto)
             .options(selectinload(AuditEvent.actor), selectinload(AuditEvent.consult))
             .order_by(AuditEvent.id).execution_options(yield_per=500))
         names = Names()
+        untitled = translate(N_("Untitled draft"))
         for e in rows:
             yield _csv_line([
                 local(e.at, "UTC").strftime("%Y-%m-%d %H:%M:%S"), when(e, tz_name),
                 e.actor.full_name if e.actor else "", e.actor_email or "",
                 e.actor.role.label if e.actor else "", action_label(e.action), e.action,
-                (e.consult.chief_complaint or "Untitled draft") if e.consult else "",
+                (e.consult.chief_complaint or untitled) if e.consult else "",
                 e.consult.ref if e.consult else "", names.target(e.target), e.ip or "", detail_text(e.detail, names),
             ])
 

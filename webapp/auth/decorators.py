@@ -9,7 +9,23 @@ from typing import Any
 from flask_login import current_user, login_required
 
 from ..errors import Forbidden
+from ..i18n import N_, translate
 from ..models import Role
+
+ROLE_PLURALS = {Role.RURAL_DOCTOR: N_("rural doctors"), Role.SPECIALIST: N_("specialists"),
+                Role.COORDINATOR: N_("coordinators")}
+
+
+def roles_text(roles: tuple[Role, ...]) -> str:
+    """'rural doctors and specialists' in the current language."""
+    names = [translate(ROLE_PLURALS[r]) for r in roles]
+    if not names:
+        return ""
+    text = names[0]
+    for i, name in enumerate(names[1:], start=2):
+        template = N_("%(first)s and %(last)s") if i == len(names) else N_("%(first)s, %(next)s")
+        text = translate(template, {"first": text, "last": name} if i == len(names) else {"first": text, "next": name})
+    return text
 
 
 def role_required(*roles: Role, check_first: Callable[..., Any] | None = None) -> Callable:
@@ -27,7 +43,7 @@ def role_required(*roles: Role, check_first: Callable[..., Any] | None = None) -
             if current_user.role not in roles:
                 if check_first is not None:
                     check_first(**kwargs)
-                raise Forbidden("This page is for " + " and ".join(r.label.lower() + "s" for r in roles) + ".")
+                raise Forbidden("This page is for %(roles)s.", roles=roles_text(roles))
             return view(*args, **kwargs)
 
         return wrapped

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from zoneinfo import available_timezones
 
+from flask_babel import lazy_gettext as _l
 from wtforms import (
     BooleanField,
     EmailField,
@@ -17,9 +18,10 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from ..forms import AppForm
-from ..models import LANGUAGES, SPECIALTIES, Role
+from ..models import LANGUAGES, Role, specialty_choices
 
-PASSWORD_HELP = "At least 10 characters."
+PASSWORD_HELP = _l("At least 10 characters.")
+PASSWORDS_DIFFER = _l("The passwords differ.")
 
 
 @lru_cache
@@ -37,48 +39,48 @@ class MultiCheckboxField(SelectMultipleField):
 
 
 class LoginForm(AppForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
-    remember = BooleanField("Keep me signed in on this device")
+    email = EmailField(_l("Email"), validators=[DataRequired(), Length(max=254)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
+    remember = BooleanField(_l("Keep me signed in on this device"))
 
 
 class RegistrationForm(AppForm):
-    full_name = StringField("Full name", validators=[DataRequired(), Length(max=120)])
-    email = EmailField("Work email",
+    full_name = StringField(_l("Full name"), validators=[DataRequired(), Length(max=120)])
+    email = EmailField(_l("Work email"),
                        validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=10, max=200)],
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(min=10, max=200)],
                              description=PASSWORD_HELP)
-    confirm = PasswordField("Repeat password",
-                            validators=[DataRequired(), EqualTo("password", "The passwords differ.")])
-    role = SelectField("I am a", choices=[(Role.RURAL_DOCTOR.value, "Rural doctor (I request consults)"),
-                                          (Role.SPECIALIST.value, "Specialist (I answer consults)")])
-    facility_id = SelectField("Facility", coerce=int, validators=[DataRequired("Choose your facility.")])
-    specialty = SelectField("Specialty (specialists)", choices=[("", "—")] + list(SPECIALTIES.items()),
-                            validators=[Optional()])
-    languages = MultiCheckboxField("Consultation languages", choices=list(LANGUAGES.items()),
-                                   default=["zh-CN"], validators=[DataRequired("Choose at least one language.")])
-    licence_number = StringField("Medical licence number", validators=[DataRequired(), Length(max=40)])
-    timezone = SelectField("Time zone", default="Asia/Shanghai")
+    confirm = PasswordField(_l("Repeat password"),
+                            validators=[DataRequired(), EqualTo("password", PASSWORDS_DIFFER)])
+    role = SelectField(_l("I am a"), choices=[(Role.RURAL_DOCTOR.value, _l("Rural doctor (I request consults)")),
+                                              (Role.SPECIALIST.value, _l("Specialist (I answer consults)"))])
+    facility_id = SelectField(_l("Facility"), coerce=int, validators=[DataRequired(_l("Choose your facility."))])
+    specialty = SelectField(_l("Specialty (specialists)"), validators=[Optional()])
+    languages = MultiCheckboxField(_l("Consultation languages"), choices=list(LANGUAGES.items()),
+                                   default=["zh-CN"], validators=[DataRequired(_l("Choose at least one language."))])
+    licence_number = StringField(_l("Medical licence number"), validators=[DataRequired(), Length(max=40)])
+    timezone = SelectField(_l("Time zone"), default="Asia/Shanghai")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.timezone.choices = timezone_choices()
+        self.specialty.choices = [("", _l("—"))] + specialty_choices()  # in this request's language
 
 
 class PasswordChangeForm(AppForm):
-    current_password = PasswordField("Current password", validators=[DataRequired()])
-    new_password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)],
+    current_password = PasswordField(_l("Current password"), validators=[DataRequired()])
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(), Length(min=10, max=200)],
                                  description=PASSWORD_HELP)
-    confirm = PasswordField("Repeat new password",
-                            validators=[DataRequired(), EqualTo("new_password", "The passwords differ.")])
+    confirm = PasswordField(_l("Repeat new password"),
+                            validators=[DataRequired(), EqualTo("new_password", PASSWORDS_DIFFER)])
 
 
 class ForgotPasswordForm(AppForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    email = EmailField(_l("Email"), validators=[DataRequired(), Length(max=254)])
 
 
 class ResetPasswordForm(AppForm):
-    new_password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)],
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(), Length(min=10, max=200)],
                                  description=PASSWORD_HELP)
-    confirm = PasswordField("Repeat new password",
-                            validators=[DataRequired(), EqualTo("new_password", "The passwords differ.")])
+    confirm = PasswordField(_l("Repeat new password"),
+                            validators=[DataRequired(), EqualTo("new_password", PASSWORDS_DIFFER)])

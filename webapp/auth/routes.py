@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
 from ..errors import DomainError
 from ..extensions import db, limiter
+from ..i18n import current_locale
 from ..models import Facility, Role
 from ..validation import safe_local_path
 from . import services
@@ -55,14 +57,15 @@ def logout():
     services.end_sessions(current_user._get_current_object(), "logout")
     logout_user()
     session.clear()
-    flash("You have signed out.", "info")
+    flash(_("You have signed out."), "info")
     return redirect(url_for("auth.login"))
 
 
 def _facility_choices() -> list[tuple[int, str]]:
     facilities = db.session.scalars(select(Facility).order_by(Facility.region, Facility.name))
-    return [(0, "Choose your facility…")] + [
-        (f.id, f"{f.name} — {f.level.label}, {f.region}") for f in facilities
+    return [(0, _("Choose your facility…"))] + [
+        (f.id, _("%(name)s — %(level)s, %(region)s", name=f.name, level=f.level.label, region=f.region))
+        for f in facilities
     ]
 
 
@@ -81,6 +84,7 @@ def register():
                 role=Role(form.role.data), facility_id=form.facility_id.data,
                 licence_number=form.licence_number.data, timezone=form.timezone.data,
                 languages=tuple(form.languages.data), specialty=form.specialty.data or None,
+                locale=current_locale(),  # mail and notifications go out in the language registered in
             ))
         except DomainError as exc:
             db.session.rollback()
@@ -111,15 +115,11 @@ def change_password():
         else:
             session.clear()
             login_user(user)  # this device stays signed in (a new session); every other one has ended
-            flash("Your password was changed. Other devices have been signed out.", "success")
+            flash(_("Your password was changed. Other devices have been signed out."), "success")
             return redirect(url_for("dashboard.index"))
     elif request.method == "POST":
         status = 422
     return render_template("auth/password.html", form=form), status
-
-
-FORGOT_SENT = ("If an approved account uses this address, we have sent it a link to reset the password. "
-               "The link works once, for {minutes} minutes.")
 
 
 @bp.route("/password/forgot", methods=["GET", "POST"])
@@ -130,7 +130,9 @@ def forgot_password():
     status = 200
     if form.validate_on_submit():
         services.request_password_reset(form.email.data)  # says nothing about the account
-        flash(FORGOT_SENT.format(minutes=current_app.config["PASSWORD_RESET_MINUTES"]), "info")
+        flash(_("If an approved account uses this address, we have sent it a link to reset the password. "
+                "The link works once, for %(minutes)s minutes.",
+                minutes=current_app.config["PASSWORD_RESET_MINUTES"]), "info")
         return redirect(url_for("auth.login"))
     if request.method == "POST":
         status = 422
@@ -155,7 +157,7 @@ def reset_password(token: str):
             if current_user.is_authenticated:
                 logout_user()
             session.clear()
-            flash("Your password was changed and every device was signed out. Sign in with the new password.",
+            flash(_("Your password was changed and every device was signed out. Sign in with the new password."),
                   "success")
             return redirect(url_for("auth.login"))
     elif request.method == "POST":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from zoneinfo import available_timezones
 
@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from ..audit.services import record
 from ..errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
+from ..i18n import N_, current_locale, speaking, translate, user_locale
 from ..mail import external_url, send_mail_later
 from ..models import SPECIALTIES, AccountStatus, Facility, PasswordReset, Role, User, utcnow
 from ..models.user import LANGUAGES
@@ -33,6 +34,31 @@ class LoginFailed(DomainError):
 class AccountNotActive(DomainError):
     status = 403
     code = "account_not_active"
+
+
+# An account's status as a word in a sentence ("this one is pending") and as a badge ("Pending").
+STATUS_WORDS = {
+    AccountStatus.PENDING: N_("pending"),
+    AccountStatus.APPROVED: N_("approved"),
+    AccountStatus.REJECTED: N_("rejected"),
+    AccountStatus.SUSPENDED: N_("suspended"),
+}
+STATUS_LABELS = {
+    AccountStatus.PENDING: N_("Pending"),
+    AccountStatus.APPROVED: N_("Approved"),
+    AccountStatus.REJECTED: N_("Rejected"),
+    AccountStatus.SUSPENDED: N_("Suspended"),
+}
+
+
+def status_word(status: AccountStatus) -> str:
+    """The status in the current language, as it reads inside a sentence."""
+    return translate(STATUS_WORDS[status])
+
+
+def status_label(status: AccountStatus) -> str:
+    """The status in the current language, as a badge or column value."""
+    return translate(STATUS_LABELS[status])
 
 
 def hasher() -> PasswordHasher:
@@ -53,10 +79,8 @@ def hash_password(password: str) -> str:
 
 def _check_password_strength(password: str, email: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.",
-            fields={"password": "too short"},
-        )
+        raise ValidationFailed("Passwords need at least %(count)s characters.",
+                               fields={"password": "too short"}, count=MIN_PASSWORD_LENGTH)
     if password.lower() == email.lower():
         raise ValidationFailed("The password cannot be your email address.",
                                fields={"password": "same as email"})
@@ -75,6 +99,7 @@ class Registration:
     timezone: str
     languages: tuple[str, ...] = ("zh-CN",)
     specialty: str | None = None
+    locale: str | None = None  # the language the clinician registered in (mail, notifications)
 
 
 def _validate_profile(reg: Registration) -> Facility:
@@ -120,6 +145,7 @@ def create_user(reg: Registration, *, status: AccountStatus = AccountStatus.PEND
         languages=",".join(reg.languages),
         licence_number=reg.licence_number.strip(),
         timezone=reg.timezone,
+        locale=reg.locale,
     )
     db.session.add(user)
     db.session.flush()
@@ -142,11 +168,14 @@ def register(reg: Registration) -> User | None:
         hash_password(reg.password)  # the same work as a real registration: no timing oracle
         record("account.registration_for_taken_email", target=f"user:{owner.id}")
         db.session.commit()
-        send_mail_later(owner.email, "Someone tried to register with your email address",
-                  render_template("mail/registration_taken.txt", user=owner,
-                                  login_url=external_url("auth.login"),
-                                  forgot_url=external_url("auth.forgot_password")))
+        with speaking(user_locale(owner)):  # in the owner's language, not the visitor's
+            send_mail_later(owner.email, translate(N_("Someone tried to register with your email address")),
+                            render_template("mail/registration_taken.txt", user=owner,
+                                            login_url=external_url("auth.login"),
+                                            forgot_url=external_url("auth.forgot_password")))
         return None
+    if reg.locale is None:
+        reg = replace(reg, locale=current_locale())
     user = create_user(reg)
     record("account.registered", actor=user, target=f"user:{user.id}",
            detail={"role": user.role.value})
@@ -154,15 +183,16 @@ def register(reg: Registration) -> User | None:
 
     notify(coordinators(), "account.registered", {"name": user.full_name, "role": user.role.value})
     db.session.commit()
-    send_mail_later(user.email, "Your Huizhen registration was received",
-              render_template("mail/registration_received.txt", user=user))
+    with speaking(user_locale(user)):
+        send_mail_later(user.email, translate(N_("Your Huizhen registration was received")),
+                        render_template("mail/registration_received.txt", user=user))
     return user
 
 
 def authenticate(email: str, password: str) -> User:
     """Check credentials; the same error whether the account exists or not."""
     user = find_by_email(email or "")
-    failed = LoginFailed("The email or password is incorrect.")
+    failed = LoginFailed(N_("The email or password is incorrect."))
     if user is None:
         with contextlib.suppress(VerificationError):  # same time as a real check: no account oracle
             hasher().verify(_dummy_hash(), password or "x")
@@ -177,9 +207,9 @@ def authenticate(email: str, password: str) -> User:
         raise failed from None
     if user.status != AccountStatus.APPROVED:
         messages = {
-            AccountStatus.PENDING: "Your registration is waiting for a coordinator's approval.",
-            AccountStatus.REJECTED: "Your registration was not approved. Contact your coordinator.",
-            AccountStatus.SUSPENDED: "Your account is suspended. Contact your coordinator.",
+            AccountStatus.PENDING: N_("Your registration is waiting for a coordinator's approval."),
+            AccountStatus.REJECTED: N_("Your registration was not approved. Contact your coordinator."),
+            AccountStatus.SUSPENDED: N_("Your account is suspended. Contact your coordinator."),
         }
         record("auth.login_blocked", actor=user, target=f"user:{user.id}", detail={"status": user.status.value})
         db.session.commit()
@@ -234,7 +264,7 @@ def _reviewable(user_id: int, reviewer: User) -> User:
     if user is None:
         raise NotFound("No such registration.")
     if user.status != AccountStatus.PENDING:
-        raise Conflict(f"This registration was already {user.status.value}.")
+        raise Conflict("This registration was already %(status)s.", status=status_word(user.status))
     return user
 
 
@@ -298,7 +328,8 @@ def suspend(coordinator: User, user_id: int, reason: str) -> User:
         raise ValidationFailed("Give a reason for the suspension.", fields={"reason": "required"})
     user = _managed_account(coordinator, user_id)
     if user.status != AccountStatus.APPROVED:
-        raise Conflict(f"Only approved accounts can be suspended; this one is {user.status.value}.")
+        raise Conflict("Only approved accounts can be suspended; this one is %(status)s.",
+                       status=status_word(user.status))
     user.status = AccountStatus.SUSPENDED
     user.review_note = reason[:500]
     user.reviewed_at, user.reviewed_by_id = utcnow(), coordinator.id
@@ -313,7 +344,8 @@ def reinstate(coordinator: User, user_id: int) -> User:
     """A coordinator lifts a suspension; the clinician signs in again."""
     user = _managed_account(coordinator, user_id)
     if user.status != AccountStatus.SUSPENDED:
-        raise Conflict(f"Only suspended accounts can be reinstated; this one is {user.status.value}.")
+        raise Conflict("Only suspended accounts can be reinstated; this one is %(status)s.",
+                       status=status_word(user.status))
     user.status = AccountStatus.APPROVED
     user.reviewed_at, user.reviewed_by_id = utcnow(), coordinator.id
     record("account.reinstated", actor=coordinator, target=f"user:{user.id}")
@@ -350,16 +382,18 @@ def request_password_reset(email: str) -> None:
     record("auth.password_reset_requested", actor=user, target=f"user:{user.id}", detail={"sent": True})
     db.session.commit()
     link = external_url("auth.reset_password", token=token)
-    send_mail_later(user.email, "Reset your Huizhen password",
-              render_template("mail/password_reset.txt", user=user, link=link,
-                              minutes=current_app.config["PASSWORD_RESET_MINUTES"]))
+    with speaking(user_locale(user)):  # in the account's language
+        send_mail_later(user.email, translate(N_("Reset your Huizhen password")),
+                        render_template("mail/password_reset.txt", user=user, link=link,
+                                        minutes=current_app.config["PASSWORD_RESET_MINUTES"]))
 
 
 def issue_reset_link(coordinator: User, user_id: int) -> tuple[User, str]:
     """A coordinator makes a reset link to hand to a clinician (where email is not set up)."""
     user = _managed_account(coordinator, user_id)
     if user.status != AccountStatus.APPROVED:
-        raise Conflict(f"Only approved accounts get reset links; this one is {user.status.value}.")
+        raise Conflict("Only approved accounts get reset links; this one is %(status)s.",
+                       status=status_word(user.status))
     token = _new_reset(user, issued_by=coordinator)
     record("account.reset_link_issued", actor=coordinator, target=f"user:{user.id}")
     db.session.commit()
@@ -367,7 +401,7 @@ def issue_reset_link(coordinator: User, user_id: int) -> tuple[User, str]:
 
 
 def _valid_reset(token: str) -> PasswordReset:
-    invalid = ResetLinkInvalid("This reset link is invalid, already used or expired. Ask for a new one.")
+    invalid = ResetLinkInvalid(N_("This reset link is invalid, already used or expired. Ask for a new one."))
     if not isinstance(token, str) or not token or len(token) > 200:
         raise invalid
     reset = db.session.scalar(select(PasswordReset).where(PasswordReset.token_hash == sessions.hash_key(token)))
@@ -395,7 +429,7 @@ def reset_password(token: str, new: str) -> User:
         PasswordReset.id == reset.id, PasswordReset.used_at.is_(None)).values(used_at=now))
     if claimed.rowcount != 1:  # another request used it meanwhile
         db.session.rollback()
-        raise ResetLinkInvalid("This reset link is invalid, already used or expired. Ask for a new one.")
+        raise ResetLinkInvalid(N_("This reset link is invalid, already used or expired. Ask for a new one."))
     db.session.execute(update(PasswordReset).where(  # every other outstanding link of the user dies too
         PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None)).values(used_at=now))
     user.password_hash = hash_password(new)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from ..auth import services as accounts
 from ..consults import services as consults
+from ..i18n import N_
 from ..models import Consult, ConsultStatus, Urgency, User, utcnow
 
 SOON = timedelta(hours=24)  # a booked call this close is on the "needs your action" list
@@ -18,7 +19,7 @@ class Row:
     """One consult on a dashboard: what the viewer must do about it (or None) and when it last changed."""
 
     consult: Consult
-    action: str | None = None
+    action: str | None = None  # a msgid (N_), translated where it is shown
     priority: int = 99  # among the rows that need action: lower first
     endpoint: str = "consults.view"  # where the case's title leads
 
@@ -57,11 +58,11 @@ def rural_rows(requester: User, now: datetime | None = None) -> list[Row]:
     for c in consults.requests_of(requester):
         rec = c.recommendation
         if c.status == ConsultStatus.COMPLETED and rec is not None and rec.is_signed and rec.acknowledged_at is None:
-            rows.append(Row(c, "Read and acknowledge the answer", 0))
+            rows.append(Row(c, N_("Read and acknowledge the answer"), 0))
         elif _call_soon(c, now):
-            rows.append(Row(c, "Video call soon", 1))
+            rows.append(Row(c, N_("Video call soon"), 1))
         elif c.status == ConsultStatus.DRAFT:
-            rows.append(Row(c, "Finish and send the request", 2))
+            rows.append(Row(c, N_("Finish and send the request"), 2))
         else:
             rows.append(Row(c))
     return _ordered(rows)
@@ -83,14 +84,14 @@ class SpecialistHome:
 def specialist_home(specialist: User, now: datetime | None = None) -> SpecialistHome:
     """Open offers first; then calls soon and answers to sign, then calls booked further ahead; then answered."""
     now = now or utcnow()
-    offers = [Row(c, "Accept or decline", 0, "consults.accept") for c in consults.offers_for(specialist)]
+    offers = [Row(c, N_("Accept or decline"), 0, "consults.accept") for c in consults.offers_for(specialist)]
     active = []
     for c in consults.active_for_specialist(specialist):
         a = c.appointment
         if _call_soon(c, now):
-            active.append(Row(c, "Video call soon" if now < a.starts_at else "Video call now", 1))
+            active.append(Row(c, N_("Video call soon") if now < a.starts_at else N_("Video call now"), 1))
         elif c.status == ConsultStatus.ACCEPTED or (a is not None and a.ends_at <= now):
-            active.append(Row(c, "Write and sign the answer", 2))
+            active.append(Row(c, N_("Write and sign the answer"), 2))
         else:
             active.append(Row(c))
     answered = [Row(c) for c in consults.answered_by(specialist)]
@@ -110,8 +111,8 @@ def coordinator_home(coordinator: User) -> CoordinatorHome:
     rows = []
     for c in consults.unassigned_queue():
         if c.status == ConsultStatus.DECLINED:
-            rows.append(Row(c, "All offers declined: assign a specialist", 0))
+            rows.append(Row(c, N_("All offers declined: assign a specialist"), 0))
         else:
-            rows.append(Row(c, "No specialist yet: assign or wait", 1))
+            rows.append(Row(c, N_("No specialist yet: assign or wait"), 1))
     rows.sort(key=lambda r: (r.priority, URGENCY_ORDER[r.consult.urgency], r.consult.submitted_at or r.updated))
     return CoordinatorHome(rows, accounts.pending_registrations())

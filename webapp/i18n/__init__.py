@@ -112,12 +112,16 @@ def js_catalog(locale: str | None = None) -> dict[str, str]:
     return cache[locale]
 
 
+I18N_JS = Path(__file__).resolve().parents[2] / "static" / "js" / "i18n.js"
+
+
 def js_catalog_script(locale: str) -> tuple[str, str]:
-    """The script that hands the catalog to i18n.js, and its version (a hash of its content)."""
+    """The script every page loads first: the locale's catalog, then static/js/i18n.js (t() and
+    the time formats) — one request for both — and its version (a hash of its content)."""
     cache: dict[str, tuple[str, str]] = current_app.extensions.setdefault(CATALOG_KEY + ".script", {})
     if locale not in cache:
         text = json.dumps(js_catalog(locale), ensure_ascii=False, sort_keys=True)
-        body = f"window.HZ_CATALOG = {text};\n"
+        body = f"window.HZ_CATALOG = {text};\n" + I18N_JS.read_text(encoding="utf-8")
         cache[locale] = (body, hashlib.sha256(body.encode()).hexdigest()[:16])
     return cache[locale]
 

@@ -104,13 +104,13 @@ def decode_b64(value: Any, what: str, *, limit: int, optional: bool = False) -> 
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if not isinstance(value, str):
-        raise ValidationFailed(f"{what} must be a base64 string.")
+        raise ValidationFailed("%(name)s must be a base64 string.", name=what)
     if len(value) > limit * 4 // 3 + 4:
-        raise ValidationFailed(f"{what} is too large.")
+        raise ValidationFailed("%(name)s is too large.", name=what)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ValidationFailed(f"{what} is not valid base64.") from None
+        raise ValidationFailed("%(name)s is not valid base64.", name=what) from None
 
 
 def b64(data: bytes) -> str:

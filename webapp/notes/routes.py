@@ -24,13 +24,13 @@ def history(ref: str):
         version = services.text_at(consult, at)
     return render_template("notes/history.html", consult=consult, revisions=list(reversed(revisions)),
                            at=at, version=version, current=services.text_of(consult),
-                           labels=services.SECTION_LABELS, signed_at=services.signed_at(consult))
+                           labels=services.section_labels(), signed_at=services.signed_at(consult))
 
 
 @bp.app_template_global()
 def notes_sections() -> list[tuple[str, str]]:
     """(name, label) of each notes section, in order."""
-    return [(name, services.SECTION_LABELS[name]) for name in services.SECTIONS]
+    return list(services.section_labels().items())
 
 
 @bp.app_template_global()

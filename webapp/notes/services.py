@@ -38,6 +38,7 @@ from ..audit.services import record, record_now, record_refusal
 from ..consults import policy
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
+from ..i18n import N_, translate
 from ..models import Consult, ConsultStatus, NoteSnapshot, NoteUpdate, Role, User, utcnow
 from ..validation import text_problem
 from . import yupdate
@@ -45,11 +46,11 @@ from . import yupdate
 log = logging.getLogger(__name__)
 
 SECTIONS: tuple[str, ...] = ("history", "findings", "assessment", "plan")
-SECTION_LABELS: dict[str, str] = {
-    "history": "History",
-    "findings": "Examination and findings",
-    "assessment": "Assessment",
-    "plan": "Plan",
+SECTION_LABELS: dict[str, str] = {  # msgids: translated where shown (section_labels)
+    "history": N_("History"),
+    "findings": N_("Examination and findings"),
+    "assessment": N_("Assessment"),
+    "plan": N_("Plan"),
 }
 OPEN_NOTES = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
 CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
@@ -74,6 +75,11 @@ class NotesReadOnly(DomainError):
 class TooManyUpdates(DomainError):
     status = 429
     code = "rate_limited"
+
+
+def section_labels() -> dict[str, str]:
+    """Each section's label in the current language, in section order."""
+    return {name: translate(SECTION_LABELS[name]) for name in SECTIONS}
 
 
 def setting(name: str) -> int:
@@ -128,7 +134,7 @@ def check_rate(user: User) -> None:
         current_app.logger.warning("notes rate limiter unavailable; allowing update")
         return
     if not allowed:
-        raise TooManyUpdates("Edits are arriving too fast; they will be sent again in a moment.")
+        raise TooManyUpdates(N_("Edits are arriving too fast; they will be sent again in a moment."))
 
 
 # --- live documents ------------------------------------------------------------------------------
@@ -286,13 +292,23 @@ class Applied:
         return self.id is None
 
 
+# what _as_bytes checks -> (not binary, too large) messages, whole sentences for the catalog
+_BYTES_MESSAGES = {
+    "update": (N_("The notes update must be binary."),
+               N_("The notes update is too large (%(size)s bytes; the limit is %(limit)s).")),
+    "state vector": (N_("The state vector must be binary."),
+                     N_("The state vector is too large (%(size)s bytes; the limit is %(limit)s).")),
+}
+
+
 def _as_bytes(value: Any, what: str, limit: int) -> bytes:
+    not_binary, too_large = _BYTES_MESSAGES[what]
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
     if not isinstance(value, bytes):
-        raise ValidationFailed(f"The {what} must be binary.")
+        raise ValidationFailed(not_binary)
     if len(value) > limit:
-        raise ValidationFailed(f"The {what} is too large ({len(value)} bytes; the limit is {limit}).")
+        raise ValidationFailed(too_large, size=len(value), limit=limit)
     return value
 
 
@@ -302,7 +318,7 @@ def check_update(data: Any) -> tuple[bytes, yupdate.UpdateShape]:
     try:
         return raw, yupdate.read_update(raw, frozenset(SECTIONS))
     except yupdate.MalformedUpdate as exc:
-        raise ValidationFailed(f"The notes update is not valid: {exc}.") from None
+        raise ValidationFailed("The notes update is not valid: %(problem)s.", problem=str(exc)) from None
 
 
 def check_state_vector(data: Any) -> bytes:
@@ -313,7 +329,7 @@ def check_state_vector(data: Any) -> bytes:
     try:
         yupdate.read_state_vector(raw)
     except yupdate.MalformedUpdate as exc:
-        raise ValidationFailed(f"The state vector is not valid: {exc}.") from None
+        raise ValidationFailed("The state vector is not valid: %(problem)s.", problem=str(exc)) from None
     return raw
 
 
@@ -335,7 +351,7 @@ def apply_update(user: User, consult: Consult, data: Any) -> Applied:
         snapshot = _lock_snapshot(consult_id)  # one writer per consult from here to the commit
         status = db.session.scalar(select(Consult.status).where(Consult.id == consult_id))
         if status in CLOSED:
-            raise NotesReadOnly("These notes were signed off or closed; they are read-only now.")
+            raise NotesReadOnly(N_("These notes were signed off or closed; they are read-only now."))
         if status not in OPEN_NOTES:
             raise Forbidden("The notes open once a specialist has accepted the consult.")
         rows = _rows_after(consult_id, live.upto)
@@ -351,10 +367,10 @@ def apply_update(user: User, consult: Consult, data: Any) -> Applied:
             _apply_rows(live, rows)
             missing = yupdate.missing_dependencies(shape, yupdate.read_state_vector(live.doc.get_state()))
             if missing:
-                raise _Refused(f"The update depends on changes the server does not have ({missing}); "
-                               "sync again.")
+                raise _Refused(N_("The update depends on changes the server does not have (%(missing)s); "
+                                  "sync again."), missing=missing)
             if yupdate.cuts_surrogate_pair(shape, live.low_surrogates):
-                raise _Refused("The update splits a character in two; it was refused.")
+                raise _Refused(N_("The update splits a character in two; it was refused."))
             subscription = live.doc.observe(lambda event: effective.append(event.update))
             try:
                 live.doc.apply_update(raw)
@@ -368,7 +384,8 @@ def apply_update(user: User, consult: Consult, data: Any) -> Applied:
                     raise ValidationFailed("The update could not be merged completely; sync again.")
             total = sum(len(str(text)) for text in live.texts.values())
             if effective and total > setting("NOTES_MAX_CHARS"):
-                raise ValidationFailed(f"The notes are limited to {setting('NOTES_MAX_CHARS')} characters.")
+                raise ValidationFailed("The notes are limited to %(limit)s characters.",
+                                       limit=setting("NOTES_MAX_CHARS"))
             if effective and since_snapshot + 1 >= setting("NOTES_SNAPSHOT_EVERY"):
                 compacted = live.doc.get_update()
         if not effective:  # everything in it was already known: nothing to store or send
@@ -389,7 +406,7 @@ def apply_update(user: User, consult: Consult, data: Any) -> Applied:
         return Applied(row_id, effective[0], sections)
     except _Refused as exc:  # refused before touching the document
         db.session.rollback()
-        raise ValidationFailed(exc.message) from None
+        raise ValidationFailed(exc.template, **exc.params) from None
     except BaseException:  # the live document may hold what the database does not: rebuild it
         db.session.rollback()
         forget(consult_id)

@@ -23,9 +23,11 @@ from html import escape
 from typing import Any
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import or_, select, update
 
 from ..extensions import db
+from ..i18n import speaking, user_locale
 from ..mail import Attachment, build_message, external_url, transmit
 from ..models import Delivery, Notification, utcnow
 from ..scheduling.calendar import invitation_ics
@@ -94,17 +96,26 @@ def invitation(note: Notification) -> list[Attachment]:
 
 
 def send_email(note: Notification, delivery: Delivery) -> None:
-    """Mail the notification to its recipient: the title and the link (plain text and HTML, .ics invitation)."""
-    data = _payload(note, delivery)
-    prefs = external_url("notifications.preferences")
-    text = (f"{data['title']}.\n\nOpen Huizhen: {data['link']}\n\n"
-            f"Health information is shown only in Huizhen, never by email.\n"
-            f"Choose which notifications you receive: {prefs}\n")
-    html = (f"<p>{escape(data['title'])}.</p><p><a href=\"{escape(data['link'])}\">Open Huizhen</a></p>"
-            f"<p><small>Health information is shown only in Huizhen, never by email. "
-            f"<a href=\"{escape(prefs)}\">Notification preferences</a></small></p>")
-    msg = build_message(note.user.email, f"Huizhen: {data['title']}", text, html,
-                        message_id=f"<{data['delivery']}@huizhen>", attachments=invitation(note))
+    """Mail the notification to its recipient in their language: the title and the link (plain text
+    and HTML, .ics invitation)."""
+    with speaking(user_locale(note.user)):
+        data = _payload(note, delivery)
+        prefs = external_url("notifications.preferences")
+        text = "\n\n".join([
+            _("%(title)s.", title=data["title"]),
+            _("Open Huizhen: %(link)s", link=data["link"]),
+            _("Health information is shown only in Huizhen, never by email.") + "\n"
+            + _("Choose which notifications you receive: %(link)s", link=prefs),
+        ]) + "\n"
+        sentence, open_link = _("%(title)s.", title=data["title"]), _("Open Huizhen")
+        health, preferences = (_("Health information is shown only in Huizhen, never by email."),
+                               _("Notification preferences"))
+        html = (f"<p>{escape(sentence)}</p><p><a href=\"{escape(data['link'])}\">{escape(open_link)}</a></p>"
+                f"<p><small>{escape(health)} <a href=\"{escape(prefs)}\">{escape(preferences)}</a></small></p>")
+        subject = _("Huizhen: %(title)s", title=data["title"])
+        attachments = invitation(note)
+    msg = build_message(note.user.email, subject, text, html,
+                        message_id=f"<{data['delivery']}@huizhen>", attachments=attachments)
     try:
         transmit(msg)
     except Exception as exc:
@@ -122,7 +133,8 @@ def send_webhook(note: Notification, delivery: Delivery) -> None:
     url = config.get("NOTIFY_WEBHOOK_URL") or ""
     if not url:
         raise DeliveryFailed("NOTIFY_WEBHOOK_URL is not set")
-    body = json.dumps(_payload(note, delivery), sort_keys=True).encode()
+    with speaking(user_locale(note.user)):  # the title in the recipient's language
+        body = json.dumps(_payload(note, delivery), sort_keys=True).encode()
     timestamp = str(int(time.time()))
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "Huizhen-Webhook/1",

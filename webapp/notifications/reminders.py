@@ -14,12 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
+from flask_babel import ngettext
 from sqlalchemy import select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
+from ..i18n import N_, speaking, translate
 from ..models import Appointment, Consult, ConsultStatus, Urgency
-from ..models.user import SPECIALTIES
+from ..models.user import specialty_label
 from .services import coordinators, notify, parties
 
 REMINDERS: tuple[tuple[str, timedelta, InstrumentedAttribute], ...] = (
@@ -52,31 +54,34 @@ def target(urgency: Urgency | str) -> timedelta:
 
 
 def describe(minutes: float) -> str:
-    """A duration for people: "15 minutes", "4 hours", "2 days"."""
+    """A duration for people, in the current language: "15 minutes", "4 hours", "2 days"."""
     minutes = round(minutes)
     if minutes % 1440 == 0:
-        n, unit = minutes // 1440, "day"
-    elif minutes % 60 == 0 or minutes > 180:
-        n, unit = round(minutes / 60), "hour"
-    else:
-        n, unit = minutes, "minute"
-    return f"{n} {unit}{'' if n == 1 else 's'}"
+        return ngettext("%(num)s day", "%(num)s days", minutes // 1440)
+    if minutes % 60 == 0 or minutes > 180:
+        return ngettext("%(num)s hour", "%(num)s hours", round(minutes / 60))
+    return ngettext("%(num)s minute", "%(num)s minutes", minutes)
+
+
+EXPECTED = {
+    "emergency": N_("A specialist in %(specialty)s usually answers an emergency request within %(time)s."),
+    "urgent": N_("A specialist in %(specialty)s usually answers an urgent request within %(time)s."),
+    "routine": N_("A specialist in %(specialty)s usually answers a routine request within %(time)s."),
+}
+EXPECTED_ANY = {
+    "emergency": N_("A specialist usually answers an emergency request within %(time)s."),
+    "urgent": N_("A specialist usually answers an urgent request within %(time)s."),
+    "routine": N_("A specialist usually answers a routine request within %(time)s."),
+}
 
 
 def expected_response(consult: Consult) -> str:
-    """ "A cardiologist usually answers an urgent request within 4 hours" for this consult."""
-    who = dict(SPECIALTIES).get(consult.specialty or "", "specialist") if consult.specialty else "specialist"
-    minutes = target(consult.urgency).total_seconds() / 60
-    article = "an" if consult.urgency.value[0] in "aeiou" else "a"
-    return (f"A {_practitioner(who)} usually answers {article} {consult.urgency.value} request "
-            f"within {describe(minutes)}.")
-
-
-def _practitioner(specialty_label: str) -> str:
-    label = specialty_label.strip()
-    if label.lower().endswith("ology"):
-        return label[:-1].lower() + "ist"  # Cardiology → cardiologist
-    return f"{label.lower()} specialist" if label.lower() != "specialist" else "specialist"
+    """ "A specialist in Cardiology usually answers an urgent request within 4 hours." for this consult."""
+    time = describe(target(consult.urgency).total_seconds() / 60)
+    if consult.specialty:
+        return translate(EXPECTED[consult.urgency.value],
+                         {"specialty": specialty_label(consult.specialty), "time": time})
+    return translate(EXPECTED_ANY[consult.urgency.value], {"time": time})
 
 
 def due_at(consult: Consult) -> datetime | None:
@@ -89,9 +94,10 @@ def due_at(consult: Consult) -> datetime | None:
 def targets_sentence() -> str:
     """The targets of every urgency, for the request form."""
     minutes = {u: target(u).total_seconds() / 60 for u in (Urgency.EMERGENCY, Urgency.URGENT, Urgency.ROUTINE)}
-    return ("A specialist usually answers an emergency request within "
-            f"{describe(minutes[Urgency.EMERGENCY])}, an urgent one within {describe(minutes[Urgency.URGENT])} "
-            f"and a routine one within {describe(minutes[Urgency.ROUTINE])}.")
+    return translate(N_("A specialist usually answers an emergency request within %(emergency)s, an urgent one "
+                        "within %(urgent)s and a routine one within %(routine)s."),
+                     {"emergency": describe(minutes[Urgency.EMERGENCY]), "urgent": describe(minutes[Urgency.URGENT]),
+                      "routine": describe(minutes[Urgency.ROUTINE])})
 
 
 def time_left(consult: Consult, now: datetime | None = None) -> str | None:
@@ -105,7 +111,7 @@ def time_left(consult: Consult, now: datetime | None = None) -> str | None:
     left = (due - (now or utcnow())).total_seconds()
     if consult.overdue_at is not None or left <= 0:
         return "overdue"
-    return f"{format_duration(left)} left"
+    return translate(N_("%(time)s left"), {"time": format_duration(left)})
 
 
 def _claim(column: InstrumentedAttribute, row_id: int, now: datetime, model: Any, *still: Any) -> bool:
@@ -183,15 +189,21 @@ def _overdue(consult_id: int, now: datetime) -> bool:
     if not _claim(Consult.overdue_at, consult_id, now, Consult, Consult.status == ConsultStatus.REQUESTED):
         return False
     minutes = target(consult.urgency).total_seconds() / 60
+    count = widen_offers(consult)
+    with speaking("en"):  # stored as written before: the texts are rendered from the count
+        widened = (f"offered to {count} more specialist{'s' if count != 1 else ''}" if count
+                   else "all eligible specialists were already offered it")
+        target_text = describe(minutes)
     notify([*coordinators(), consult.requester], "request.overdue",
            {"urgency": consult.urgency.value, "specialty": consult.specialty,
-            "target": describe(minutes), "widened": widen_offers(consult)},
+            "target": target_text, "target_minutes": round(minutes), "widened": widened,
+            "widened_count": count},
            consult=consult, urgent=consult.urgency == Urgency.EMERGENCY)
     return True
 
 
-def widen_offers(consult: Consult) -> str:
-    """Offer an overdue request to eligible specialists not yet offered it; say what happened.
+def widen_offers(consult: Consult) -> int:
+    """Offer an overdue request to eligible specialists not yet offered it; how many were.
 
     Today every eligible specialist is offered a request when it is sent (consults/services.py
     `_send`), so there is usually nobody left: that is said and nothing is changed.
@@ -202,7 +214,7 @@ def widen_offers(consult: Consult) -> str:
     offered = {o.specialist_id for o in consult.offers}
     fresh = [c for c in eligible_specialists(consult) if c.specialist.id not in offered]
     if not fresh:
-        return "all eligible specialists were already offered it"
+        return 0
     rank = max((o.rank for o in consult.offers), default=0)
     for cand in fresh:
         rank += 1
@@ -211,4 +223,4 @@ def widen_offers(consult: Consult) -> str:
     notify([c.specialist for c in fresh], "consult.offered",
            {"urgency": consult.urgency.value, "specialty": consult.specialty}, consult=consult,
            urgent=consult.urgency == Urgency.EMERGENCY)
-    return f"offered to {len(fresh)} more specialist{'s' if len(fresh) != 1 else ''}"
+    return len(fresh)

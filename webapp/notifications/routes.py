@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from ..auth.decorators import me, role_required
@@ -89,7 +90,7 @@ def preferences():
         except ValidationFailed as exc:
             form.quiet_start.errors = [exc.message]
             return render_template("notifications/preferences.html", form=form), 422
-        flash("Notification preferences saved.", "success")
+        flash(_("Notification preferences saved."), "success")
         return redirect(url_for("notifications.preferences"))
     if form.is_submitted():
         return render_template("notifications/preferences.html", form=form), 422

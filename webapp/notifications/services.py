@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db
+from ..i18n import speaking, user_locale
 from ..models import (
     AccountStatus,
     Consult,
@@ -82,6 +83,7 @@ def notify(recipients: Iterable[User | None], kind: str, params: dict[str, Any] 
     now = utcnow()
     seen: set[int] = set()
     made: list[Notification] = []
+    recipients_of: list[User] = []
     for user in recipients:
         if user is None or user.id in seen or (exclude is not None and user.id == exclude.id):
             continue
@@ -95,12 +97,14 @@ def notify(recipients: Iterable[User | None], kind: str, params: dict[str, Any] 
                                             next_attempt_at=held or now))
         db.session.add(note)
         made.append(note)
+        recipients_of.append(user)
     if made:
         db.session.flush()
         queue = db.session.info.setdefault(PENDING_KEY, [])
         ref = consult.ref if consult is not None else None
-        for note in made:
-            queue.append((note.user_id, _wire(note, ref), unread_count(note.user_id)))
+        for note, user in zip(made, recipients_of, strict=True):
+            with speaking(user_locale(user)):  # the live bell speaks its recipient's language
+                queue.append((note.user_id, _wire(note, ref), unread_count(note.user_id)))
     return made
 
 

@@ -13,25 +13,52 @@ from typing import Any
 
 from flask import url_for
 
+from ..i18n import N_, translate
 from ..mail import external_url
+from ..models import Urgency
+from ..models.user import specialty_label
 from ..timefmt import format_local
 
 TITLES: dict[str, str] = {
-    "consult.offered": "New {urgency} request in {specialty} offered to you",
-    "consult.accepted": "{by} accepted your consult request",
-    "consult.booked": "Consultation booked by {by} for {starts_at}",
-    "consult.cancelled": "{by} cancelled a consultation",
-    "consult.rescheduled": "{by} moved the consultation to {starts_at}",
-    "chat.message": "{by} wrote in the consult room",
-    "room.waiting": "{by} is waiting in the consult room",
-    "recommendation.signed": "{by} signed the recommendation",
-    "recommendation.acknowledged": "{by} acknowledged your recommendation",
-    "account.registered": "A new registration is waiting for verification: {name}",
-    "account.approved": "Your Huizhen account was approved",
-    "account.rejected": "Your Huizhen registration was refused",
-    "reminder.day": "Reminder: consultation in 24 hours, at {starts_at}",
-    "reminder.soon": "Reminder: consultation in 15 minutes, at {starts_at}",
-    "request.overdue": "Request not accepted within its target of {target} ({urgency}, {specialty})",
+    "consult.offered": N_("New %(urgency)s request in %(specialty)s offered to you"),
+    "consult.accepted": N_("%(by)s accepted your consult request"),
+    "consult.booked": N_("Consultation booked by %(by)s for %(starts_at)s"),
+    "consult.cancelled": N_("%(by)s cancelled a consultation"),
+    "consult.rescheduled": N_("%(by)s moved the consultation to %(starts_at)s"),
+    "chat.message": N_("%(by)s wrote in the consult room"),
+    "room.waiting": N_("%(by)s is waiting in the consult room"),
+    "recommendation.signed": N_("%(by)s signed the recommendation"),
+    "recommendation.acknowledged": N_("%(by)s acknowledged your recommendation"),
+    "account.registered": N_("A new registration is waiting for verification: %(name)s"),
+    "account.approved": N_("Your Huizhen account was approved"),
+    "account.rejected": N_("Your Huizhen registration was refused"),
+    "reminder.day": N_("Reminder: consultation in 24 hours, at %(starts_at)s"),
+    "reminder.soon": N_("Reminder: consultation in 15 minutes, at %(starts_at)s"),
+    "request.overdue": N_("Request not accepted within its target of %(target)s (%(urgency)s, %(specialty)s)"),
+}
+# "New urgent request ..." reads as one sentence per urgency (加急/急诊/常规 agree with the noun in Chinese)
+OFFERED: dict[str, str] = {
+    "emergency": N_("New emergency request in %(specialty)s offered to you"),
+    "urgent": N_("New urgent request in %(specialty)s offered to you"),
+    "routine": N_("New routine request in %(specialty)s offered to you"),
+}
+# What the preferences page lists for each kind (the title without its parameters).
+KIND_LABELS: dict[str, str] = {
+    "consult.offered": N_("A request is offered to you"),
+    "consult.accepted": N_("Your request is accepted"),
+    "consult.booked": N_("A consultation is booked"),
+    "consult.cancelled": N_("A consultation is cancelled"),
+    "consult.rescheduled": N_("A consultation is moved"),
+    "chat.message": N_("A message in the consult room"),
+    "room.waiting": N_("Someone is waiting in the consult room"),
+    "recommendation.signed": N_("A recommendation is signed"),
+    "recommendation.acknowledged": N_("Your recommendation is acknowledged"),
+    "account.registered": N_("A new registration to verify"),
+    "account.approved": N_("Your account is approved"),
+    "account.rejected": N_("Your registration is refused"),
+    "reminder.day": N_("Reminder 24 hours before a consultation"),
+    "reminder.soon": N_("Reminder 15 minutes before a consultation"),
+    "request.overdue": N_("A request missed its response target"),
 }
 KINDS = tuple(TITLES)
 ROOM_KINDS = {"chat.message", "room.waiting", "consult.booked", "consult.rescheduled", "reminder.day",
@@ -43,23 +70,57 @@ class _Missing(dict):
         return "…"
 
 
+def _urgency_label(value: Any) -> str:
+    try:
+        return Urgency(value).label
+    except ValueError:
+        return str(value)
+
+
 def title(kind: str, params: dict[str, Any], tz: str | None = None) -> str:
-    """The one-line text of a notification (safe for email and webhook); times in the zone tz."""
+    """The one-line text of a notification (safe for email and webhook) in the current language;
+    times in the zone tz."""
     values = dict(params or {})
     if values.get("starts_at"):
         with contextlib.suppress(TypeError, ValueError):
             values["starts_at"] = format_local(datetime.fromisoformat(values["starts_at"]), tz)
-    return TITLES.get(kind, kind.replace(".", " ")).format_map(_Missing(values))
+    if values.get("specialty"):
+        values["specialty"] = specialty_label(values["specialty"])
+    if kind == "request.overdue" and isinstance(values.get("target_minutes"), (int, float)):
+        from .reminders import describe
+
+        values["target"] = describe(values["target_minutes"])
+    msgid = TITLES.get(kind)
+    if msgid is None:
+        return kind.replace(".", " ")
+    if kind == "consult.offered" and values.get("urgency") in OFFERED:
+        msgid = OFFERED[values["urgency"]]
+    elif values.get("urgency"):
+        values["urgency"] = _urgency_label(values["urgency"])
+    return translate(msgid) % _Missing(values)
+
+
+def kind_label(kind: str) -> str:
+    """What a kind of notification is about, in the current language (the preferences page)."""
+    return translate(KIND_LABELS[kind]) if kind in KIND_LABELS else kind
 
 
 def detail(kind: str, params: dict[str, Any]) -> str:
-    """Further in-app text (never sent outside the app)."""
+    """Further in-app text (never sent outside the app), in the current language."""
     if kind in ("consult.cancelled", "consult.rescheduled") and params.get("reason"):
-        return f"Reason: {params['reason']}"
+        return translate(N_("Reason: %(reason)s"), {"reason": params["reason"]})
+    if kind == "request.overdue" and isinstance(params.get("widened_count"), int):
+        from flask_babel import ngettext
+
+        count = params["widened_count"]
+        if not count:
+            return translate(N_("Offers: all eligible specialists were already offered it."))
+        return ngettext("Offers: offered to %(num)s more specialist.",
+                        "Offers: offered to %(num)s more specialists.", count)
     if kind == "request.overdue" and params.get("widened"):
-        return f"Offers: {params['widened']}."
+        return translate(N_("Offers: %(widened)s."), {"widened": params["widened"]})
     if kind == "account.rejected" and params.get("note"):
-        return f"Note: {params['note']}"
+        return translate(N_("Note: %(note)s"), {"note": params["note"]})
     return ""
 
 

@@ -25,6 +25,7 @@ from ..auth import sessions
 from ..consults import policy
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
+from ..i18n import N_, translate
 from ..models import (
     AccountStatus,
     Attachment,
@@ -49,6 +50,13 @@ OPEN_ROOM = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.COMP
 WRITABLE = tuple(s for s in OPEN_ROOM if s not in CLOSED)  # the room is open and its chat not read-only
 MAX_CLIENT_SEQ = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
 REPLAY_MIN_WAIT_MS = 1000  # a message that waited this long in the browser's outbox is a replay
+# validation.text_problem's reason -> the whole sentence shown to the sender (one msgid each)
+TEXT_PROBLEMS = {
+    "contains a NUL character": N_("The message text contains a NUL character."),
+    "is not valid Unicode (a lone surrogate)": N_("The message text is not valid Unicode (a lone surrogate)."),
+    "contains a control character": N_("The message text contains a control character."),
+}
+TEXT_UNSTORABLE = N_("The message text cannot be stored.")  # a reason not listed above
 
 
 class TooManyMessages(DomainError):
@@ -62,8 +70,10 @@ class OutOfOrder(DomainError):
     status = 409
     code = "out_of_order"
 
-    def __init__(self, last_client_seq: int) -> None:
-        super().__init__("A newer message of yours is already stored; this one would be out of order.")
+    def __init__(self, last_client_seq: int,
+                 message: str = N_("A newer message of yours is already stored; this one would be out of order."),
+                 **params: Any) -> None:
+        super().__init__(message, **params)
         self.last_client_seq = last_client_seq
 
 
@@ -81,13 +91,23 @@ def can_enter(user: User, consult: Consult) -> bool:
 
 
 class RoomNotOpen(Forbidden):
-    """The booked consult's room opens later; the message says when, in the viewer's zone."""
+    """The booked consult's room opens later; the message says when, in the viewer's zone.
+
+    The message's %(time)s is the opening time written when the message is shown (format_local,
+    in the viewer's zone and the request's language), not when the refusal is raised.
+    """
 
     code = "room_not_open"
 
-    def __init__(self, message: str, opens_at: datetime) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, opens_at: datetime, timezone: str | None = None, **params: Any) -> None:
+        super().__init__(message, **{"time": format_local(opens_at, timezone), **params})
         self.opens_at = opens_at
+        self.timezone = timezone
+
+    @property
+    def message(self) -> str:
+        """The message in the current request's language, the opening time written for the viewer."""
+        return translate(self.template, {**self.params, "time": format_local(self.opens_at, self.timezone)})
 
 
 def opens_at(consult: Consult) -> datetime | None:
@@ -101,7 +121,7 @@ def check_open(user: User, consult: Consult, *, now: datetime | None = None) -> 
     """Refuse the room (chat and call) before its opening time; a written answer is not affected."""
     opening = opens_at(consult)
     if opening is not None and (now or utcnow()) < opening:
-        raise RoomNotOpen(f"The consultation room opens at {format_local(opening, user.timezone)}.", opening)
+        raise RoomNotOpen("The consultation room opens at %(time)s.", opening, user.timezone)
 
 
 def enter_room(user: User, ref: Any, *, audit: bool = True,
@@ -250,11 +270,11 @@ def _clean_text(client_id: Any, body: Any) -> tuple[str, str]:
         raise ValidationFailed("The message text must be a string.")
     problem = text_problem(body, controls=False)
     if problem:
-        raise ValidationFailed(f"The message text {problem}.")
+        raise ValidationFailed(TEXT_PROBLEMS.get(problem, TEXT_UNSTORABLE))
     body = body.strip()
     limit = current_app.config["CHAT_MAX_CHARS"]
     if len(body) > limit:
-        raise ValidationFailed(f"Messages are limited to {limit} characters.")
+        raise ValidationFailed("Messages are limited to %(limit)s characters.", limit=limit)
     return client_id, body
 
 
@@ -262,7 +282,7 @@ def _clean_order(client_seq: Any, waited_ms: Any) -> tuple[int | None, bool]:
     """The sender's client sequence number (None: an older client) and whether this is a replay."""
     if client_seq is not None and (not isinstance(client_seq, int) or isinstance(client_seq, bool)
                                    or not 1 <= client_seq <= MAX_CLIENT_SEQ):
-        raise ValidationFailed(f"client_seq must be a number from 1 to {MAX_CLIENT_SEQ}.")
+        raise ValidationFailed("client_seq must be a number from 1 to %(max)s.", max=MAX_CLIENT_SEQ)
     if waited_ms is not None and (not isinstance(waited_ms, int) or isinstance(waited_ms, bool) or waited_ms < 0):
         raise ValidationFailed("waited_ms must be a non-negative number.")
     return client_seq, waited_ms is not None and waited_ms >= REPLAY_MIN_WAIT_MS
@@ -548,7 +568,7 @@ def _seq_arg(value: Any, name: str, *, default: int | None = None) -> int:
     if value is None and default is not None:
         return default
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEQ_LIMIT:
-        raise ValidationFailed(f"{name} must be a whole number from 0 to {SEQ_LIMIT - 1}.")
+        raise ValidationFailed("%(name)s must be a whole number from 0 to %(max)s.", name=name, max=SEQ_LIMIT - 1)
     return value
 
 

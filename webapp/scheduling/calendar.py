@@ -13,9 +13,11 @@ from sqlalchemy import delete, func, or_, select
 from ..audit.services import record
 from ..auth.sessions import hash_key
 from ..extensions import db
+from ..i18n import N_, speaking, translate, user_locale
 from ..models import Appointment, CalendarFeed, Consult, ConsultStatus, User, utcnow
 
-SUMMARY = "Huizhen consultation"
+SUMMARY = N_("Huizhen consultation")
+CALENDAR_NAME = N_("Huizhen consultations")
 
 
 def feed_of(user: User) -> CalendarFeed | None:
@@ -70,8 +72,8 @@ def consult_event(consult: Consult, appointment: Appointment, count: int, link: 
     event.add("dtstamp", now)
     event.add("dtstart", appointment.starts_at)
     event.add("dtend", appointment.ends_at)
-    event.add("summary", SUMMARY)
-    event.add("description", f"Open the consultation in Huizhen: {link}")
+    event.add("summary", translate(SUMMARY))
+    event.add("description", translate(N_("Open the consultation in Huizhen: %(link)s"), {"link": link}))
     event.add("url", link)
     event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
     return event
@@ -118,8 +120,14 @@ def feed_ics(user: User, *, now: datetime | None = None) -> bytes:
 
     The event follows the consult's latest appointment; SEQUENCE counts its changes (each
     reschedule, and a cancellation) and a cancelled consult has STATUS:CANCELLED. Only the time,
-    a neutral title and a link: no patient data, complaint or other clinical text.
+    a neutral title and a link: no patient data, complaint or other clinical text. The texts are
+    in the feed owner's language (a calendar fetches the feed without a session).
     """
+    with speaking(user_locale(user)):
+        return _feed_ics(user, now=now)
+
+
+def _feed_ics(user: User, *, now: datetime | None = None) -> bytes:
     now = now or utcnow()
     counts = (select(Appointment.consult_id, func.count().label("n"), func.max(Appointment.id).label("last"))
               .group_by(Appointment.consult_id).subquery())
@@ -133,7 +141,7 @@ def feed_ics(user: User, *, now: datetime | None = None) -> bytes:
     cal = Calendar()
     cal.add("prodid", "-//Huizhen//Consultations//EN")
     cal.add("version", "2.0")
-    cal.add("x-wr-calname", "Huizhen consultations")
+    cal.add("x-wr-calname", translate(CALENDAR_NAME))
     for consult, appointment, count in rows:
         link = url_for("consults.view", ref=consult.ref, _external=True)
         cal.add_component(consult_event(consult, appointment, count, link, now))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from wtforms import (
     BooleanField,
     DateField,
@@ -26,32 +28,32 @@ BLANK_ROWS = 2
 
 
 class WindowForm(Form):
-    weekday = SelectField("Day", choices=[("", "—")] + [(str(i), d) for i, d in enumerate(WEEKDAYS)])
-    start = SelectField("From", choices=QUARTERS)
-    end = SelectField("To", choices=QUARTERS)
-    remove = BooleanField("Remove")
+    weekday = SelectField(_l("Day"), choices=[("", "—")] + [(str(i), _l(d)) for i, d in enumerate(WEEKDAYS)])
+    start = SelectField(_l("From"), choices=QUARTERS)
+    end = SelectField(_l("To"), choices=QUARTERS)
+    remove = BooleanField(_l("Remove"))
 
 
 class AvailabilityForm(AppForm):
     windows = FieldList(FormField(WindowForm), min_entries=1, max_entries=MAX_WINDOWS)
-    add_row = SubmitField("Add a row")
-    save = SubmitField("Save availability")
+    add_row = SubmitField(_l("Add a row"))
+    save = SubmitField(_l("Save availability"))
 
     def validate_windows(self, field: FieldList) -> None:
         """Lines are numbered as the page numbers them; a line far beyond that is not ours."""
         numbers = (key.split("-")[1] for key in request.form if key.startswith(f"{field.name}-"))
         if any(not n.isdigit() or int(n) >= MAX_WINDOWS for n in numbers):
-            raise ValidationError(f"At most {MAX_WINDOWS} lines.")
+            raise ValidationError(_("At most %(count)s lines.", count=MAX_WINDOWS))
 
 
 class LeaveForm(AppForm):
-    first_day = DateField("First day", validators=[DataRequired("Give the first day.")])
-    last_day = DateField("Last day", validators=[DataRequired("Give the last day.")])
-    note = StringField("Note (optional)", validators=[Optional(), Length(max=120)])
+    first_day = DateField(_l("First day"), validators=[DataRequired(_l("Give the first day."))])
+    last_day = DateField(_l("Last day"), validators=[DataRequired(_l("Give the last day."))])
+    note = StringField(_l("Note (optional)"), validators=[Optional(), Length(max=120)])
 
 
 class ExtraHoursForm(AppForm):
-    day = DateField("Date", validators=[DataRequired("Give the date.")])
-    start = SelectField("From", choices=QUARTERS[1:])
-    end = SelectField("To", choices=QUARTERS[1:])
-    note = StringField("Note (optional)", validators=[Optional(), Length(max=120)])
+    day = DateField(_l("Date"), validators=[DataRequired(_l("Give the date."))])
+    start = SelectField(_l("From"), choices=QUARTERS[1:])
+    end = SelectField(_l("To"), choices=QUARTERS[1:])
+    note = StringField(_l("Note (optional)"), validators=[Optional(), Length(max=120)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 
 from ..auth.decorators import me, role_required
 from ..errors import DomainError, ValidationFailed
@@ -49,11 +50,11 @@ def availability():
             flash(exc.message, "error")
             status = exc.status
         else:
-            flash("Your availability is saved.", "success")
+            flash(_("Your availability is saved."), "success")
             return redirect(url_for(".availability"))
     elif request.method == "POST":
         status = 422
-        flash("Some lines could not be read.", "error")
+        flash(_("Some lines could not be read."), "error")
     else:
         # One row per stored window (never fewer: a save must not drop any) plus empty rows.
         form = _windows_page()
@@ -77,7 +78,7 @@ def _windows_page() -> AvailabilityForm:
     for window in services.windows_of(me()):
         form.windows.append_entry({"weekday": str(window.weekday), "start": str(window.start_minute),
                                    "end": str(window.end_minute)})
-    for _ in range(BLANK_ROWS):
+    for _blank in range(BLANK_ROWS):
         form.windows.append_entry()
     return form
 
@@ -93,10 +94,10 @@ def _exception_added(form: LeaveForm | ExtraHoursForm, add: Callable[[], object]
             flash(exc.message, "error")
             status = exc.status
         else:
-            flash("Your availability is saved.", "success")
+            flash(_("Your availability is saved."), "success")
             return redirect(url_for(".availability"))
     else:
-        flash("Some fields could not be read.", "error")
+        flash(_("Some fields could not be read."), "error")
     return status
 
 
@@ -129,7 +130,7 @@ def remove_exception(exception_id: int):
     if not form.validate_on_submit():
         abort(400)
     services.remove_exception(me(), exception_id)
-    flash("Removed.", "success")
+    flash(_("Removed."), "success")
     return redirect(url_for(".availability"))
 
 
@@ -159,7 +160,7 @@ def revoke_feed():
     if not AppForm().validate_on_submit():
         abort(400)
     calendar_feeds.revoke_feed(me())
-    flash("Your calendar feed is revoked; its address no longer works.", "success")
+    flash(_("Your calendar feed is revoked; its address no longer works."), "success")
     return redirect(url_for(".calendar"))
 
 

@@ -7,12 +7,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 
 from flask import current_app
+from flask_babel import LazyString, lazy_gettext
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..audit.services import record
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
+from ..i18n import N_
 from ..models import (
     BLOCK_MINUTES,
     Appointment,
@@ -27,7 +29,13 @@ from ..models import (
 )
 from ..timefmt import zone
 
-WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+WEEKDAYS = [N_("Monday"), N_("Tuesday"), N_("Wednesday"), N_("Thursday"), N_("Friday"), N_("Saturday"),
+            N_("Sunday")]
+
+
+def weekday_name(weekday: int) -> LazyString:
+    """A weekday's name (0 = Monday), translated when it is shown (a domain error's parameter)."""
+    return lazy_gettext(WEEKDAYS[weekday])
 
 
 @dataclass(frozen=True, order=True)
@@ -63,19 +71,18 @@ def _validate_windows(windows: list[Window]) -> None:
         if not 0 <= w.weekday <= 6:
             raise ValidationFailed("Weekday must be Monday to Sunday.")
         if not (0 <= w.start_minute < w.end_minute <= 1440):
-            raise ValidationFailed(f"On {WEEKDAYS[w.weekday]} the end must be after the start.")
+            raise ValidationFailed("On %(day)s the end must be after the start.", day=weekday_name(w.weekday))
         if w.start_minute % BLOCK_MINUTES or w.end_minute % BLOCK_MINUTES:
-            raise ValidationFailed(f"Times must be on the quarter hour ({WEEKDAYS[w.weekday]}).")
+            raise ValidationFailed("Times must be on the quarter hour (%(day)s).", day=weekday_name(w.weekday))
         if w.end_minute - w.start_minute < slot:
-            raise ValidationFailed(
-                f"A window must fit at least one {slot}-minute consult ({WEEKDAYS[w.weekday]})."
-            )
+            raise ValidationFailed("A window must fit at least one %(minutes)s-minute consult (%(day)s).",
+                                   minutes=slot, day=weekday_name(w.weekday))
         by_day.setdefault(w.weekday, []).append(w)
     for day, items in by_day.items():
         items.sort(key=lambda w: w.start_minute)
         for a, b in pairwise(items):
             if b.start_minute < a.end_minute:
-                raise ValidationFailed(f"Two windows overlap on {WEEKDAYS[day]}.")
+                raise ValidationFailed("Two windows overlap on %(day)s.", day=weekday_name(day))
 
 
 def set_availability(specialist: User, windows: list[Window]) -> list[AvailabilityWindow]:
@@ -118,8 +125,8 @@ def add_leave(specialist: User, first_day: date, last_day: date, note: str = "")
     if last_day < first_day:
         raise ValidationFailed("The last day of leave must not be before the first.", fields={"last_day": "order"})
     if (last_day - first_day).days >= MAX_LEAVE_DAYS:
-        raise ValidationFailed(f"Leave can span at most {MAX_LEAVE_DAYS} days at a time.",
-                               fields={"last_day": "range"})
+        raise ValidationFailed("Leave can span at most %(days)s days at a time.",
+                               fields={"last_day": "range"}, days=MAX_LEAVE_DAYS)
     row = AvailabilityException(specialist_id=specialist.id, kind=LEAVE, first_day=first_day,
                                 last_day=last_day, note=note.strip()[:120])
     db.session.add(row)

@@ -12,12 +12,14 @@ import urllib.request
 from typing import Any
 
 from flask import current_app
+from flask_babel import lazy_ngettext
 from sqlalchemy import select
 
 from ..audit.services import record
 from ..consults import policy
 from ..errors import DomainError, Forbidden, ValidationFailed
 from ..extensions import db
+from ..i18n import N_
 from ..models import CallSession, Consult, ConsultStatus, User, utcnow
 from ..validation import text_problem
 
@@ -62,7 +64,7 @@ def validate_signal(data: dict[str, Any]) -> dict[str, Any]:
     """A clean copy of an offer/answer/candidate message, or ValidationFailed."""
     kind = data.get("type")
     if kind not in SIGNAL_TYPES:
-        raise ValidationFailed(f"Signal type must be one of {', '.join(SIGNAL_TYPES)}.")
+        raise ValidationFailed("Signal type must be one of %(types)s.", types=", ".join(SIGNAL_TYPES))
     if kind in ("offer", "answer"):
         sdp = data.get("sdp")
         if not isinstance(sdp, str) or not sdp.startswith("v=0"):
@@ -100,7 +102,7 @@ def validate_state(data: dict[str, Any]) -> dict[str, bool]:
     for key, kind in STATE_KEYS.items():
         if key in data:
             if not isinstance(data[key], kind):
-                raise ValidationFailed(f"{key} must be true or false.")
+                raise ValidationFailed("%(name)s must be true or false.", name=key)
             state[key] = data[key]
     return state
 
@@ -127,7 +129,7 @@ def _number(data: dict[str, Any], key: str, hi: float) -> float | None:
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= hi:
-        raise ValidationFailed(f"{key} is out of range.")
+        raise ValidationFailed("%(name)s is out of range.", name=key)
     return value
 
 
@@ -184,8 +186,15 @@ class MediaWorkerUnavailable(DomainError):
 
 
 class PrecallQuotaExceeded(DomainError):
+    """Too many connection tests of one user at once; its message is a plural (lazy_ngettext)."""
+
     status = 429
     code = "too_many_precall_tests"
+
+    @property
+    def message(self) -> str:
+        """The message in the current request's language, in the plural form for its number."""
+        return str(self.template)
 
 
 def precall_echo(user: User, offer: Any) -> dict[str, str]:
@@ -210,12 +219,14 @@ def precall_echo(user: User, offer: Any) -> dict[str, str]:
         if exc.code == 400:
             raise ValidationFailed("The test server could not use that offer.") from None
         if exc.code == 429:
-            raise PrecallQuotaExceeded(
-                f"You already have {per_user} connection test{'s' if per_user > 1 else ''} running. "
-                "Close the other pre-call check tabs or wait a minute, then try again.") from None
-        raise MediaWorkerUnavailable("The connection test server is busy or misconfigured; try again.") from None
+            raise PrecallQuotaExceeded(lazy_ngettext(
+                "You already have %(num)s connection test running. "
+                "Close the other pre-call check tabs or wait a minute, then try again.",
+                "You already have %(num)s connection tests running. "
+                "Close the other pre-call check tabs or wait a minute, then try again.", per_user)) from None
+        raise MediaWorkerUnavailable(N_("The connection test server is busy or misconfigured; try again.")) from None
     except (urllib.error.URLError, TimeoutError, OSError, ValueError):
-        raise MediaWorkerUnavailable("The connection test server is not reachable right now.") from None
+        raise MediaWorkerUnavailable(N_("The connection test server is not reachable right now.")) from None
     if not isinstance(answer, dict) or answer.get("type") != "answer" or not isinstance(answer.get("sdp"), str):
-        raise MediaWorkerUnavailable("The connection test server gave an unexpected answer.")
+        raise MediaWorkerUnavailable(N_("The connection test server gave an unexpected answer."))
     return {"type": "answer", "sdp": answer["sdp"]}
