@@ -209,6 +209,12 @@ def edit(ref: str):
     return _edit_page(form, consult, upload_form, status, unsaved=False)
 
 
+# config.py's default EMERGENCY_INSTRUCTION, so that the catalog translates it; an instruction set
+# in the environment is shown as written (a deployment writes it in its users' language).
+DEFAULT_EMERGENCY_INSTRUCTION = N_("If the patient cannot wait, call 120 or transfer to the nearest county "
+                                   "hospital now.")
+
+
 @bp.get("/<ref>")
 @consult_role(*ANY_SIGNED_IN)
 def view(ref: str):
@@ -234,6 +240,7 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
         "can_enter_room": room_services.can_enter(user, consult),
         "room_opens_at": room_services.opens_at(consult),
         "now": utcnow(),
+        "emergency_instruction": translate(current_app.config["EMERGENCY_INSTRUCTION"]),
         "show_matching": user.role == Role.COORDINATOR or user.id == consult.requester_id,
         "preview": eligible_specialists(consult) if consult.status == ConsultStatus.DRAFT else [],
         "signature_ok": (services.verify_signature(consult.recommendation)
