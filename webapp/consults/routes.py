@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from babel.dates import format_date
 from flask import (
@@ -355,7 +355,7 @@ def _slots_by_day(form: AcceptForm, consult) -> list[tuple[str, list[tuple[objec
 DAY_FORMATS = {"en": "EEEE dd MMMM y", "zh_CN": "M月d日 EEEE"}
 
 
-def day_label(day) -> str:
+def day_label(day: date) -> str:
     """A day's heading in the current language."""
     locale = current_locale()
     return format_date(day, DAY_FORMATS.get(locale, "full"), locale=locale)
