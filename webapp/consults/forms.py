@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
@@ -16,7 +20,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from ..forms import AppForm
-from ..models import SPECIALTIES, Sex, Urgency
+from ..models import Sex, Urgency, specialty_choices
 from ..validation import DB_INT_MAX
 from .services import CaseData, RecommendationData
 
@@ -35,9 +39,9 @@ class BoundedIntegerField(IntegerField):
             raise ValueError(self.gettext("The number is too large."))
 
 
-def _int(label: str, lo: int, hi: int, unit: str = "") -> BoundedIntegerField:
-    # NumberRange %-formats its message: a literal "%" (SpO₂) must be doubled.
-    message = f"Between {lo} and {hi}{unit}.".replace("%", "%%")
+def _int(label: Any, lo: int, hi: int, message: Any = None) -> BoundedIntegerField:
+    # NumberRange fills %(min)s and %(max)s into its message (a literal "%", as for SpO₂, is "%%").
+    message = message or _l("Between %(min)s and %(max)s.")
     return BoundedIntegerField(label, validators=[Optional(), NumberRange(lo, hi, message)])
 
 
@@ -52,27 +56,35 @@ class FiniteDecimalField(DecimalField):
 
 
 class CaseForm(AppForm):
-    specialty = SelectField("Specialty needed", choices=[("", "Choose…")] + list(SPECIALTIES.items()))
-    urgency = RadioField("Urgency", choices=[(u.value, u.label) for u in Urgency], default=Urgency.ROUTINE.value)
-    patient_age_years = _int("Age (years)", 0, 130)
-    patient_sex = SelectField("Sex", choices=[("", "Choose…")] + [(s.value, s.label) for s in Sex])
-    chief_complaint = StringField("Chief complaint", validators=[Length(max=300)])
-    history = TextAreaField("History", validators=[Length(max=20000)])
-    findings = TextAreaField("Examination findings", validators=[Length(max=20000)])
-    current_treatment = TextAreaField("Current treatment", validators=[Length(max=10000)])
-    question = TextAreaField("Your question for the specialist", validators=[Length(max=5000)])
-    preferred_times = StringField("When you and the patient can join a call", validators=[Length(max=500)])
-    bp_systolic = _int("BP systolic", 40, 300, " mmHg")
-    bp_diastolic = _int("BP diastolic", 20, 200, " mmHg")
-    heart_rate = _int("Heart rate", 20, 300, "/min")
-    respiratory_rate = _int("Respiratory rate", 4, 80, "/min")
-    temperature_c = FiniteDecimalField("Temperature °C", places=1,
-                                 validators=[Optional(), NumberRange(30, 45, "Between 30 and 45 °C.")])
-    spo2 = _int("SpO₂ %", 50, 100, " %")
-    weight_kg = FiniteDecimalField("Weight kg", places=1,
-                             validators=[Optional(), NumberRange(0.3, 400, "Between 0.3 and 400 kg.")])
-    save = SubmitField("Save draft")
-    send = SubmitField("Send request")
+    specialty = SelectField(_l("Specialty needed"))
+    urgency = RadioField(_l("Urgency"), default=Urgency.ROUTINE.value)
+    patient_age_years = _int(_l("Age (years)"), 0, 130)
+    patient_sex = SelectField(_l("Sex"))
+    chief_complaint = StringField(_l("Chief complaint"), validators=[Length(max=300)])
+    history = TextAreaField(_l("History"), validators=[Length(max=20000)])
+    findings = TextAreaField(_l("Examination findings"), validators=[Length(max=20000)])
+    current_treatment = TextAreaField(_l("Current treatment"), validators=[Length(max=10000)])
+    question = TextAreaField(_l("Your question for the specialist"), validators=[Length(max=5000)])
+    preferred_times = StringField(_l("When you and the patient can join a call"), validators=[Length(max=500)])
+    bp_systolic = _int(_l("BP systolic"), 40, 300, _l("Between %(min)s and %(max)s mmHg."))
+    bp_diastolic = _int(_l("BP diastolic"), 20, 200, _l("Between %(min)s and %(max)s mmHg."))
+    heart_rate = _int(_l("Heart rate"), 20, 300, _l("Between %(min)s and %(max)s/min."))
+    respiratory_rate = _int(_l("Respiratory rate"), 4, 80, _l("Between %(min)s and %(max)s/min."))
+    temperature_c = FiniteDecimalField(_l("Temperature °C"), places=1, validators=[
+        Optional(), NumberRange(30, 45, _l("Between %(min)s and %(max)s °C."))])
+    spo2 = _int(_l("SpO₂ %"), 50, 100, _l("Between %(min)s and %(max)s %%."))
+    weight_kg = FiniteDecimalField(_l("Weight kg"), places=1, validators=[
+        Optional(), NumberRange(0.3, 400, _l("Between %(min)s and %(max)s kg."))])
+    save = SubmitField(_l("Save draft"))
+    send = SubmitField(_l("Send request"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Choices in the request's language (built per request, not at import time).
+        choose = ("", _("Choose…"))
+        self.specialty.choices = [choose, *specialty_choices()]
+        self.urgency.choices = [(u.value, u.label) for u in Urgency]
+        self.patient_sex.choices = [choose, *((s.value, s.label) for s in Sex)]
 
     def to_case(self) -> CaseData:
         return CaseData(
@@ -97,36 +109,36 @@ class CaseForm(AppForm):
 
 
 class AttachmentForm(AppForm):
-    file = FileField("File", validators=[FileRequired("Choose a file to upload.")])
-    description = StringField("What it shows", validators=[Length(max=200)])
+    file = FileField(_l("File"), validators=[FileRequired(_l("Choose a file to upload."))])
+    description = StringField(_l("What it shows"), validators=[Length(max=200)])
 
 
 class SlotForm(AppForm):
-    slot = RadioField("Time", validate_choice=False)
+    slot = RadioField(_l("Time"), validate_choice=False)
 
 
 class RescheduleForm(AppForm):
-    slot = RadioField("New time", validate_choice=False)
-    reason = TextAreaField("Reason", validators=[DataRequired("Give a reason for the new time."),
+    slot = RadioField(_l("New time"), validate_choice=False)
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason for the new time.")),
                                                  Length(max=500)])
 
 
 class AcceptForm(AppForm):
-    slot = RadioField("Consultation time", validate_choice=False, default="")
+    slot = RadioField(_l("Consultation time"), validate_choice=False, default="")
 
 
 class ReasonForm(AppForm):
-    reason = TextAreaField("Reason", validators=[DataRequired("Give a reason."), Length(max=500)])
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Give a reason.")), Length(max=500)])
 
 
 class RecommendationForm(AppForm):
-    assessment = TextAreaField("Assessment", validators=[Length(max=20000)])
-    plan = TextAreaField("Recommended plan", validators=[Length(max=20000)])
-    refer_up = BooleanField("Refer the patient to a higher-level hospital")
-    refer_reason = TextAreaField("Reason for referral", validators=[Length(max=5000)])
-    follow_up = TextAreaField("Follow-up", validators=[Length(max=5000)])
-    save = SubmitField("Save draft")
-    sign = SubmitField("Sign and send")
+    assessment = TextAreaField(_l("Assessment"), validators=[Length(max=20000)])
+    plan = TextAreaField(_l("Recommended plan"), validators=[Length(max=20000)])
+    refer_up = BooleanField(_l("Refer the patient to a higher-level hospital"))
+    refer_reason = TextAreaField(_l("Reason for referral"), validators=[Length(max=5000)])
+    follow_up = TextAreaField(_l("Follow-up"), validators=[Length(max=5000)])
+    save = SubmitField(_l("Save draft"))
+    sign = SubmitField(_l("Sign and send"))
 
     def to_data(self) -> RecommendationData:
         return RecommendationData(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+from babel.dates import format_date
 from flask import (
     Blueprint,
     abort,
@@ -16,11 +17,14 @@ from flask import (
     send_file,
     url_for,
 )
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from ..auth.decorators import me, role_required
 from ..errors import DomainError, FileTooLarge, UnsupportedFile, ValidationFailed, wants_json
 from ..extensions import db
 from ..files.services import ConversionBusy, path_of
+from ..i18n import N_, current_locale, translate
 from ..models import ConsultStatus, Role, utcnow
 from ..rooms import services as room_services
 from ..scheduling import services as scheduling
@@ -90,11 +94,17 @@ def _case_form_error(form: CaseForm, exc: DomainError) -> int:
     for name, code in exc.fields.items():
         if name in form:
             label = services.REQUIRED_TO_SUBMIT.get(name)
-            form[name].errors = [f"Fill in {label} to send the request." if code == "required" and label
-                                 else exc.message]
-    flash("The request was not sent: " + exc.message if form.send.data else exc.message, "error")
+            form[name].errors = [_("Fill in %(what)s to send the request.", what=translate(label))
+                                 if code == "required" and label else exc.message]
+    flash(_("The request was not sent: %(reason)s", reason=exc.message) if form.send.data else exc.message,
+          "error")
     return exc.status
 
+
+# A refused file of a multi-file upload, and what was kept of the files before it.
+REFUSED_FILE = N_("%(name)s: %(reason)s")
+KEPT_ONE = N_("%(name)s: %(reason)s The file before it was attached.")
+KEPT_MANY = N_("%(name)s: %(reason)s The %(count)s files before it were attached.")
 
 # What a refused file gets back at the file field (not a permission refusal: that stays a 404/403).
 UPLOAD_REFUSALS = (FileTooLarge, UnsupportedFile, ValidationFailed, ConversionBusy)
@@ -116,9 +126,14 @@ def _attach_files(ref: str, form: AttachmentForm) -> int:
         try:
             services.add_attachment(me(), ref, upload.stream, upload.filename, form.description.data or "")
         except UPLOAD_REFUSALS as exc:  # name the file; say what was kept of a multi-file upload
-            kept = ("" if not done else " The file before it was attached." if done == 1
-                    else f" The {done} files before it were attached.")
-            raise type(exc)(f"{upload.filename}: {exc.message}{kept}", fields={"file": exc.code}) from exc
+            if not done:
+                message = REFUSED_FILE
+            elif done == 1:
+                message = KEPT_ONE
+            else:
+                message = KEPT_MANY
+            raise type(exc)(message, fields={"file": exc.code}, name=upload.filename, reason=exc.message,
+                            count=done) from exc
     return len(files)
 
 
@@ -141,11 +156,11 @@ def new():
             except DomainError as exc:
                 status = _case_form_error(form, exc)
             else:
-                flash("Your request was sent to the matching specialists.", "success")
+                flash(_("Your request was sent to the matching specialists."), "success")
                 return redirect(url_for(".view", ref=consult.ref))
         else:
             consult = services.create_draft(me(), form.to_case())
-            flash("Draft saved. Add attachments below, then send the request.", "success")
+            flash(_("Draft saved. Add attachments below, then send the request."), "success")
             return redirect(url_for(".edit", ref=consult.ref))
     return render_template("consults/edit.html", form=form, consult=None,
                            unsaved=request.method == "POST"), status
@@ -156,7 +171,7 @@ def new():
 def edit(ref: str):
     consult = services.view_consult(me(), ref)
     if not policy.can_edit_case(me(), consult):
-        flash("This request can no longer be edited: a specialist has taken it.", "info")
+        flash(_("This request can no longer be edited: a specialist has taken it."), "info")
         return redirect(url_for(".view", ref=ref))
     form = CaseForm(obj=consult if request.method == "GET" else None)
     upload_form = AttachmentForm(meta={"csrf": False})  # part of the case form (one CSRF token)
@@ -176,22 +191,28 @@ def edit(ref: str):
                 count = _attach_files(ref, upload_form)
             except UPLOAD_REFUSALS as exc:
                 return _edit_page(form, consult, upload_form, _upload_error(upload_form, exc), unsaved=False)
-            flash("File attached." if count == 1 else f"{count} files attached.", "success")
+            flash(ngettext("File attached.", "%(num)d files attached.", count), "success")
             return redirect(url_for(".edit", ref=ref) + "#attachments")
         try:
             if form.send.data and consult.status == ConsultStatus.DRAFT:
                 services.submit(me(), ref)
-                flash("Your request was sent to the matching specialists.", "success")
+                flash(_("Your request was sent to the matching specialists."), "success")
                 return redirect(url_for(".view", ref=ref))
         except DomainError as exc:
             status = _case_form_error(form, exc)
         else:
-            flash("Saved.", "success")
+            flash(_("Saved."), "success")
             return redirect(url_for(".edit", ref=ref) if consult.status == ConsultStatus.DRAFT
                             else url_for(".view", ref=ref))
     elif request.method == "POST":
         return _edit_page(form, consult, upload_form, 422, unsaved=True)
     return _edit_page(form, consult, upload_form, status, unsaved=False)
+
+
+# config.py's default EMERGENCY_INSTRUCTION, so that the catalog translates it; an instruction set
+# in the environment is shown as written (a deployment writes it in its users' language).
+DEFAULT_EMERGENCY_INSTRUCTION = N_("If the patient cannot wait, call 120 or transfer to the nearest county "
+                                   "hospital now.")
 
 
 @bp.get("/<ref>")
@@ -219,6 +240,7 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
         "can_enter_room": room_services.can_enter(user, consult),
         "room_opens_at": room_services.opens_at(consult),
         "now": utcnow(),
+        "emergency_instruction": translate(current_app.config["EMERGENCY_INSTRUCTION"]),
         "show_matching": user.role == Role.COORDINATOR or user.id == consult.requester_id,
         "preview": eligible_specialists(consult) if consult.status == ConsultStatus.DRAFT else [],
         "signature_ok": (services.verify_signature(consult.recommendation)
@@ -235,7 +257,7 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
 @consult_role(Role.RURAL_DOCTOR)
 def submit(ref: str):
     services.submit(me(), ref)
-    flash("Your request was sent to the matching specialists.", "success")
+    flash(_("Your request was sent to the matching specialists."), "success")
     return redirect(url_for(".view", ref=ref))
 
 
@@ -246,15 +268,15 @@ def upload(ref: str):
     form = AttachmentForm()
     if wants_json(request):
         if not form.validate():
-            raise ValidationFailed("; ".join(e for errs in form.errors.values() for e in errs),
-                                   fields={name: "invalid" for name in form.errors})
+            errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)  # translated already
+            raise ValidationFailed(errors, fields={name: "invalid" for name in form.errors})
         item = services.add_attachment(me(), ref, form.file.data.stream, form.file.data.filename,
                                        form.description.data or "")
         return jsonify(_attachment_json(ref, item)), 201
     back = request.form.get("back")
     try:
         if not form.validate():
-            raise ValidationFailed(next(e for errs in form.errors.values() for e in errs),
+            raise ValidationFailed(str(next(e for errs in form.errors.values() for e in errs)),
                                    fields={name: "invalid" for name in form.errors})
         count = _attach_files(ref, form)
     except UPLOAD_REFUSALS as exc:
@@ -262,7 +284,7 @@ def upload(ref: str):
             raise
         status = _upload_error(form, exc)
         return render_template("consults/view.html", **_view_context(ref, form)), status
-    flash("File attached." if count == 1 else f"{count} files attached.", "success")
+    flash(ngettext("File attached.", "%(num)d files attached.", count), "success")
     return redirect(url_for(".edit", ref=ref) if back == "edit" else url_for(".view", ref=ref) + "#attachments")
 
 
@@ -295,7 +317,7 @@ def attachment(ref: str, attachment_id: int):
 def accept(ref: str):
     consult = services.review_offer(me(), ref)
     form = AcceptForm()
-    form.slot.choices = [("", "Answer in writing — no call needed")] + _slot_choices(me(), me().timezone)
+    form.slot.choices = [("", _("Answer in writing — no call needed"))] + _slot_choices(me(), me().timezone)
     status = 200
     if form.validate_on_submit():
         try:
@@ -303,8 +325,8 @@ def accept(ref: str):
         except DomainError as exc:
             status = _form_error(form, exc)
         else:
-            flash("You accepted the consult." + (" The time is booked." if form.slot.data else
-                  " Write your recommendation when ready."), "success")
+            flash(_("You accepted the consult. The time is booked.") if form.slot.data else
+                  _("You accepted the consult. Write your recommendation when ready."), "success")
             return redirect(url_for(".view", ref=ref))
     elif request.method == "POST":
         status = 422
@@ -323,10 +345,20 @@ def _slots_by_day(form: AcceptForm, consult) -> list[tuple[str, list[tuple[objec
             continue  # "answer in writing" is shown on its own
         starts = _parse_slot(sub.data)
         assert starts is not None
-        label = local(starts, me().timezone).strftime("%A %d %B %Y")
+        label = day_label(local(starts, me().timezone).date())
         days.setdefault(label, []).append(
             (sub, fits(pref, starts, starts + length, consult.requester.timezone)))
     return list(days.items())
+
+
+# How a day of slots is headed, by locale ("Wednesday 16 December 2026", "12月16日 星期三").
+DAY_FORMATS = {"en": "EEEE dd MMMM y", "zh_CN": "M月d日 EEEE"}
+
+
+def day_label(day: date) -> str:
+    """A day's heading in the current language."""
+    locale = current_locale()
+    return format_date(day, DAY_FORMATS.get(locale, "full"), locale=locale)
 
 
 @bp.post("/<ref>/decline")
@@ -337,7 +369,7 @@ def decline(ref: str):
         raise ValidationFailed("Say why you decline, so the coordinator can route the case.",
                                fields={"reason": "required"})
     services.decline(me(), ref, form.reason.data)
-    flash("You declined the request. The coordinator can see your reason.", "info")
+    flash(_("You declined the request. The coordinator can see your reason."), "info")
     return redirect(url_for("dashboard.index"))
 
 
@@ -346,10 +378,10 @@ def decline(ref: str):
 def book(ref: str):
     consult = services.view_consult(me(), ref)
     if not policy.can_book(me(), consult) or consult.specialist is None:
-        flash("A time can be booked once a specialist has accepted, and only once.", "info")
+        flash(_("A time can be booked once a specialist has accepted, and only once."), "info")
         return redirect(url_for(".view", ref=ref))
-    return _slot_page(consult, SlotForm(), "consults/book.html", "Choose a time.",
-                      lambda form, when: services.book(me(), ref, when), "The consultation time is booked.")
+    return _slot_page(consult, SlotForm(), "consults/book.html", N_("Choose a time."),
+                      lambda form, when: services.book(me(), ref, when), N_("The consultation time is booked."))
 
 
 @bp.route("/<ref>/reschedule", methods=["GET", "POST"])
@@ -357,11 +389,11 @@ def book(ref: str):
 def reschedule(ref: str):
     consult = services.view_consult(me(), ref)
     if not policy.can_reschedule(me(), consult) or consult.specialist is None:
-        flash("Only a booked consultation can be moved, by its requester or its specialist.", "info")
+        flash(_("Only a booked consultation can be moved, by its requester or its specialist."), "info")
         return redirect(url_for(".view", ref=ref))
-    return _slot_page(consult, RescheduleForm(), "consults/reschedule.html", "Choose a new time.",
+    return _slot_page(consult, RescheduleForm(), "consults/reschedule.html", N_("Choose a new time."),
                       lambda form, when: services.reschedule(me(), ref, when, form.reason.data),
-                      "The consultation has a new time.")
+                      N_("The consultation has a new time."))
 
 
 def _slot_page(consult, form, template: str, missing: str, act, done: str):
@@ -379,11 +411,21 @@ def _slot_page(consult, form, template: str, missing: str, act, done: str):
             status = _form_error(form, exc)
             form.slot.choices = _slot_choices(consult.specialist, me().timezone)
         else:
-            flash(done, "success")
+            flash(translate(done), "success")
             return redirect(url_for(".view", ref=consult.ref))
     elif request.method == "POST":
         status = 422
     return render_template(template, consult=consult, form=form), status
+
+
+# What was filled from the shared notes (the fields in services.FROM_NOTES order).
+FILLED = {
+    ("assessment",): N_("Filled the assessment from the shared notes. Check, then save or sign. "
+                        "Nothing is saved yet."),
+    ("plan",): N_("Filled the plan from the shared notes. Check, then save or sign. Nothing is saved yet."),
+    ("assessment", "plan"): N_("Filled the assessment and the plan from the shared notes. Check, then save "
+                               "or sign. Nothing is saved yet."),
+}
 
 
 @bp.route("/<ref>/answer", methods=["GET", "POST"])
@@ -391,7 +433,7 @@ def _slot_page(consult, form, template: str, missing: str, act, done: str):
 def answer(ref: str):
     consult = services.view_consult(me(), ref)
     if not policy.can_answer(me(), consult):
-        flash("Only the consult's specialist can answer it, before it is signed.", "info")
+        flash(_("Only the consult's specialist can answer it, before it is signed."), "info")
         return redirect(url_for(".view", ref=ref))
     form = RecommendationForm(obj=consult.recommendation if request.method == "GET" else None)
     notes = services.notes_for_answer(me(), consult)
@@ -402,10 +444,9 @@ def answer(ref: str):
         data, filled, kept = services.fill_from_notes(form.to_data(), notes, None if choice == "empty" else choice)
         form.assessment.data, form.plan.data = data.assessment, data.plan
         if filled:
-            flash(f"Filled {' and '.join('the ' + n for n in filled)} from the shared notes. Check, then save or"
-                  " sign. Nothing is saved yet.", "info")
+            flash(translate(FILLED[tuple(filled)]), "info")
         elif not kept:
-            flash("The shared notes have nothing more to add.", "info")
+            flash(_("The shared notes have nothing more to add."), "info")
     elif submitted:
         try:
             services.save_recommendation(me(), ref, form.to_data(), sign=bool(form.sign.data))
@@ -413,9 +454,9 @@ def answer(ref: str):
             status = _form_error(form, exc)
         else:
             if form.sign.data:
-                flash("Recommendation signed and sent. The consult is now read-only.", "success")
+                flash(_("Recommendation signed and sent. The consult is now read-only."), "success")
                 return redirect(url_for(".view", ref=ref))
-            flash("Draft saved.", "success")
+            flash(_("Draft saved."), "success")
             return redirect(url_for(".answer", ref=ref))
     elif request.method == "POST":
         status = 422
@@ -426,7 +467,7 @@ def answer(ref: str):
 @consult_role(Role.RURAL_DOCTOR)
 def acknowledge(ref: str):
     services.acknowledge(me(), ref)
-    flash("Recommendation acknowledged.", "success")
+    flash(_("Recommendation acknowledged."), "success")
     return redirect(url_for(".view", ref=ref))
 
 
@@ -437,5 +478,5 @@ def cancel(ref: str):
     if not form.validate():
         raise ValidationFailed("Give a reason for cancelling.", fields={"reason": "required"})
     services.cancel(me(), ref, form.reason.data)
-    flash("The consult was cancelled.", "info")
+    flash(_("The consult was cancelled."), "info")
     return redirect(url_for(".view", ref=ref))

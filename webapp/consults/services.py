@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import BinaryIO
 
+from babel.lists import format_list
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -16,6 +17,7 @@ from ..audit.services import record, record_now, record_refusal
 from ..errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..files import services as files
+from ..i18n import N_, current_locale, translate
 from ..models import (
     SPECIALTIES,
     AccountStatus,
@@ -64,14 +66,35 @@ class CaseData:
     weight_kg: Decimal | None = None
 
 
-REQUIRED_TO_SUBMIT = {
-    "specialty": "the specialty needed",
-    "patient_age_years": "the patient's age",
-    "patient_sex": "the patient's sex",
-    "chief_complaint": "the chief complaint",
-    "history": "the history",
-    "question": "your question for the specialist",
+REQUIRED_TO_SUBMIT = {  # each field needed to send, named as in "fill in ..." (translated where shown)
+    "specialty": N_("the specialty needed"),
+    "patient_age_years": N_("the patient's age"),
+    "patient_sex": N_("the patient's sex"),
+    "chief_complaint": N_("the chief complaint"),
+    "history": N_("the history"),
+    "question": N_("your question for the specialist"),
 }
+
+# What a user may not do to a consult now, by the action's name (one msgid per action).
+FORBIDDEN_ACTIONS = {
+    "edit": N_("You cannot edit this consult now."),
+    "submit": N_("You cannot submit this consult now."),
+    "attach files to": N_("You cannot attach files to this consult now."),
+    "book a time for": N_("You cannot book a time for this consult now."),
+    "reschedule": N_("You cannot reschedule this consult now."),
+    "cancel": N_("You cannot cancel this consult now."),
+    "answer": N_("You cannot answer this consult now."),
+    "acknowledge": N_("You cannot acknowledge this consult now."),
+}
+FORBIDDEN_OTHER = N_("You cannot do that to this consult now.")
+
+
+def listing(items: list[str]) -> str:
+    """Translated phrases joined as a list in the current language ("a, b and c" / "a、b和c")."""
+    locale = current_locale()
+    if locale == "en":  # the house style: no comma before "and"
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return format_list(items, locale=locale)
 
 
 @dataclass
@@ -140,7 +163,8 @@ def _for_action(user: User, ref: str, allowed, action: str, *, lock: bool = Fals
     if not policy.can_view(user, consult):
         raise _deny(user, consult, action)
     if not allowed(user, consult):
-        raise Forbidden(f"You cannot {action.replace('_', ' ')} this consult now.")
+        message = FORBIDDEN_ACTIONS.get(action, FORBIDDEN_OTHER)
+        raise Forbidden(message)
     return consult
 
 
@@ -222,8 +246,8 @@ def update_case(requester: User, ref: str, data: CaseData) -> Consult:
 def _check_complete(consult: Consult) -> None:
     missing = {k: "required" for k in REQUIRED_TO_SUBMIT if getattr(consult, k) in (None, "")}
     if missing:
-        names = ", ".join(REQUIRED_TO_SUBMIT[k] for k in missing)
-        raise ValidationFailed(f"Before sending the request, fill in {names}.", fields=missing)
+        names = listing([translate(REQUIRED_TO_SUBMIT[k]) for k in missing])
+        raise ValidationFailed("Before sending the request, fill in %(names)s.", fields=missing, names=names)
 
 
 def submit(requester: User, ref: str) -> Consult:
@@ -497,17 +521,17 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
     if sign:
         todo = {}  # each missing field with what to do about it, shown at that field
         if not rec.assessment:
-            todo["assessment"] = "Write the assessment."
+            todo["assessment"] = N_("Write the assessment.")
         if not rec.plan:
-            todo["plan"] = "Write the recommended plan."
+            todo["plan"] = N_("Write the recommended plan.")
         if rec.refer_up and not rec.refer_reason:
-            todo["refer_reason"] = "Give the reason for referral."
+            todo["refer_reason"] = N_("Give the reason for referral.")
         if todo:
-            names = {"assessment": "the assessment", "plan": "the plan", "refer_reason": "the reason for referral"}
-            listed = [names[k] for k in todo]
-            wanted = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
-            raise ValidationFailed(f"To sign, write {wanted}.", fields=dict.fromkeys(todo, "required"),
-                                   field_messages=todo)
+            names = {"assessment": N_("the assessment"), "plan": N_("the plan"),
+                     "refer_reason": N_("the reason for referral")}
+            wanted = listing([translate(names[k]) for k in todo])
+            raise ValidationFailed("To sign, write %(wanted)s.", fields=dict.fromkeys(todo, "required"),
+                                   field_messages=todo, wanted=wanted)
         apply(consult, Event.SIGN_OFF)
         now = utcnow()
         rec.signed_at = now

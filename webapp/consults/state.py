@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 from ..errors import InvalidTransition
+from ..i18n import N_
 from ..models import Consult, ConsultStatus
 
 S = ConsultStatus
@@ -36,6 +37,7 @@ TRANSITIONS: dict[tuple[ConsultStatus, Event], ConsultStatus] = {
     (S.SCHEDULED, Event.CANCEL): S.CANCELLED,
 }
 
+# The English verb of each event (the refusals below spell it out; one msgid per event).
 EVENT_VERBS = {
     Event.SUBMIT: "submit",
     Event.ACCEPT: "accept",
@@ -44,6 +46,17 @@ EVENT_VERBS = {
     Event.BOOK: "book a time for",
     Event.SIGN_OFF: "sign off",
     Event.CANCEL: "cancel",
+}
+
+
+REFUSALS = {
+    Event.SUBMIT: N_("You cannot submit a consult whose status is “%(status)s”."),
+    Event.ACCEPT: N_("You cannot accept a consult whose status is “%(status)s”."),
+    Event.ASSIGN: N_("You cannot assign a consult whose status is “%(status)s”."),
+    Event.ALL_DECLINED: N_("You cannot decline a consult whose status is “%(status)s”."),
+    Event.BOOK: N_("You cannot book a time for a consult whose status is “%(status)s”."),
+    Event.SIGN_OFF: N_("You cannot sign off a consult whose status is “%(status)s”."),
+    Event.CANCEL: N_("You cannot cancel a consult whose status is “%(status)s”."),
 }
 
 
@@ -56,8 +69,6 @@ def apply(consult: Consult, event: Event) -> ConsultStatus:
     """Move the consult to its next status or raise InvalidTransition."""
     target = TRANSITIONS.get((consult.status, event))
     if target is None:
-        raise InvalidTransition(
-            f"You cannot {EVENT_VERBS[event]} a consult whose status is “{consult.status.label}”."
-        )
+        raise InvalidTransition(REFUSALS[event], status=consult.status.label)
     consult.status = target
     return target

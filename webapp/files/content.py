@@ -10,7 +10,8 @@ This module imports neither Flask nor the rest of ``webapp`` so the child starts
 Protocol (stdin): one JSON line ``{"kind": "png"|"jpeg"|"pdf", "max_pixels": int,
 "memory_limit_mb": int}`` then the file's bytes. Stdout: one JSON line ``{"ok": true, "width",
 "height", "pages", "size"}`` followed by ``size`` bytes of re-encoded content, or
-``{"ok": false, "message": str}``.
+``{"ok": false, "message": str, "params": dict}`` (an English msgid with its %(name)s
+parameters, translated by the web worker).
 """
 
 from __future__ import annotations
@@ -24,8 +25,18 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 
+def N_(message: str) -> str:
+    """Mark a message for the catalog (webapp.i18n.N_, which this module must not import)."""
+    return message
+
+
 class Refused(Exception):
-    """The content is not acceptable; the message is shown to the user."""
+    """The content is not acceptable; the message (a msgid and its parameters) is shown to the user."""
+
+    def __init__(self, message: str, **params: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.params = params
 
 
 def check_image(data: bytes, kind: str, max_pixels: int) -> tuple[bytes, int, int]:
@@ -37,17 +48,16 @@ def check_image(data: bytes, kind: str, max_pixels: int) -> tuple[bytes, int, in
                 width, height = probe.size
                 if width * height > max_pixels:
                     raise Refused(
-                        f"The image is {width}×{height} pixels; the limit is "
-                        f"{max_pixels // 1_000_000} megapixels."
-                    )
+                        N_("The image is %(width)s×%(height)s pixels; the limit is %(limit)s megapixels."),
+                        width=width, height=height, limit=max_pixels // 1_000_000)
                 probe.load()  # decode every pixel: a truncated or fake image fails here
                 image = ImageOps.exif_transpose(probe)  # keep the orientation, drop the tag
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Refused("The image is too large to open safely.") from None
+        raise Refused(N_("The image is too large to open safely.")) from None
     except MemoryError:
-        raise Refused("The image needs more memory than the server allows for one upload.") from None
+        raise Refused(N_("The image needs more memory than the server allows for one upload.")) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise Refused("The image is damaged or not a real JPEG/PNG file.") from exc
+        raise Refused(N_("The image is damaged or not a real JPEG/PNG file.")) from exc
 
     # Pillow's encoders fall back on metadata read from the upload (a JPEG comment, for one):
     # keep only what drawing the pixels needs.
@@ -61,7 +71,7 @@ def check_image(data: bytes, kind: str, max_pixels: int) -> tuple[bytes, int, in
         else:
             image.save(out, format="PNG", optimize=True)  # text chunks and eXIf are not copied
     except (MemoryError, OSError):  # an encoder that cannot allocate reports OSError
-        raise Refused("The image needs more memory than the server allows for one upload.") from None
+        raise Refused(N_("The image needs more memory than the server allows for one upload.")) from None
     return out.getvalue(), image.width, image.height
 
 
@@ -72,14 +82,14 @@ def check_pdf(data: bytes) -> int:
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
-            raise Refused("Password-protected PDFs cannot be shared; remove the password.")
+            raise Refused(N_("Password-protected PDFs cannot be shared; remove the password."))
         pages = len(reader.pages)
     except Refused:
         raise
     except Exception as exc:  # a hostile file can break the parser in any way (AttributeError, loops...)
-        raise Refused("The PDF is damaged and cannot be opened.") from exc
+        raise Refused(N_("The PDF is damaged and cannot be opened.")) from exc
     if pages == 0:
-        raise Refused("The PDF has no pages.")
+        raise Refused(N_("The PDF has no pages."))
     return pages
 
 
@@ -92,7 +102,7 @@ def process(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes
         out, width, height = check_image(data, kind, int(request["max_pixels"]))
         return {"ok": True, "pages": None, "width": width, "height": height}, out
     except Refused as exc:
-        return {"ok": False, "message": str(exc)}, b""
+        return {"ok": False, "message": exc.message, "params": exc.params}, b""
 
 
 def _limit_memory(megabytes: int) -> None:

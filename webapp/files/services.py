@@ -21,6 +21,7 @@ from typing import BinaryIO
 from flask import current_app
 
 from ..errors import DomainError, FileTooLarge, UnsupportedFile, ValidationFailed
+from ..i18n import N_, translate
 from . import content
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ KINDS: dict[str, tuple[str, str, set[str]]] = {
     "png": ("image/png", "png", {"png"}),
     "pdf": ("application/pdf", "pdf", {"pdf"}),
 }
-ALLOWED_DESCRIPTION = "JPEG or PNG images and PDF documents"
+ALLOWED_DESCRIPTION = "JPEG or PNG images and PDF documents"  # as in the refusal below
+NO_SUFFIX = N_("(none)")  # the ending of a file name without one, in a refusal
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def clean_filename(name: str | None) -> str:
 def _read_limited(stream: BinaryIO, limit: int) -> bytes:
     data = stream.read(limit + 1)
     if len(data) > limit:
-        raise FileTooLarge(f"Files may be at most {limit // (1024 * 1024)} MB.")
+        raise FileTooLarge("Files may be at most %(mb)s MB.", mb=limit // (1024 * 1024))
     return data
 
 
@@ -99,7 +101,7 @@ def conversion_slot() -> Iterator[None]:
     """Hold one of the process's conversion slots; 503 if none frees up in IMAGE_QUEUE_SECONDS."""
     slots = _slots()
     if not slots.acquire(timeout=current_app.config["IMAGE_QUEUE_SECONDS"]):
-        raise ConversionBusy("The server is busy processing other uploads; try again in a minute.")
+        raise ConversionBusy(N_("The server is busy processing other uploads; try again in a minute."))
     try:
         yield
     finally:
@@ -131,7 +133,8 @@ def check_content(data: bytes, kind: str) -> tuple[bytes, int | None, int | None
         log.warning("content check of a %s exited %s: %s", kind, done.returncode, done.stderr[-500:])
         raise UnsupportedFile("The file could not be processed; it may be damaged or too large.")
     if not header["ok"]:
-        raise UnsupportedFile(header["message"])
+        params = header.get("params") if isinstance(header.get("params"), dict) else {}
+        raise UnsupportedFile(str(header["message"]), **params)
     return (body if kind != "pdf" else data), header["width"], header["height"], header["pages"]
 
 
@@ -152,13 +155,11 @@ def _check_upload(stream: BinaryIO, filename: str) -> CheckedFile:
     suffix = original.rsplit(".", 1)[-1].lower() if "." in original else ""
     kind = sniff(data[:1024])
     if kind is None:
-        raise UnsupportedFile(f"Only {ALLOWED_DESCRIPTION} can be attached.")
+        raise UnsupportedFile("Only JPEG or PNG images and PDF documents can be attached.")
     content_type, extension, endings = KINDS[kind]
     if suffix not in endings:
-        raise UnsupportedFile(
-            f"The file is named “.{suffix or '(none)'}” but its content is "
-            f"{extension.upper()}. Rename it or export it again."
-        )
+        raise UnsupportedFile("The file is named “.%(suffix)s” but its content is %(kind)s. Rename it or "
+                              "export it again.", suffix=suffix or translate(NO_SUFFIX), kind=extension.upper())
     data, width, height, pages = check_content(data, kind)
     return CheckedFile(
         data=data,
