@@ -64,7 +64,7 @@ def test_a_chinese_browser_registers_and_signs_in_in_chinese(app, make):
     user.status = AccountStatus.APPROVED
     db.session.commit()
     login_page = client.get("/login")
-    assert "登录" in body(login_page) and "邮箱" in body(login_page) and "在此设备上保持登录" in body(login_page)
+    assert "登录" in body(login_page) and "电子邮件" in body(login_page) and "在此设备上保持登录" in body(login_page)
     r = post_form(client, "/login", {"email": "ma.lin@example.cn", "password": "wrong-password-123"},
                   token_from="/login")
     assert r.status_code == 401 and flashes(r) == ["邮箱或密码不正确。"]

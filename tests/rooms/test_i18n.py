@@ -11,6 +11,7 @@ from tests.conftest import login
 from tests.notes.peers import Peer
 from webapp.consults import services as consults
 from webapp.extensions import db
+from webapp.i18n import speaking
 from webapp.models import User
 from webapp.notes import services as notes
 from webapp.timefmt import format_local
@@ -57,7 +58,7 @@ def test_the_notes_history_page_is_in_chinese_for_a_chinese_reader(app, make):
     html = client.get(f"/consults/{consult.ref}/notes/history", headers={"Accept-Language": "en"}).get_data(
         as_text=True)
     for chinese in ("病例笔记——修订历史", "修订记录", "返回会诊室", "当前笔记", "2 次编辑", "查看此次修订后的笔记",
-                    "现病史", "处理计划"):
+                    "现病史", "诊疗计划"):
         assert chinese in html, chinese
     for english in ("Revisions", "Current notes", "2 edits", "Back to the room"):
         assert english not in html, english
@@ -74,7 +75,9 @@ def test_the_room_not_open_page_says_when_in_chinese(app, make, monkeypatch):
     assert r.status_code == 403
     html = r.get_data(as_text=True)
     assert "会诊室尚未开放" in html and "The room is not open yet" not in html
-    assert f"会诊室将于 {format_local(opening, rural.timezone)} 开放。" in html
+    with speaking("zh_CN"):
+        when = format_local(opening, rural.timezone)  # in Chinese: 2026年12月2日 星期三 09:00 (北京时间)
+    assert "年" in when and f"会诊室将于 {when} 开放。" in html
     assert "提前 5 分钟开放" in html
 
 
