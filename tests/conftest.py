@@ -216,6 +216,7 @@ def app(_app: Flask) -> Iterator[Flask]:
     chat_services._limiter.clear()  # the chat's own per-user window (rooms.services)
     ratelimit.reset(_app)  # socket event windows and refusal counters (ids are reused between tests)
     _app.extensions.pop("huizhen.chat_notices", None)  # who was told of which consult's chat (ids again)
+    _app.extensions.pop("huizhen.notes_cache", None)  # live notes documents by consult id (ids again)
     _unmock_socketio(_app)
     _app.config["LOGIN_RATE_LIMIT"] = "1000 per minute"
     with _app.app_context():
