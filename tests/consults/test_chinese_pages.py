@@ -3,7 +3,6 @@ of the accept page, and the refusal of an action (issue 11)."""
 
 from __future__ import annotations
 
-import html
 import io
 import re
 
@@ -11,25 +10,12 @@ import pytest
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
-from tests.conftest import CSRF_RE, login
+from tests.conftest import login
+from tests.test_http_consults import flashes, token_of
+from tests.test_http_consults import text as page_text
 from webapp.consults.routes import day_label
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9"}
-
-
-def page_text(response) -> str:
-    return html.unescape(response.get_data(as_text=True))
-
-
-def flashes(response) -> list[str]:
-    return [html.unescape(m) for m in
-            re.findall(r'<div class="flash [a-z]+" role="status">(.*?)</div>', response.get_data(as_text=True))]
-
-
-def token_of(response) -> str:
-    match = CSRF_RE.search(response.get_data(as_text=True))
-    assert match, "no CSRF token on the page"
-    return match.group(1)
 
 
 def slot_values(response) -> list[str]:
