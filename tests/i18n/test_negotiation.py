@@ -81,3 +81,19 @@ def test_a_chinese_page_shows_the_catalogs_chinese(app: Flask):
     assert sign_in != "Sign in", "the zh_CN catalog translates the sign-in button"
     page = app.test_client().get("/login", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
     assert sign_in in page
+
+
+def test_the_scripts_catalog_is_one_cached_script_per_language(app: Flask):
+    """/i18n/<locale>.js carries the catalog and t(); cached for a year only under its version."""
+    client = app.test_client()
+    page = client.get("/login", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    src = re.search(r'<script src="(/i18n/zh_CN\.js\?v=[0-9a-f]+)"', page)
+    assert src, "the page loads the Chinese catalog script"
+    r = client.get(src.group(1))
+    assert r.status_code == 200 and r.mimetype == "text/javascript"
+    assert "immutable" in r.headers["Cache-Control"]
+    body = r.get_data(as_text=True)
+    assert body.startswith("window.HZ_CATALOG = {") and "window.t = t" in body
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in body), "the catalog holds the Chinese texts"
+    assert "no-cache" in client.get("/i18n/zh_CN.js?v=stale").headers["Cache-Control"]
+    assert client.get("/i18n/fr.js").status_code == 404
