@@ -241,7 +241,8 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
         "room_opens_at": room_services.opens_at(consult),
         "now": utcnow(),
         "emergency_instruction": translate(current_app.config["EMERGENCY_INSTRUCTION"]),
-        "show_matching": user.role == Role.COORDINATOR or user.id == consult.requester_id,
+        "show_matching": policy.allows(user, consult, policy.Action.SEE_MATCHING),
+        "participant_name": lambda user_id: policy.name_in(consult, user_id),
         "preview": eligible_specialists(consult) if consult.status == ConsultStatus.DRAFT else [],
         "signature_ok": (services.verify_signature(consult.recommendation)
                          if consult.recommendation and consult.recommendation.is_signed else None),

@@ -25,7 +25,7 @@ def _upcoming(user) -> dict:
     """The user's upcoming consultations, and which of their rooms a party can join now (one click)."""
     upcoming, now = scheduling.upcoming_for(user), utcnow()
     joinable = {a.id for a in upcoming
-                if policy.is_party(user, a.consult) and (opens_at(a.consult) or now) <= now}
+                if policy.is_participant(user, a.consult) and (opens_at(a.consult) or now) <= now}
     return {"upcoming": upcoming, "joinable": joinable}
 
 
