@@ -21,7 +21,7 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 
 from ..auth.decorators import me, role_required
-from ..errors import DomainError, FileTooLarge, UnsupportedFile, ValidationFailed, wants_json
+from ..errors import DomainError, FileTooLarge, Forbidden, UnsupportedFile, ValidationFailed, wants_json
 from ..extensions import db
 from ..files.services import ConversionBusy, path_of
 from ..i18n import N_, current_locale, translate
@@ -378,6 +378,8 @@ def decline(ref: str):
 @consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def book(ref: str):
     consult = services.view_consult(me(), ref)
+    if not policy.entitled(me(), consult, policy.Action.BOOK):  # not the requester or the lead
+        raise Forbidden(N_("You cannot book a time for this consult now."))
     if not policy.can_book(me(), consult) or consult.specialist is None:
         flash(_("A time can be booked once a specialist has accepted, and only once."), "info")
         return redirect(url_for(".view", ref=ref))
@@ -389,6 +391,8 @@ def book(ref: str):
 @consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def reschedule(ref: str):
     consult = services.view_consult(me(), ref)
+    if not policy.entitled(me(), consult, policy.Action.RESCHEDULE):  # not the requester or the lead
+        raise Forbidden(N_("You cannot reschedule this consult now."))
     if not policy.can_reschedule(me(), consult) or consult.specialist is None:
         flash(_("Only a booked consultation can be moved, by its requester or its specialist."), "info")
         return redirect(url_for(".view", ref=ref))
@@ -433,6 +437,8 @@ FILLED = {
 @consult_role(Role.SPECIALIST)
 def answer(ref: str):
     consult = services.view_consult(me(), ref)
+    if not policy.entitled(me(), consult, policy.Action.SIGN):  # not the lead: refused outright
+        raise Forbidden(N_("Only the consult's lead specialist writes and signs the recommendation."))
     if not policy.can_answer(me(), consult):
         flash(_("Only the consult's specialist can answer it, before it is signed."), "info")
         return redirect(url_for(".view", ref=ref))
