@@ -655,7 +655,7 @@ def active_for_specialist(specialist: User) -> list[Consult]:
     """Consults the specialist has taken and not yet answered."""
     return list(db.session.scalars(
         select(Consult).where(
-            policy.consults_of(specialist, [ParticipantRole.LEAD_SPECIALIST, ParticipantRole.SPECIALIST]),
+            policy.consults_of(specialist, [ParticipantRole.LEAD_SPECIALIST]),
             Consult.status.in_((ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)),
         ).order_by(Consult.accepted_at)
     ))
@@ -665,7 +665,7 @@ def answered_by(specialist: User, limit: int = 20) -> list[Consult]:
     """The specialist's recently answered consults."""
     return list(db.session.scalars(
         select(Consult).where(
-            policy.consults_of(specialist, [ParticipantRole.LEAD_SPECIALIST, ParticipantRole.SPECIALIST]),
+            policy.consults_of(specialist, [ParticipantRole.LEAD_SPECIALIST]),
             Consult.status == ConsultStatus.COMPLETED,
         ).order_by(Consult.completed_at.desc()).limit(limit)
     ))
