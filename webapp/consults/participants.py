@@ -8,6 +8,8 @@ user's open connections everywhere (sessionbus.recheck_consult).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 
 from ..audit.services import record
@@ -17,6 +19,8 @@ from ..models import (
     AccountStatus,
     Consult,
     ConsultParticipant,
+    ConsultStatus,
+    Facility,
     ParticipantRole,
     Role,
     User,
@@ -24,6 +28,7 @@ from ..models import (
 )
 from ..sessionbus import recheck_consult
 from . import policy
+from .matching import partner_facility_ids
 from .policy import Action
 
 INVITABLE = (ParticipantRole.SPECIALIST, ParticipantRole.TRAINEE)
@@ -130,3 +135,59 @@ def remove(actor: User, ref: str, user_id: int) -> ConsultParticipant:
 def history(consult: Consult) -> list[ConsultParticipant]:
     """Every participation of the consult, in the order they were added."""
     return sorted(consult.participants, key=lambda p: (p.added_at, p.id))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Someone the inviter may invite, in a role, and whether they work at a partner hospital."""
+
+    user: User
+    role: ParticipantRole
+    is_partner: bool
+
+
+def candidates(inviter: User, ref: str, *, specialty: str | None = None,
+               facility_id: int | None = None) -> tuple[Consult, list[Candidate]]:
+    """Whom the requester or the lead may invite: approved specialists (of the specialty and facility
+    asked, the partner hospital's first) as second specialists, and as trainees the doctors of the
+    requester's facility and the specialists of the lead's hospital. Nobody already taking part."""
+    consult = _consult(ref, lock=False)
+    if not policy.can_view(inviter, consult):
+        raise NotFound("No such consult.")
+    if not policy.allows(inviter, consult, Action.INVITE):
+        raise Forbidden("Only the requesting doctor or the lead specialist invites, while the consult is open.")
+    taken = {p.user_id for p in consult.participants if p.removed_at is None}
+    partners = partner_facility_ids(_requester_facility(consult))
+    query = select(User).where(User.role == Role.SPECIALIST, User.status == AccountStatus.APPROVED)
+    if specialty:
+        query = query.where(User.specialty == specialty)
+    if facility_id:
+        query = query.where(User.facility_id == facility_id)
+    found = [Candidate(u, ParticipantRole.SPECIALIST, u.facility_id in partners)
+             for u in db.session.scalars(query.order_by(User.full_name, User.id)) if u.id not in taken]
+    found.sort(key=lambda c: not c.is_partner)  # stable: the partner hospital's first, then by name
+    local = [f for f in (_requester_facility(consult), _lead_facility(consult)) if f is not None]
+    if local and not specialty:
+        trainees = db.session.scalars(select(User).where(
+            User.status == AccountStatus.APPROVED, User.facility_id.in_(local),
+            User.role.in_((Role.RURAL_DOCTOR, Role.SPECIALIST))).order_by(User.full_name, User.id))
+        found += [Candidate(u, ParticipantRole.TRAINEE, u.facility_id in partners) for u in trainees
+                  if u.id not in taken and (not facility_id or u.facility_id == facility_id)
+                  and may_invite_as(consult, u, ParticipantRole.TRAINEE)]
+    return consult, found
+
+
+def invitations_for(user: User) -> list[ConsultParticipant]:
+    """The user's invitations not yet answered, on consults still open to them, oldest first."""
+    rows = db.session.scalars(
+        select(ConsultParticipant).join(Consult, Consult.id == ConsultParticipant.consult_id).where(
+            ConsultParticipant.user_id == user.id, ConsultParticipant.accepted_at.is_(None),
+            ConsultParticipant.removed_at.is_(None),
+            Consult.status.in_((ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)))
+        .order_by(ConsultParticipant.added_at, ConsultParticipant.id))
+    return list(rows)
+
+
+def facilities() -> list[Facility]:
+    """The facilities to search specialists in, by name."""
+    return list(db.session.scalars(select(Facility).order_by(Facility.name, Facility.id)))

@@ -6,7 +6,7 @@ from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user
 
 from ..auth.decorators import me
-from ..consults import policy
+from ..consults import participants, policy
 from ..models import Role, utcnow
 from ..rooms.services import opens_at
 from ..scheduling import services as scheduling
@@ -26,7 +26,7 @@ def _upcoming(user) -> dict:
     upcoming, now = scheduling.upcoming_for(user), utcnow()
     joinable = {a.id for a in upcoming
                 if policy.is_participant(user, a.consult) and (opens_at(a.consult) or now) <= now}
-    return {"upcoming": upcoming, "joinable": joinable}
+    return {"upcoming": upcoming, "joinable": joinable, "invitations": participants.invitations_for(user)}
 
 
 @bp.get("/")
