@@ -38,6 +38,7 @@ from webapp.extensions import db, limiter
 from webapp.models import (
     AccountStatus,
     Consult,
+    ConsultParticipant,
     Facility,
     FacilityLevel,
     Partnership,
@@ -315,6 +316,25 @@ class Factory:
             self.availability(specialist)
         slot = scheduling.open_slots(specialist)[1]  # not the first: it may fall inside the lead time a moment later
         return consults.accept(specialist, c.ref, slot.starts_at)
+
+    def participant(self, consult: Consult, user: User, role: str, *, by: User | None = None) -> ConsultParticipant:
+        """Invite user into the consult (by its requester unless told) and accept, through the services."""
+        from webapp.consults import participants
+
+        participants.invite(by or consult.requester, consult.ref, user.id, role)
+        return participants.respond(user, consult.ref, accept=True)
+
+    def second_specialist(self, consult: Consult, **kw) -> User:
+        """An approved specialist invited into an accepted consult for an opinion, who accepted."""
+        user = self.specialist(**{"specialty": "neurology", **kw})
+        self.participant(consult, user, "specialist")
+        return user
+
+    def trainee(self, consult: Consult, **kw) -> User:
+        """A doctor of the requester's facility invited to watch and learn, who accepted."""
+        user = self.rural(facility=db.session.get(Facility, consult.requester.facility_id), **kw)
+        self.participant(consult, user, "trainee")
+        return user
 
     def chat_history(self, consult: Consult, count: int, senders: tuple[User, ...] = (),
                      prefix: str = "history") -> list[int]:

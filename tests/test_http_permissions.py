@@ -35,7 +35,8 @@ from webapp.scheduling import services as scheduling
 
 pytestmark = pytest.mark.usefixtures("isolated_requests")
 
-ACTORS = ("requester", "other_rural", "specialist", "other_specialist", "coordinator", "anonymous")
+ACTORS = ("requester", "other_rural", "specialist", "other_specialist", "second_specialist", "trainee",
+          "coordinator", "anonymous")
 COMPLAINT = "Crushing chest pain at rest"
 
 
@@ -79,6 +80,8 @@ class World:
     specialist: User
     other_specialist: User
     coordinator: User
+    second_specialist: User  # invited into accepted consults for an opinion (with_team)
+    trainee: User  # a doctor of the requester's facility, invited to watch and learn (with_team)
 
     def user(self, actor: str) -> User | None:
         return None if actor == "anonymous" else getattr(self, actor)
@@ -86,19 +89,30 @@ class World:
 
 def build_world(make: Factory) -> World:
     """A requester, the cardiologist the request is offered to (and later assigned), a
-    dermatologist who is never offered it, another rural doctor and a coordinator."""
+    dermatologist who is never offered it, another rural doctor and a coordinator; a neurologist
+    and a doctor of the requester's facility who join accepted consults (with_team)."""
+    clinic = make.facility()
     world = World(
         make=make,
-        requester=make.rural(email="requester@test.example", timezone="Asia/Shanghai"),
+        requester=make.rural(email="requester@test.example", timezone="Asia/Shanghai", facility=clinic),
         other_rural=make.rural(email="other.rural@test.example"),
         specialist=make.specialist(specialty="cardiology", email="cardio@test.example",
                                    timezone="Europe/London"),
         other_specialist=make.specialist(specialty="dermatology", email="derma@test.example"),
         coordinator=make.coordinator(email="coord@test.example"),
+        second_specialist=make.specialist(specialty="neurology", email="neuro@test.example"),
+        trainee=make.rural(email="trainee@test.example", facility=clinic),
     )
     make.availability(world.specialist)
     make.availability(world.other_specialist)
     return world
+
+
+def with_team(world: World, consult: Consult) -> Consult:
+    """The second specialist and the trainee take part in the (accepted) consult."""
+    world.make.participant(consult, world.second_specialist, "specialist")
+    world.make.participant(consult, world.trainee, "trainee")
+    return consult
 
 
 def scheduled(make, requester, specialist, **overrides):
@@ -170,7 +184,7 @@ A, F, H, L = "allowed", "forbidden", "hidden", "login"
 
 
 def _scheduled_with_file(world: World):
-    c = scheduled(world.make, world.requester, world.specialist, chief_complaint=COMPLAINT)
+    c = with_team(world, scheduled(world.make, world.requester, world.specialist, chief_complaint=COMPLAINT))
     att = with_attachment(world, c)
     return c, {"attachment_id": att.id}
 
@@ -180,17 +194,20 @@ def _requested(world: World):
 
 
 def _accepted(world: World):
-    c = world.make.accepted(world.requester, world.specialist, chief_complaint=COMPLAINT)
+    c = with_team(world, world.make.accepted(world.requester, world.specialist, chief_complaint=COMPLAINT))
     slot = scheduling.open_slots(world.specialist)[1].starts_at.isoformat()
     return c, {"slot": slot}
 
 
 def _scheduled(world: World):
-    return scheduled(world.make, world.requester, world.specialist, chief_complaint=COMPLAINT), {}
+    return with_team(world, scheduled(world.make, world.requester, world.specialist, chief_complaint=COMPLAINT)), {}
 
 
 def _signed(world: World):
-    return signed(world), {}
+    c = with_team(world, world.make.accepted(world.requester, world.specialist, chief_complaint=COMPLAINT))
+    consults.save_recommendation(world.specialist, c.ref, consults.RecommendationData(
+        assessment="Unstable angina.", plan="Transfer for angiography."), sign=True)
+    return c, {}
 
 
 def _upload(client: FlaskClient, c: Consult | None, extra: dict, url: str | None = None):
@@ -210,44 +227,51 @@ ACTIONS: dict[str, Action] = {
         _scheduled_with_file,
         lambda cl, c, x: cl.get(f"/consults/{c.ref}"),
         _unchanged,
-        dict(requester=A, other_rural=H, specialist=A, other_specialist=H, coordinator=A, anonymous=L),
+        dict(requester=A, other_rural=H, specialist=A, other_specialist=H, second_specialist=A, trainee=A,
+             coordinator=A, anonymous=L),
     ),
     "edit_page": Action(
         _requested,
         lambda cl, c, x: cl.get(f"/consults/{c.ref}/edit"),
         _unchanged,
-        dict(requester=A, other_rural=H, specialist=F, other_specialist=H, coordinator=F, anonymous=L),
+        dict(requester=A, other_rural=H, specialist=F, other_specialist=H, second_specialist=H, trainee=H,
+             coordinator=F, anonymous=L),
     ),
     "edit_save": Action(
         _requested,
         lambda cl, c, x: post_form(cl, f"/consults/{c.ref}/edit",
                                    case_form(chief_complaint="Edited complaint", save="Save draft")),
         lambda b, a: a["chief_complaint"] == "Edited complaint",
-        dict(requester=A, other_rural=H, specialist=F, other_specialist=H, coordinator=F, anonymous=L),
+        dict(requester=A, other_rural=H, specialist=F, other_specialist=H, second_specialist=H, trainee=H,
+             coordinator=F, anonymous=L),
     ),
     "download": Action(
         _scheduled_with_file,
         lambda cl, c, x: cl.get(f"/consults/{c.ref}/attachments/{x['attachment_id']}"),
         _unchanged,
-        dict(requester=A, other_rural=H, specialist=A, other_specialist=H, coordinator=A, anonymous=L),
+        dict(requester=A, other_rural=H, specialist=A, other_specialist=H, second_specialist=A, trainee=A,
+             coordinator=A, anonymous=L),
     ),
     "upload": Action(
         _scheduled,
         _upload,
         lambda b, a: a["attachments"] == b["attachments"] + 1,
-        dict(requester=A, other_rural=H, specialist=A, other_specialist=H, coordinator=F, anonymous=L),
+        dict(requester=A, other_rural=H, specialist=A, other_specialist=H, second_specialist=A, trainee=F,
+             coordinator=F, anonymous=L),
     ),
     "accept": Action(
         _requested,
         lambda cl, c, x: post_form(cl, f"/consults/{c.ref}/accept", {"slot": ""}),
         lambda b, a: a["status"] == ConsultStatus.ACCEPTED,
-        dict(requester=F, other_rural=H, specialist=A, other_specialist=H, coordinator=F, anonymous=L),
+        dict(requester=F, other_rural=H, specialist=A, other_specialist=H, second_specialist=H, trainee=H,
+             coordinator=F, anonymous=L),
     ),
     "decline": Action(
         _requested,
         lambda cl, c, x: post_form(cl, f"/consults/{c.ref}/decline", {"reason": "Outside my practice."}),
         lambda b, a: a["offers"][0][1] == OfferStatus.DECLINED and a["status"] == ConsultStatus.DECLINED,
-        dict(requester=F, other_rural=H, specialist=A, other_specialist=H, coordinator=F, anonymous=L),
+        dict(requester=F, other_rural=H, specialist=A, other_specialist=H, second_specialist=H, trainee=H,
+             coordinator=F, anonymous=L),
     ),
     "sign": Action(
         _accepted,
@@ -255,25 +279,29 @@ ACTIONS: dict[str, Action] = {
             "assessment": "Unstable angina.", "plan": "Transfer for angiography.",
             "follow_up": "", "refer_reason": "", "sign": "Sign and send"}),
         lambda b, a: a["status"] == ConsultStatus.COMPLETED and a["signed_at"] is not None,
-        dict(requester=F, other_rural=H, specialist=A, other_specialist=H, coordinator=F, anonymous=L),
+        dict(requester=F, other_rural=H, specialist=A, other_specialist=H, second_specialist=F, trainee=F,
+             coordinator=F, anonymous=L),
     ),
     "book": Action(
         _accepted,
         lambda cl, c, x: post_form(cl, f"/consults/{c.ref}/book", {"slot": x["slot"]}),
         lambda b, a: a["status"] == ConsultStatus.SCHEDULED and a["appointment"] is not None,
-        dict(requester=A, other_rural=H, specialist=A, other_specialist=H, coordinator=F, anonymous=L),
+        dict(requester=A, other_rural=H, specialist=A, other_specialist=H, second_specialist=F, trainee=F,
+             coordinator=F, anonymous=L),
     ),
     "cancel": Action(
         _scheduled,
         lambda cl, c, x: post_form(cl, f"/consults/{c.ref}/cancel", {"reason": "Patient recovered."}),
         lambda b, a: a["status"] == ConsultStatus.CANCELLED and a["appointment"] is None,
-        dict(requester=A, other_rural=H, specialist=F, other_specialist=H, coordinator=A, anonymous=L),
+        dict(requester=A, other_rural=H, specialist=F, other_specialist=H, second_specialist=F, trainee=F,
+             coordinator=A, anonymous=L),
     ),
     "acknowledge": Action(
         _signed,
         lambda cl, c, x: post_form(cl, f"/consults/{c.ref}/acknowledge"),
         lambda b, a: a["acknowledged_at"] is not None,
-        dict(requester=A, other_rural=H, specialist=F, other_specialist=H, coordinator=F, anonymous=L),
+        dict(requester=A, other_rural=H, specialist=F, other_specialist=H, second_specialist=F, trainee=F,
+             coordinator=F, anonymous=L),
     ),
 }
 

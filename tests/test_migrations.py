@@ -62,3 +62,50 @@ def test_downgrade_to_base_and_back(empty_database):
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     engine.dispose()
     assert _flask_db(empty_database, "upgrade").returncode == 0
+
+
+def test_0014_gives_every_existing_consult_its_participants(empty_database):
+    """Consults made before participants existed (at 0013) get their requester, and their accepted
+    specialist as the lead, with the times they had; the unique index allows one current row each."""
+    from sqlalchemy import text
+
+    assert _flask_db(empty_database, "upgrade", "0013").returncode == 0
+    engine = create_engine(empty_database)
+    t0, t1 = "2026-11-01 08:00:00+00:00", "2026-11-01 09:30:00+00:00"
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO facilities (id, name, level, region, created_at) "
+                          "VALUES (1, 'County', 'county_hospital', 'Gansu', :t)"), {"t": t0})
+        for uid, role in ((1, "rural_doctor"), (2, "specialist"), (3, "specialist"), (4, "coordinator")):
+            conn.execute(text(
+                "INSERT INTO users (id, email, password_hash, full_name, role, status, languages, licence_number, "
+                "timezone, login_token, created_at, facility_id) VALUES (:id, :email, 'x', :name, :role, "
+                "'approved', 'zh-CN', :lic, 'Asia/Shanghai', :tok, :t, 1)"),
+                {"id": uid, "email": f"u{uid}@test.example", "name": f"User {uid}", "role": role,
+                 "lic": f"L{uid}", "tok": f"tok{uid}", "t": t0})
+        rows = [  # id, status, specialist, accepted_at, assigned_by
+            (1, "draft", None, None, None), (2, "requested", None, None, None),
+            (3, "accepted", 2, t1, None), (4, "scheduled", 3, t1, 4), (5, "completed", 2, t1, None),
+            (6, "cancelled", 3, None, None),  # a specialist with no accepted_at: the creation time stands in
+        ]
+        for cid, status, spec, accepted, assigned in rows:
+            conn.execute(text(
+                "INSERT INTO consults (id, ref, requester_id, specialist_id, status, urgency, chief_complaint, "
+                "history, findings, current_treatment, question, preferred_times, created_at, updated_at, "
+                "version, accepted_at, assigned_by_id) VALUES (:id, :ref, 1, :spec, :status, 'routine', 'c', "
+                "'', '', '', '', '', :t, :t, 1, :acc, :by)"),
+                {"id": cid, "ref": f"ref{cid}", "spec": spec, "status": status, "t": t0, "acc": accepted,
+                 "by": assigned})
+    upgraded = _flask_db(empty_database, "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    with engine.connect() as conn:
+        got = conn.execute(text(
+            "SELECT consult_id, user_id, role, added_by_id, accepted_at IS NOT NULL, removed_at IS NULL "
+            "FROM consult_participants ORDER BY consult_id, role DESC")).all()
+    engine.dispose()
+    expected = []
+    for cid, _status, spec, _accepted, assigned in rows:
+        expected.append((cid, 1, "requester", 1, True, True))
+        if spec is not None:
+            expected.append((cid, spec, "lead_specialist", assigned or spec, True, True))
+    assert [tuple(bool(v) if isinstance(v, int) and i >= 4 else v for i, v in enumerate(r)) for r in got] == expected
+    _assert_matches_models(empty_database)

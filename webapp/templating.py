@@ -40,6 +40,23 @@ def register_templating(app: Flask) -> None:
 
     app.add_template_filter(action_label, "action_label")  # audit codes read as words everywhere
 
+    def may(consult: object, action: str) -> bool:
+        """Whether the signed-in user may take the action on the consult (consults.policy decides)."""
+        from .consults import policy  # the policy imports the models; keep templating import-light
+
+        if not (current_user and current_user.is_authenticated):
+            return False
+        return policy.allows(current_user, consult, policy.Action(action))  # type: ignore[arg-type]
+
+    def role_in(consult: object) -> str | None:
+        """The signed-in user's participant role in the consult (its value), or None."""
+        from .consults import policy
+
+        if not (current_user and current_user.is_authenticated):
+            return None
+        role = policy.role_of(current_user, consult)  # type: ignore[arg-type]
+        return role.value if role is not None else None
+
     @app.context_processor
     def _globals() -> dict:
-        return {"now_utc": utcnow(), "specialty_label": specialty_label}
+        return {"now_utc": utcnow(), "specialty_label": specialty_label, "may": may, "role_in": role_in}

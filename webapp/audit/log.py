@@ -112,13 +112,14 @@ def known_users() -> list[User]:
     return list(db.session.scalars(select(User).order_by(User.full_name, User.id)))
 
 
-USER_KEYS = {"offered_to", "specialist_id"}  # detail keys that hold user ids
+USER_KEYS = {"offered_to", "specialist_id", "user_id"}  # detail keys that hold user ids
 # The detail keys the application writes, as words (translated where shown); others read as their words.
 DETAIL_LABELS = {
     "reason": N_("reason"), "starts_at": N_("starts at"), "sent": N_("sent"), "partner": N_("partner"),
     "first_day": N_("first day"), "last_day": N_("last day"), "facility": N_("facility"), "email": N_("email"),
     "windows": N_("windows"), "type": N_("type"), "to": N_("to"), "from": N_("from"), "status": N_("status"),
     "start_minute": N_("start minute"), "end_minute": N_("end minute"), "specialist_id": N_("specialist"),
+    "user_id": N_("participant"),
     "rows": N_("rows"), "role": N_("role"), "refer_up": N_("refer up"), "offered_to": N_("offered to"),
     "note": N_("note"), "name": N_("name"), "mode": N_("mode"), "kind": N_("kind"), "filter": N_("filter"),
     "day": N_("day"), "bytes": N_("bytes"), "action": N_("action"),

@@ -55,7 +55,7 @@ def eligible_specialists(consult: Consult) -> list[Candidate]:
             User.role == Role.SPECIALIST,
             User.status == AccountStatus.APPROVED,
             User.specialty == consult.specialty,
-            User.id != consult.requester_id,
+            User.id.not_in([p.user_id for p in consult.participants if p.removed_at is None]),
         )
     ))
     if not specialists:

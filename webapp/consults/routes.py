@@ -21,17 +21,18 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 
 from ..auth.decorators import me, role_required
-from ..errors import DomainError, FileTooLarge, UnsupportedFile, ValidationFailed, wants_json
+from ..errors import DomainError, FileTooLarge, Forbidden, UnsupportedFile, ValidationFailed, wants_json
 from ..extensions import db
 from ..files.services import ConversionBusy, path_of
 from ..i18n import N_, current_locale, translate
-from ..models import ConsultStatus, Role, utcnow
+from ..models import ConsultStatus, Role, specialty_choices, utcnow
 from ..rooms import services as room_services
 from ..scheduling import services as scheduling
 from ..scheduling.preferences import fits, parse_preferences
 from ..timefmt import format_local, local
+from ..validation import clean_int
 from ..video import services as video_services
-from . import policy, services
+from . import participants, policy, services
 from .forms import (
     AcceptForm,
     AttachmentForm,
@@ -241,7 +242,11 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
         "room_opens_at": room_services.opens_at(consult),
         "now": utcnow(),
         "emergency_instruction": translate(current_app.config["EMERGENCY_INSTRUCTION"]),
-        "show_matching": user.role == Role.COORDINATOR or user.id == consult.requester_id,
+        "show_matching": policy.allows(user, consult, policy.Action.SEE_MATCHING),
+        "participant_name": lambda user_id: policy.name_in(consult, user_id),
+        "participants": participants.history(consult),
+        "invitation": (lambda p: p if p is not None and p.is_invited else None)(policy.participation(user, consult)),
+        "may_remove": lambda row: policy.remove_allowed(user, consult, row),
         "preview": eligible_specialists(consult) if consult.status == ConsultStatus.DRAFT else [],
         "signature_ok": (services.verify_signature(consult.recommendation)
                          if consult.recommendation and consult.recommendation.is_signed else None),
@@ -377,6 +382,8 @@ def decline(ref: str):
 @consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def book(ref: str):
     consult = services.view_consult(me(), ref)
+    if not policy.entitled(me(), consult, policy.Action.BOOK):  # not the requester or the lead
+        raise Forbidden(N_("You cannot book a time for this consult now."))
     if not policy.can_book(me(), consult) or consult.specialist is None:
         flash(_("A time can be booked once a specialist has accepted, and only once."), "info")
         return redirect(url_for(".view", ref=ref))
@@ -388,6 +395,8 @@ def book(ref: str):
 @consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def reschedule(ref: str):
     consult = services.view_consult(me(), ref)
+    if not policy.entitled(me(), consult, policy.Action.RESCHEDULE):  # not the requester or the lead
+        raise Forbidden(N_("You cannot reschedule this consult now."))
     if not policy.can_reschedule(me(), consult) or consult.specialist is None:
         flash(_("Only a booked consultation can be moved, by its requester or its specialist."), "info")
         return redirect(url_for(".view", ref=ref))
@@ -432,6 +441,8 @@ FILLED = {
 @consult_role(Role.SPECIALIST)
 def answer(ref: str):
     consult = services.view_consult(me(), ref)
+    if not policy.entitled(me(), consult, policy.Action.SIGN):  # not the lead: refused outright
+        raise Forbidden(N_("Only the consult's lead specialist writes and signs the recommendation."))
     if not policy.can_answer(me(), consult):
         flash(_("Only the consult's specialist can answer it, before it is signed."), "info")
         return redirect(url_for(".view", ref=ref))
@@ -479,4 +490,66 @@ def cancel(ref: str):
         raise ValidationFailed("Give a reason for cancelling.", fields={"reason": "required"})
     services.cancel(me(), ref, form.reason.data)
     flash(_("The consult was cancelled."), "info")
+    return redirect(url_for(".view", ref=ref))
+
+
+# --- participants: invite, answer an invitation, remove ----------------------------------------------
+
+
+def _form_int(value: str | None, name: str, *, optional: bool = False) -> int | None:
+    """A whole number typed in a form or a query (digits only), checked like any integer input."""
+    if optional and not value:
+        return None
+    if value is None or not value.isdigit():
+        return clean_int(value, name, lo=1)  # refuses it with the usual message
+    return clean_int(int(value), name, lo=1)
+
+
+@bp.get("/<ref>/invite")
+@consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def invite_page(ref: str):
+    specialty = request.args.get("specialty") or None
+    if specialty is not None and specialty not in dict(specialty_choices()):
+        raise ValidationFailed("Choose a specialty from the list.", fields={"specialty": "unknown"})
+    facility_id = _form_int(request.args.get("facility"), "facility", optional=True)
+    consult, found = participants.candidates(me(), ref, specialty=specialty, facility_id=facility_id)
+    return render_template("consults/invite.html", consult=consult, candidates=found, specialty=specialty,
+                           facility_id=facility_id, specialties=specialty_choices(),
+                           facilities=participants.facilities(), empty_form=EmptyForm())
+
+
+@bp.post("/<ref>/participants")
+@consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def invite(ref: str):
+    if not EmptyForm().validate():
+        raise ValidationFailed("The form expired; reload the page and try again.")
+    user_id = _form_int(request.form.get("user_id"), "user_id")
+    row = participants.invite(me(), ref, user_id, request.form.get("role", ""))
+    flash(_("%(name)s is invited as %(role)s.", name=row.user.full_name, role=row.role.label), "success")
+    return redirect(url_for(".view", ref=ref))
+
+
+@bp.post("/<ref>/invitation")
+@consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def answer_invitation(ref: str):
+    if not EmptyForm().validate():
+        raise ValidationFailed("The form expired; reload the page and try again.")
+    accept = request.form.get("answer") == "accept"
+    if not accept and request.form.get("answer") != "decline":
+        raise ValidationFailed("Accept or decline the invitation.", fields={"answer": "invalid"})
+    participants.respond(me(), ref, accept=accept)
+    if accept:
+        flash(_("You take part in this consult now."), "success")
+        return redirect(url_for(".view", ref=ref))
+    flash(_("You declined the invitation."), "info")
+    return redirect(url_for("dashboard.index"))
+
+
+@bp.post("/<ref>/participants/<int:user_id>/remove")
+@consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST, Role.COORDINATOR)
+def remove_participant(ref: str, user_id: int):
+    if not EmptyForm().validate():
+        raise ValidationFailed("The form expired; reload the page and try again.")
+    row = participants.remove(me(), ref, user_id)
+    flash(_("%(name)s no longer takes part in this consult.", name=row.user.full_name), "info")
     return redirect(url_for(".view", ref=ref))

@@ -26,8 +26,10 @@ from ..models import (
     Consult,
     ConsultMode,
     ConsultOffer,
+    ConsultParticipant,
     ConsultStatus,
     OfferStatus,
+    ParticipantRole,
     Recommendation,
     Role,
     Sex,
@@ -40,6 +42,7 @@ from ..scheduling import services as scheduling
 from ..sessionbus import recheck_consult
 from . import policy
 from .matching import eligible_specialists
+from .policy import Action
 from .state import Event, apply
 
 
@@ -169,7 +172,7 @@ def _for_action(user: User, ref: str, allowed, action: str, *, lock: bool = Fals
 
 
 def _parties(consult: Consult) -> list[User]:
-    return [u for u in (consult.requester, consult.specialist) if u is not None]
+    return policy.participant_users(consult)
 
 
 def _notify_booked(consult: Consult, by: User, starts_at: datetime) -> None:
@@ -207,6 +210,10 @@ def _new_draft(requester: User, data: CaseData) -> Consult:
 def _add_draft(requester: User, consult: Consult) -> None:
     db.session.add(consult)
     db.session.flush()
+    now = utcnow()
+    consult.participants.append(ConsultParticipant(
+        user=requester, user_id=requester.id, role=ParticipantRole.REQUESTER, added_by=requester, added_at=now,
+        accepted_at=now))
     record("consult.created", actor=requester, consult=consult)
 
 
@@ -252,7 +259,7 @@ def _check_complete(consult: Consult) -> None:
 
 def submit(requester: User, ref: str) -> Consult:
     """Send a complete draft and offer it to the eligible specialists."""
-    consult = _for_action(requester, ref, lambda u, c: u.id == c.requester_id, "submit")
+    consult = _for_action(requester, ref, lambda u, c: policy.entitled(u, c, Action.SUBMIT), "submit")
     _check_complete(consult)
     _send(requester, consult)
     _commit_or_conflict("The consult changed while you were submitting it. Reload and try again.")
@@ -336,7 +343,7 @@ def accept(specialist: User, ref: str, starts_at: datetime | None = None) -> Con
             raise _deny(specialist, consult, "accept")
         raise Conflict("This request is no longer open to you; another specialist may have taken it.")
     apply(consult, Event.ACCEPT)
-    _take(consult, specialist, offer)
+    _take(consult, specialist, offer, by=specialist)
     if starts_at is not None:
         try:
             scheduling.reserve(consult, specialist, starts_at, booked_by=specialist)
@@ -346,7 +353,8 @@ def accept(specialist: User, ref: str, starts_at: datetime | None = None) -> Con
         apply(consult, Event.BOOK)
     record("consult.accepted", actor=specialist, consult=consult,
            detail={"starts_at": starts_at.isoformat() if starts_at else None})
-    notify([consult.requester], "consult.accepted", {"by": specialist.full_name}, consult=consult)
+    notify(_parties(consult), "consult.accepted", {"by": specialist.full_name}, consult=consult,
+           exclude=specialist)
     if starts_at is not None:
         _notify_booked(consult, specialist, starts_at)
     _commit_or_conflict("Another specialist accepted this request a moment ago.")
@@ -358,8 +366,14 @@ def _was_offered(specialist: User, consult: Consult) -> bool:
     return any(o.specialist_id == specialist.id for o in consult.offers)
 
 
-def _take(consult: Consult, specialist: User, offer: ConsultOffer | None) -> None:
+def _take(consult: Consult, specialist: User, offer: ConsultOffer | None, *, by: User) -> None:
+    """The specialist becomes the lead participant; `specialist_id` is derived from that row."""
     now = utcnow()
+    if policy.participation(specialist, consult) is not None:
+        raise ValidationFailed("This specialist already takes part in the consult.")
+    consult.participants.append(ConsultParticipant(
+        user=specialist, user_id=specialist.id, role=ParticipantRole.LEAD_SPECIALIST, added_by=by, added_at=now,
+        accepted_at=now))
     consult.specialist_id = specialist.id
     consult.accepted_at = now
     for other in consult.offers:
@@ -400,7 +414,7 @@ def assign(coordinator: User, ref: str, specialist_id: int) -> Consult:
     specialist = db.session.get(User, specialist_id)
     if specialist is None or specialist.role != Role.SPECIALIST or specialist.status != AccountStatus.APPROVED:
         raise ValidationFailed("Choose an approved specialist.", fields={"specialist_id": "invalid"})
-    if specialist.id == consult.requester_id:
+    if policy.role_of(specialist, consult) == ParticipantRole.REQUESTER:
         raise ValidationFailed("A consult cannot be assigned to its requester.")
     apply(consult, Event.ASSIGN)
     offer = next((o for o in consult.offers if o.specialist_id == specialist.id), None)
@@ -408,11 +422,12 @@ def assign(coordinator: User, ref: str, specialist_id: int) -> Consult:
         offer = ConsultOffer(consult_id=consult.id, specialist_id=specialist.id,
                              rank=len(consult.offers) + 1)
         consult.offers.append(offer)
-    _take(consult, specialist, offer)
+    _take(consult, specialist, offer, by=coordinator)
     consult.assigned_by_id = coordinator.id
     record("consult.assigned", actor=coordinator, consult=consult,
            detail={"specialist_id": specialist.id})
-    notify([consult.requester], "consult.accepted", {"by": specialist.full_name}, consult=consult)
+    notify(_parties(consult), "consult.accepted", {"by": specialist.full_name}, consult=consult,
+           exclude=specialist)
     consult_id = consult.id
     _commit_or_conflict("The request changed meanwhile. Reload and try again.")
     recheck_consult(consult_id)  # whoever the change leaves out loses its open connections
@@ -540,7 +555,8 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
         rec.content_sha256 = _content_hash(rec)
         record("consult.signed", actor=specialist, consult=consult,
                detail={"mode": rec.mode.value, "refer_up": rec.refer_up, "sha256": rec.content_sha256})
-        notify([consult.requester], "recommendation.signed", {"by": specialist.full_name}, consult=consult)
+        notify(_parties(consult), "recommendation.signed", {"by": specialist.full_name}, consult=consult,
+               exclude=specialist)
         from ..notes.services import sign_notes  # the shared notes are fixed with the signature
         sign_notes(consult)
     else:
@@ -589,7 +605,7 @@ def fill_from_notes(data: RecommendationData, notes: dict[str, str], replace: st
 
 def acknowledge(requester: User, ref: str) -> Recommendation:
     """The rural doctor confirms having read the signed recommendation."""
-    consult = _for_action(requester, ref, lambda u, c: u.id == c.requester_id, "acknowledge")
+    consult = _for_action(requester, ref, lambda u, c: policy.entitled(u, c, Action.ACKNOWLEDGE), "acknowledge")
     rec = consult.recommendation
     if consult.status != ConsultStatus.COMPLETED or rec is None or not rec.is_signed:
         raise Conflict("There is no signed recommendation to acknowledge yet.")
@@ -598,7 +614,8 @@ def acknowledge(requester: User, ref: str) -> Recommendation:
     rec.acknowledged_at = utcnow()
     rec.acknowledged_by_id = requester.id
     record("consult.acknowledged", actor=requester, consult=consult)
-    notify([consult.specialist], "recommendation.acknowledged", {"by": requester.full_name}, consult=consult)
+    notify(_parties(consult), "recommendation.acknowledged", {"by": requester.full_name}, consult=consult,
+           exclude=requester)
     _commit_or_conflict("The consult changed meanwhile. Reload and try again.")
     return rec
 
@@ -614,7 +631,8 @@ def verify_signature(rec: Recommendation) -> bool:
 def requests_of(requester: User) -> list[Consult]:
     """A rural doctor's consults, newest first."""
     return list(db.session.scalars(
-        select(Consult).where(Consult.requester_id == requester.id).order_by(Consult.created_at.desc())
+        select(Consult).where(policy.consults_of(requester, [ParticipantRole.REQUESTER]))
+        .order_by(Consult.created_at.desc())
     ))
 
 
@@ -637,7 +655,7 @@ def active_for_specialist(specialist: User) -> list[Consult]:
     """Consults the specialist has taken and not yet answered."""
     return list(db.session.scalars(
         select(Consult).where(
-            Consult.specialist_id == specialist.id,
+            policy.consults_of(specialist, [ParticipantRole.LEAD_SPECIALIST]),
             Consult.status.in_((ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)),
         ).order_by(Consult.accepted_at)
     ))
@@ -647,7 +665,8 @@ def answered_by(specialist: User, limit: int = 20) -> list[Consult]:
     """The specialist's recently answered consults."""
     return list(db.session.scalars(
         select(Consult).where(
-            Consult.specialist_id == specialist.id, Consult.status == ConsultStatus.COMPLETED
+            policy.consults_of(specialist, [ParticipantRole.LEAD_SPECIALIST]),
+            Consult.status == ConsultStatus.COMPLETED,
         ).order_by(Consult.completed_at.desc()).limit(limit)
     ))
 

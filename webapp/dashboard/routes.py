@@ -6,7 +6,7 @@ from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user
 
 from ..auth.decorators import me
-from ..consults import policy
+from ..consults import participants, policy
 from ..models import Role, utcnow
 from ..rooms.services import opens_at
 from ..scheduling import services as scheduling
@@ -25,8 +25,8 @@ def _upcoming(user) -> dict:
     """The user's upcoming consultations, and which of their rooms a party can join now (one click)."""
     upcoming, now = scheduling.upcoming_for(user), utcnow()
     joinable = {a.id for a in upcoming
-                if policy.is_party(user, a.consult) and (opens_at(a.consult) or now) <= now}
-    return {"upcoming": upcoming, "joinable": joinable}
+                if policy.is_participant(user, a.consult) and (opens_at(a.consult) or now) <= now}
+    return {"upcoming": upcoming, "joinable": joinable, "invitations": participants.invitations_for(user)}
 
 
 @bp.get("/")

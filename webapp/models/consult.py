@@ -83,6 +83,21 @@ class OfferStatus(enum.StrEnum):
     WITHDRAWN = "withdrawn"
 
 
+class ParticipantRole(enum.StrEnum):
+    """A participant's part in a consult (docs/architecture.md, "Participants")."""
+
+    REQUESTER = "requester"  # the rural doctor who asked
+    LEAD_SPECIALIST = "lead_specialist"  # who accepted; signs the recommendation
+    SPECIALIST = "specialist"  # a second or third specialist invited for an opinion
+    TRAINEE = "trainee"  # observes to learn
+
+    @property
+    def label(self) -> str:
+        """Translated by the code (docs/glossary.md)."""
+        return translate({"requester": N_("Requesting doctor"), "lead_specialist": N_("Lead specialist"),
+                          "specialist": N_("Invited specialist"), "trainee": N_("Trainee")}[self.value])
+
+
 def new_reference() -> str:
     """An unguessable public reference used in every consult URL."""
     return secrets.token_urlsafe(12)
@@ -157,6 +172,10 @@ class Consult(db.Model):
     )
     recommendation: Mapped[Recommendation | None] = relationship(
         back_populates="consult", uselist=False
+    )
+    # Every participation, past and present (consults.policy decides what each may do).
+    participants: Mapped[list[ConsultParticipant]] = relationship(
+        back_populates="consult", order_by="ConsultParticipant.id"
     )
 
     __mapper_args__ = {"version_id_col": version}
@@ -262,3 +281,45 @@ class Recommendation(db.Model):
     @property
     def is_signed(self) -> bool:
         return self.signed_at is not None
+
+
+class ConsultParticipant(db.Model):
+    """A user taking part in a consult with a role; `requester_id`/`specialist_id` are derived from these.
+
+    Active: accepted (accepted_at set) and not removed. An invitation not yet answered has no
+    accepted_at; one declined, a participant who left (removed_by is the user) or was removed has
+    removed_at. At most one row per (consult, user) is not removed.
+    """
+
+    __tablename__ = "consult_participants"
+    __table_args__ = (
+        Index("uq_consult_participants_current", "consult_id", "user_id", unique=True,
+              postgresql_where=text("removed_at IS NULL"), sqlite_where=text("removed_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    consult_id: Mapped[int] = mapped_column(ForeignKey("consults.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[ParticipantRole] = mapped_column(str_enum(ParticipantRole))
+    added_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    removed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    consult: Mapped[Consult] = relationship(back_populates="participants")
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    added_by: Mapped[User | None] = relationship(foreign_keys=[added_by_id])
+    removed_by: Mapped[User | None] = relationship(foreign_keys=[removed_by_id])
+
+    @property
+    def is_active(self) -> bool:
+        return self.accepted_at is not None and self.removed_at is None
+
+    @property
+    def is_invited(self) -> bool:
+        """An invitation not yet accepted or declined."""
+        return self.accepted_at is None and self.removed_at is None
+
+    def __repr__(self) -> str:
+        return f"<ConsultParticipant {self.consult_id}:{self.user_id} {self.role}>"

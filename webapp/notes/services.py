@@ -36,10 +36,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ..audit.services import record, record_now, record_refusal
 from ..consults import policy
+from ..consults.policy import Action
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..i18n import N_, translate
-from ..models import Consult, ConsultStatus, NoteSnapshot, NoteUpdate, Role, User, utcnow
+from ..models import Consult, ConsultStatus, NoteSnapshot, NoteUpdate, User, utcnow
 from ..validation import text_problem
 from . import yupdate
 
@@ -91,13 +92,13 @@ def setting(name: str) -> int:
 
 
 def can_open(user: User, consult: Consult) -> bool:
-    """The consult's parties, and coordinators (who are audited), may read its notes."""
-    return (policy.is_party(user, consult) or user.role == Role.COORDINATOR) and consult.status in OPEN_NOTES
+    """The consult's participants, and coordinators (who are audited), may read its notes (policy)."""
+    return policy.allows(user, consult, Action.OPEN_NOTES)
 
 
 def can_edit(user: User, consult: Consult) -> bool:
-    """Only the two parties edit, and only until the consult is signed off or cancelled."""
-    return policy.is_party(user, consult) and consult.status in OPEN_NOTES and consult.status not in CLOSED
+    """Participants the policy lets edit (not trainees), until the consult is signed off or cancelled."""
+    return policy.allows(user, consult, Action.EDIT_NOTES)
 
 
 def open_notes(user: User, ref: Any, *, audit: str | None = "notes.opened") -> Consult:
@@ -339,7 +340,7 @@ class _Refused(ValidationFailed):
 
 def apply_update(user: User, consult: Consult, data: Any) -> Applied:
     """Merge a party's update into the consult's notes and persist it before it is acknowledged."""
-    if not policy.is_party(user, consult):
+    if not policy.entitled(user, consult, Action.EDIT_NOTES):  # who; the status is checked under the lock
         raise Forbidden("Only the consult's doctors edit its notes.")
     raw, shape = check_update(data)
     consult_id, author_id = consult.id, user.id

@@ -12,6 +12,7 @@ from flask import current_app, has_app_context, has_request_context
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
+from ..consults import policy
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db
 from ..i18n import speaking, user_locale
@@ -154,8 +155,8 @@ def coordinators() -> list[User]:
 
 
 def parties(consult: Consult) -> list[User]:
-    """The consult's doctors: the requester and, once taken, the specialist."""
-    return [u for u in (consult.requester, consult.specialist) if u is not None]
+    """The consult's active participants (consults.policy), lead specialist first."""
+    return policy.participant_users(consult)
 
 
 # --- the room: written in the transaction of the message or the entry that caused them -----------
@@ -193,9 +194,7 @@ class ChatNotices:
             # a connection of its own, closed at once: the chat's fast path opens its own write
             # transaction next, which a read left open in the session would block on SQLite
             with db.engine.connect() as conn:
-                row = conn.execute(select(Consult.requester_id, Consult.specialist_id)
-                                   .where(Consult.id == consult_id)).first()
-            ids = frozenset(i for i in (row or ()) if i is not None)
+                ids = frozenset(conn.execute(policy.participant_ids(consult_id)).scalars())
             known = self._parties[consult_id] = (now, ids)
         return known[1]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from ..auth.decorators import me, role_required
+from ..consults import policy
 from ..consults.forms import AttachmentForm
 from ..models import Role
 from ..video import services as video_services
-from ..video.services import CALL_STATUSES
 from . import services
 
 bp = Blueprint("rooms", __name__, url_prefix="/consults")
@@ -23,9 +23,11 @@ def room(ref: str):
         consult = services.consult_by_ref(ref)
         return render_template("rooms/not_open.html", consult=consult, opens_at=closed.opens_at,
                                message=closed.message), closed.status
-    call_allowed = me().id in (consult.requester_id, consult.specialist_id) and consult.status in CALL_STATUSES
+    # static/js/call.js sends camera and microphone: only participants the policy lets send media get
+    # it (a receive-only trainee's join is accepted by the server, its client is part of the N-party call)
+    call_allowed = video_services.may_join(me(), consult) and policy.allows(me(), consult, policy.Action.SEND_MEDIA)
     return render_template("rooms/room.html", call_allowed=call_allowed,
                            ice_servers=video_services.ice_servers(me()) if call_allowed else [],
-                           polite=me().id != consult.specialist_id, consult=consult, upload_form=AttachmentForm(),
+                           polite=policy.is_polite(me(), consult), consult=consult, upload_form=AttachmentForm(),
                            read_only=consult.status in services.CLOSED,
-                           can_post=me().id in (consult.requester_id, consult.specialist_id))
+                           can_post=policy.allows(me(), consult, policy.Action.POST))

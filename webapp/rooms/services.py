@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from ..audit.services import record_now, record_refusal
 from ..auth import sessions
 from ..consults import policy
+from ..consults.policy import Action
 from ..errors import DomainError, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..i18n import N_, translate
@@ -32,8 +33,8 @@ from ..models import (
     Consult,
     ConsultStatus,
     Message,
+    ParticipantRole,
     ReadReceipt,
-    Role,
     RoomCounter,
     User,
     UserSession,
@@ -86,8 +87,8 @@ class Posted:
 
 
 def can_enter(user: User, consult: Consult) -> bool:
-    """The consult's parties, and coordinators (who are audited), may open its room."""
-    return (policy.is_party(user, consult) or user.role == Role.COORDINATOR) and consult.status in OPEN_ROOM
+    """The consult's participants, and coordinators (who are audited), may open its room (policy)."""
+    return policy.allows(user, consult, Action.ENTER_ROOM)
 
 
 class RoomNotOpen(Forbidden):
@@ -310,10 +311,12 @@ def post_message(sender: User, consult: Consult, client_id: Any, body: Any,
             raise ValidationFailed("That attachment does not belong to this consult.")
     if not body and attachment is None:
         raise ValidationFailed("The message is empty.")
-    if not policy.is_party(sender, consult):
+    if not policy.is_participant(sender, consult):
         raise Forbidden("Only the consult's doctors can write in its chat.")
     if consult.status in CLOSED:  # a retry of a message sent before the close still gets its ack
         return _retried_or(consult, sender, client_id, Forbidden("This consult is closed; its chat is read-only."))
+    if not policy.allows(sender, consult, Action.POST):
+        raise Forbidden("Only the consult's doctors can write in its chat.")
     try:
         if not rate_charged:
             check_rate(sender.id, replay=replay)
@@ -377,14 +380,18 @@ class FastPost:
 _claim_cache: dict[str, tuple[Executable, ...]] = {}
 
 
-def _party_guard(cid: Any, uid: Any, statuses: Any) -> tuple[Any, ...]:
+def _party_guard(cid: Any, uid: Any, statuses: Any, action: Action) -> tuple[Any, ...]:
     """SQL conditions proving, without loading anything, that user uid on the session whose key hash
-    is bound as :key_hash (open, not idle since :cutoff) is an approved party of consult cid, which
-    is in one of the statuses. Shared by the send fast path and the resync check."""
+    is bound as :key_hash (open, not idle since :cutoff) is an approved active participant of consult
+    cid, in a role the policy allows the action, and the consult is in one of the statuses. Shared
+    by the send fast path and the resync check."""
+    stages = {policy.STAGE_OF[s] for s in statuses}
+    roles = set.intersection(*(set(policy.roles_for(action, stage)) for stage in stages))
     return (
         # OR of equalities rather than IN: an IN list is re-expanded on every execution
-        exists().where(Consult.id == cid, or_(*(Consult.status == s for s in statuses)),
-                       or_(Consult.requester_id == uid, Consult.specialist_id == uid)),
+        exists().where(Consult.id == cid, or_(*(Consult.status == s for s in statuses))),
+        # an active participation row (consults.policy): a removed participant fails at once
+        policy.is_participant_sql(cid, uid, None if roles == set(ParticipantRole) else roles),
         exists().where(User.id == uid, User.status == AccountStatus.APPROVED),
         # the sender's server-side session is open and not idle (auth.sessions)
         exists().where(UserSession.key_hash == bindparam("key_hash", type_=UserSession.key_hash.type),
@@ -400,7 +407,7 @@ def _claim_statements(dialect: str) -> tuple[Executable, ...]:
     counters, messages = RoomCounter.__table__, Message.__table__
     cid, uid = bindparam("cid", type_=counters.c.consult_id.type), bindparam("uid", type_=messages.c.sender_id.type)
     guard = (
-        *_party_guard(cid, uid, WRITABLE),
+        *_party_guard(cid, uid, WRITABLE, Action.POST),
         # the sender's order: no stored message of theirs numbered as high (a NULL cseq passes)
         ~exists().where(messages.c.consult_id == cid, messages.c.sender_id == uid,
                         messages.c.client_seq >= bindparam("cseq", type_=Integer())),
@@ -647,7 +654,7 @@ def _head_statement(dialect: str) -> Executable:
     if dialect not in _head_cache:
         cid, uid = bindparam("cid", type_=RoomCounter.consult_id.type), bindparam("uid", type_=User.id.type)
         _head_cache[dialect] = select(RoomCounter.last_seq).where(
-            RoomCounter.consult_id == cid, *_party_guard(cid, uid, OPEN_ROOM))
+            RoomCounter.consult_id == cid, *_party_guard(cid, uid, OPEN_ROOM, Action.SEND_RECEIPT))
     return _head_cache[dialect]
 
 
@@ -703,11 +710,11 @@ def join_backlog(consult: Consult, after_seq: Any) -> Backlog:
 def mark_read(user: User, consult: Consult, seq: Any) -> int:
     """Record that the user has seen messages up to seq; receipts only move forward.
 
-    Only the two parties send receipts (a coordinator looking in must not show as "Seen by" the
-    other doctor), and a receipt never runs ahead of the last message actually sent.
+    Only participants send receipts (a coordinator looking in must not show as "Seen by" the
+    doctors), and a receipt never runs ahead of the last message actually sent.
     """
     seq = clean_int(seq, "seq")
-    if not policy.is_party(user, consult):
+    if not policy.allows(user, consult, Action.SEND_RECEIPT):
         raise Forbidden("Only the consult's doctors send read receipts.")
     seq = min(seq, last_seq(consult))
     receipt = db.session.get(ReadReceipt, (consult.id, user.id))
@@ -720,11 +727,10 @@ def mark_read(user: User, consult: Consult, seq: Any) -> int:
 
 
 def read_receipts(consult: Consult) -> dict[int, int]:
-    """The parties' user id -> last sequence number that user has seen."""
-    parties = [uid for uid in (consult.requester_id, consult.specialist_id) if uid is not None]
+    """The active participants' user id -> last sequence number that user has seen."""
     return dict(db.session.execute(
         select(ReadReceipt.user_id, ReadReceipt.last_read_seq)
-        .where(ReadReceipt.consult_id == consult.id, ReadReceipt.user_id.in_(parties))
+        .where(ReadReceipt.consult_id == consult.id, ReadReceipt.user_id.in_(policy.participant_ids(consult.id)))
     ).all())
 
 

@@ -8,10 +8,11 @@ from email.utils import parseaddr
 
 from flask import current_app, url_for
 from icalendar import Calendar, Event, vCalAddress, vText
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 
 from ..audit.services import record
 from ..auth.sessions import hash_key
+from ..consults import policy
 from ..extensions import db
 from ..i18n import N_, speaking, translate, user_locale
 from ..models import Appointment, CalendarFeed, Consult, ConsultStatus, User, utcnow
@@ -135,7 +136,7 @@ def _feed_ics(user: User, *, now: datetime | None = None) -> bytes:
         select(Consult, Appointment, counts.c.n)
         .join(counts, counts.c.consult_id == Consult.id)
         .join(Appointment, Appointment.id == counts.c.last)
-        .where(or_(Consult.requester_id == user.id, Consult.specialist_id == user.id))
+        .where(policy.consults_of(user))
         .order_by(Appointment.starts_at)
     ).all()
     cal = Calendar()

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..audit.services import record
+from ..consults import policy
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..extensions import db
 from ..i18n import N_
@@ -329,8 +330,6 @@ def upcoming_for(user: User, *, now: datetime | None = None) -> list[Appointment
                Consult.status == ConsultStatus.SCHEDULED)
         .order_by(Appointment.starts_at)
     )
-    if user.role == Role.SPECIALIST:
-        query = query.where(Appointment.specialist_id == user.id)
-    elif user.role == Role.RURAL_DOCTOR:
-        query = query.where(Consult.requester_id == user.id)
+    if user.role in (Role.SPECIALIST, Role.RURAL_DOCTOR):
+        query = query.where(policy.consults_of(user))  # every consult they take part in
     return list(db.session.scalars(query))

@@ -33,8 +33,7 @@ def _members() -> Connections:
 
 # A connection joined to a call its user may no longer take part in is disconnected (sessionbus).
 register_namespace(NAMESPACE, joined=lambda app, sid: connections(NAMESPACE, app).consult_of(sid),
-                   entitled=lambda user, consult: policy.is_party(user, consult)
-                   and consult.status in services.CALL_STATUSES)
+                   entitled=services.may_join)
 
 
 def call_members(app: Flask) -> Connections:
@@ -52,7 +51,7 @@ def _vanished(consult_id: int, snap: Snapshot) -> None:
 
 def _call_consult(ref: Any) -> Consult:
     consult = rooms.member_consult(current_user, ref)
-    if not policy.is_party(current_user, consult):
+    if not policy.is_participant(current_user, consult):
         record_refusal("call.access_denied", actor=current_user, consult=consult)
         raise NotFound("No such consult.")
     services.require_call_party(current_user, consult)
@@ -86,6 +85,7 @@ class CallNamespace(Namespace):
             if not isinstance(offer, dict) or offer.get("type") != "offer":
                 raise ValidationFailed("The offer sent with a join must be an SDP offer.")
             offer = services.validate_signal(offer)
+            services.check_media(current_user, consult, offer)
         call = services.start_call(current_user, consult, audit="call.joined")  # one commit
         previous = _members().consult_of(request.sid)
         if previous is not None and previous != consult.id:
@@ -100,12 +100,13 @@ class CallNamespace(Namespace):
         return {"ok": True, "me": current_user.id, "call_id": call.id,
                 "ice_servers": services.ice_servers(current_user),
                 "peers": _members().others(consult.id, request.sid),
-                "polite": current_user.id != consult.specialist_id}
+                "polite": policy.is_polite(current_user, consult)}
 
     @handler
     def on_signal(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined(data)
         clean = services.validate_signal(data)
+        services.check_media(current_user, consult, clean)
         clean["from"] = current_user.id
         emit("signal", clean, to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
         return {"ok": True}

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from ..audit.services import record
 from ..consults import policy
+from ..consults.policy import Action
 from ..errors import DomainError, Forbidden, ValidationFailed
 from ..extensions import db
 from ..i18n import N_
@@ -52,12 +53,37 @@ def ice_servers(user: User) -> list[dict[str, Any]]:
     return servers
 
 
+def may_join(user: User, consult: Consult) -> bool:
+    """Whether the policy lets the user join the consult's call now (a trainee only receive-only)."""
+    return policy.allows(user, consult, Action.JOIN_CALL)
+
+
 def require_call_party(user: User, consult: Consult) -> None:
-    """Only the consult's two doctors take part in its call, while it is open."""
-    if not policy.is_party(user, consult):
+    """Only the consult's participants take part in its call, while it is open."""
+    if not policy.is_participant(user, consult):
         raise Forbidden("Only the consult's doctors can join its call.")
-    if consult.status not in CALL_STATUSES:
+    if not may_join(user, consult):
         raise Forbidden("The call is available once the consult is accepted and until it is signed off.")
+
+
+def sends_media(sdp: str) -> bool:
+    """Whether a session description offers to send audio or video (a direction other than
+    recvonly or inactive on any media section; no direction attribute means sendrecv)."""
+    for section in sdp.replace("\r\n", "\n").split("\nm=")[1:]:
+        lines = section.split("\n")
+        if not lines[0].startswith(("audio", "video")):
+            continue
+        directions = {line.strip()[2:] for line in lines[1:]} & {"sendrecv", "sendonly", "recvonly", "inactive"}
+        if not directions or directions & {"sendrecv", "sendonly"}:
+            return True
+    return False
+
+
+def check_media(user: User, consult: Consult, signal: dict[str, Any]) -> None:
+    """Refuse a description that would send media from a participant the policy keeps receive-only."""
+    if (signal.get("type") in ("offer", "answer") and not policy.allows(user, consult, Action.SEND_MEDIA)
+            and sends_media(signal["sdp"])):
+        raise Forbidden("You join this call receive-only: your camera and microphone stay off.")
 
 
 def validate_signal(data: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +192,7 @@ def end_call(user: User, consult: Consult) -> CallSession | None:
     call = db.session.scalar(
         select(CallSession).where(CallSession.consult_id == consult.id, CallSession.ended_at.is_(None))
     )
-    if call is None or not policy.is_party(user, consult):
+    if call is None or not policy.is_participant(user, consult):
         return None
     call.ended_at = utcnow()
     db.session.commit()
