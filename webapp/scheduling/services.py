@@ -107,6 +107,9 @@ def set_availability(specialist: User, windows: list[Window]) -> list[Availabili
 
 
 LEAVE, EXTRA = "leave", "extra"
+# The days of slots a page offers to choose from (accept, book, reschedule): with a longer booking
+# horizon a page still costs two weeks of slots, not the whole horizon.
+SLOT_PAGE_DAYS = 14
 MAX_LEAVE_DAYS = 366
 
 
@@ -280,6 +283,11 @@ def open_slots(specialist: User, *, now: datetime | None = None, days: int | Non
             if limit is not None and len(found) >= limit:
                 break
     return found
+
+
+def page_days() -> int:
+    """How many days of slots a page lists: two weeks, or the booking horizon if shorter."""
+    return min(SLOT_PAGE_DAYS, current_app.config["BOOKING_HORIZON_DAYS"])
 
 
 def is_bookable(specialist: User, starts_at: datetime, *, now: datetime | None = None) -> Slot:
