@@ -89,7 +89,7 @@ def _world(specialists: int, days: int, now: datetime, rng: random.Random, url: 
                                     .order_by(User.id)))
     rural = db.session.scalar(select(User.id).where(User.role == Role.RURAL_DOCTOR).limit(1))
     db.session.execute(insert(Consult), [{"specialty": "cardiology", "chief_complaint": "bench", "version": 1,
-                                          "requester_id": rural, "status": ConsultStatus.SCHEDULED,
+                                          "requester_id": rural, "submitted_at": now, "status": ConsultStatus.SCHEDULED,
                                           "urgency": Urgency.ROUTINE}])
     consult = db.session.scalar(select(Consult.id))
     windows, exceptions, appointments, blocks = [], [], [], []
@@ -132,6 +132,23 @@ def _world(specialists: int, days: int, now: datetime, rng: random.Random, url: 
     _copy(url, appointments, blocks)
     return {"counties": counties, "specialists": [sid for sid, _ in specs], "appointments": len(appointments),
             "blocks": len(blocks), "windows": len(windows)}
+
+
+def _existing_world() -> dict:
+    """What a previous run built (its clock is the consult's submitted_at)."""
+    from sqlalchemy import func
+
+    from webapp.extensions import db
+    from webapp.models import Appointment, AvailabilityWindow, BookedBlock, Consult, Facility, FacilityLevel, Role, User
+
+    return {"now": db.session.scalar(select(Consult.submitted_at)),
+            "counties": list(db.session.scalars(select(Facility.id).where(
+                Facility.level == FacilityLevel.COUNTY_HOSPITAL).order_by(Facility.id))),
+            "specialists": list(db.session.scalars(select(User.id).where(User.role == Role.SPECIALIST)
+                                                   .order_by(User.id))),
+            "appointments": db.session.scalar(select(func.count()).select_from(Appointment)),
+            "blocks": db.session.scalar(select(func.count()).select_from(BookedBlock)),
+            "windows": db.session.scalar(select(func.count()).select_from(AvailabilityWindow))}
 
 
 def _copy(url: str, appointments: list[tuple], blocks: list[tuple]) -> None:
@@ -201,8 +218,9 @@ def _explain(now: datetime, facility: int) -> None:
         fa.first_available("cardiology", facility_id=facility, now=now, prefer_partner=False, limit=3)
     finally:
         fa._query = original
-    compiled = captured[0].compile(db.engine, compile_kwargs={"literal_binds": True})
-    plan = db.session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + str(compiled))).scalars().all()
+    compiled = captured[0].compile(db.engine, compile_kwargs={"render_postcompile": True})
+    plan = [row[0] for row in db.session.connection().exec_driver_sql(
+        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + str(compiled), compiled.params)]
     print("\n-- EXPLAIN ANALYZE, first step of first_available (earliest overall)\n" + "\n".join(plan))
     db.session.rollback()
 
@@ -215,6 +233,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=120)
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--explain", action="store_true", help="print PostgreSQL's plan of one query")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time the world a previous run left in the database instead of building one")
     args = parser.parse_args()
 
     from flask_migrate import upgrade
@@ -226,19 +246,25 @@ def main() -> None:
     from webapp.scheduling import services as scheduling
     from webapp.scheduling.first_available import first_available
 
-    fresh_database(args.database_url)
+    if not args.reuse:
+        fresh_database(args.database_url)
     app = create_app(TestingConfig, {"SQLALCHEMY_DATABASE_URI": args.database_url,
                                      "BOOKING_HORIZON_DAYS": args.days})
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     rng = random.Random(15)
     with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
         started = time.perf_counter()
-        world = _world(args.specialists, args.days, now, rng, args.database_url)
+        if args.reuse:
+            world = _existing_world()
+            now = world["now"]
+        else:
+            upgrade(directory=str(ROOT / "migrations"))
+            world = _world(args.specialists, args.days, now, rng, args.database_url)
         dialect = db.engine.dialect.name
-        print(f"{dialect}: {args.specialists} specialists, {world['windows']} weekly windows, {args.days}-day "
+        print(f"{dialect}: {len(world['specialists'])} specialists, {world['windows']} weekly windows, {args.days}-day "
               f"horizon, {world['appointments']:,} appointments ({world['blocks']:,} blocks, 30 % of the slots); "
-              f"built in {time.perf_counter() - started:.1f} s; load average {os.getloadavg()[0]:.1f}")
+              f"{'reused' if args.reuse else 'built'} in {time.perf_counter() - started:.1f} s; "
+              f"load average {os.getloadavg()[0]:.1f}")
         if args.explain and dialect == "postgresql":
             _explain(now + timedelta(hours=5), world["counties"][0])
         for prefer in (True, False):
@@ -255,6 +281,13 @@ def main() -> None:
                     timings.append(elapsed)
             label = "partner first   " if prefer else "earliest overall"
             print(f"first_available, {label}, limit 3: {_stats(timings)}")
+        timings = []  # the machine's state in this run: one round trip to the database
+        for _ in range(200):
+            t = time.perf_counter()
+            db.session.execute(text("SELECT 1"))
+            timings.append((time.perf_counter() - t) * 1000)
+        db.session.rollback()
+        print(f"reference, SELECT 1 round trip: {_stats(timings)}; load average {os.getloadavg()[0]:.1f}")
         specialist = db.session.get(User, world["specialists"][0])
         for days, limit in ((14, 20), (args.days, 20), (14, 100), (args.days, 100), (14, None), (args.days, None)):
             timings = []

@@ -4,7 +4,7 @@ No loop over specialists: the weekly windows and the extra hours of every eligib
 expanded in SQL against a small calendar (one row per time zone, local day and stretch of the day
 with one UTC offset, built here in Python from the zone database) and a number series (the slots of
 a window), the candidates are ordered by start, and leave and booked blocks are checked by index on
-the way (NOT EXISTS). The horizon is scanned in growing steps (6 hours, a day, a week, a month, the
+the way (NOT EXISTS). The horizon is scanned in growing steps (3 hours, a day, a week, a month, the
 rest), so the usual answer — within hours — reads only the first step. Works on SQLite and
 PostgreSQL alike; the rules are those of `services.open_slots` (time zones and DST, leave, extra
 hours, minimum lead time, horizon, existing appointments, approved specialists only).
@@ -19,7 +19,19 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import Date, Integer, String, and_, column, exists, literal, select, union_all, values
+from sqlalchemy import (
+    Date,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -40,7 +52,7 @@ from .services import EXTRA, LEAVE, Slot
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 QUARTER = 15
 # How far each step of the scan reaches beyond the previous one (the last step: the horizon's end).
-STEPS = (timedelta(hours=6), timedelta(days=1), timedelta(days=7), timedelta(days=31))
+STEPS = (timedelta(hours=3), timedelta(days=1), timedelta(days=7), timedelta(days=31))
 
 
 @dataclass(frozen=True)
@@ -127,26 +139,34 @@ def _calendar(zones: Iterable[str], lo: int, cut: int, hi: int, length: int) -> 
     return rows
 
 
-def _eligible(specialty: str, exclude_id: int | None):
-    clauses = [User.role == Role.SPECIALIST, User.status == AccountStatus.APPROVED, User.specialty == specialty]
-    if exclude_id is not None:
-        clauses.append(User.id != exclude_id)
+def _eligible(who: str):
+    """The eligible specialists (parameters: specialty, exclude, partners); `who`: all, partner or other."""
+    clauses = [User.role == Role.SPECIALIST, User.status == AccountStatus.APPROVED,
+               User.specialty == bindparam("specialty", type_=String), User.id != bindparam("exclude", type_=Integer)]
+    partners = bindparam("partners", expanding=True, type_=Integer)
+    if who == "partner":
+        clauses.append(User.facility_id.in_(partners))
+    elif who == "other":
+        clauses.append(User.facility_id.not_in(partners) | User.facility_id.is_(None))
     return clauses
 
 
-def _scan(eligible: list, zones: list[str], partners: set[int], start: int, end: int, limit: int,
+def _scan(who: str, params: dict, zones: list[str], start: int, end: int, limit: int,
           length: int) -> list[tuple[int, int, bool]]:
     """(specialist id, start minute, is partner) of the first `limit` free slots, scanning in steps."""
     found: list[tuple[int, int, bool]] = []
     seen: set[tuple[int, int]] = set()
     lo = start
     steps = iter(STEPS)
+    dialect = db.session.get_bind().dialect.name
     while lo + length <= end and len(found) < limit:
         step = next(steps, None)
         cut = end if step is None else min(end, lo + int(step.total_seconds()) // 60)
         rows = _calendar(zones, lo, cut, end, length)
         if rows:
-            for sid, smin, partner in db.session.execute(_query(rows, eligible, partners, length, limit)):
+            values = {f"cal_{i}_{j}": value for i, row in enumerate(rows) for j, value in enumerate(row)}
+            statement = _query(len(rows), who, length, dialect)
+            for sid, smin, partner in db.session.execute(statement, {**params, **values, "fetch": 2 * limit}):
                 if (sid, smin) not in seen:  # extra hours may repeat a weekly window's slot
                     seen.add((sid, smin))
                     found.append((sid, smin, bool(partner)))
@@ -156,23 +176,37 @@ def _scan(eligible: list, zones: list[str], partners: set[int], start: int, end:
     return found
 
 
-def _query(rows: list[tuple], eligible: list, partners: set[int], length: int, limit: int):
-    cal = values(column("tz", String), column("day", Date), column("weekday", Integer),
-                 column("first_start", Integer), column("last_end", Integer), column("start_cut", Integer),
-                 column("base", Integer), name="cal").data(rows).cte("cal")
-    numbers = values(column("k", Integer), name="numbers").data([(k,) for k in range(1440 // length + 1)]).cte(
-        "numbers")
-    partner = (User.facility_id.in_(partners) if partners else literal(False)).label("partner")
-
+@lru_cache(maxsize=256)
+def _query(count: int, who: str, length: int, dialect: str):
+    """The statement for a calendar of `count` rows, built once and kept: every value is a parameter
+    (cal_<row>_<column>, specialty, exclude, partners, fetch), so SQLAlchemy compiles it once too."""
+    # The calendar as a UNION ALL of one-row SELECTs of parameters (a VALUES clause with data is never
+    # cached by SQLAlchemy: each query would be compiled anew, 20-50 ms).
+    names = ("tz", "day", "weekday", "first_start", "last_end", "start_cut", "base")
+    types = (String, Date, Integer, Integer, Integer, Integer, Integer)
+    cal = union_all(*[select(*[bindparam(f"cal_{i}_{j}", type_=types[j]).label(names[j]) for j in range(7)])
+                      for i in range(count)]).cte("cal")
+    postgres = dialect == "postgresql"
+    numbers = None if postgres else union_all(
+        *[select(literal(k, Integer).label("k")) for k in range(1440 // length + 1)]).cte("numbers")
+    partner = User.facility_id.in_(bindparam("partners", expanding=True, type_=Integer)).label("partner")
+    eligible = _eligible(who)
     def expand(start_minute, end_minute, table, on):
-        begin = start_minute + numbers.c.k * length
-        return (select(User.id.label("sid"), (cal.c.base + begin).label("smin"), cal.c.day.label("day"), partner)
-                .select_from(User)
-                .join(cal, cal.c.tz == User.timezone)
-                .join(table, on)
-                .join(numbers, begin + length <= end_minute)
+        query = select(User.id).select_from(User).join(cal, cal.c.tz == User.timezone).join(table, on)
+        if postgres:  # only the window's slots inside the step: generate_series from the first to the last
+            first = func.greatest(0, (cal.c.first_start - start_minute + length - 1) // length, type_=Integer)
+            last = func.least(end_minute - length, cal.c.start_cut - 1, cal.c.last_end - length,
+                              type_=Integer) - start_minute
+            series = (func.generate_series(first, last // length).table_valued("k")
+                      .render_derived(name="numbers").lateral())
+            query, k = query.join(series, true()), series.c.k
+        else:  # a number series joined (SQLite has no generate_series)
+            query, k = query.join(numbers, start_minute + numbers.c.k * length + length <= end_minute), numbers.c.k
+        begin = start_minute + k * length
+        return (query.with_only_columns(User.id.label("sid"), (cal.c.base + begin).label("smin"),
+                                        cal.c.day.label("day"), partner, maintain_column_froms=False)
                 .where(*eligible, begin >= cal.c.first_start, begin < cal.c.start_cut,
-                       begin + length <= cal.c.last_end))
+                       begin + length <= cal.c.last_end, begin + length <= end_minute))
 
     weekly = expand(AvailabilityWindow.start_minute, AvailabilityWindow.end_minute, AvailabilityWindow,
                     and_(AvailabilityWindow.specialist_id == User.id, AvailabilityWindow.weekday == cal.c.weekday,
@@ -195,7 +229,7 @@ def _query(rows: list[tuple], eligible: list, partners: set[int], length: int, l
                             BookedBlock.block_start < _minutes_to_timestamp(ordered.c.smin + length))
     # twice the limit: the same slot may come from a weekly window and from extra hours
     return (select(ordered.c.sid, ordered.c.smin, ordered.c.partner).where(~leave, ~booked)
-            .limit(2 * limit))
+            .limit(bindparam("fetch", type_=Integer)))
 
 
 def first_available(specialty: str, *, facility_id: int | None = None, exclude_id: int | None = None,
@@ -216,18 +250,17 @@ def first_available(specialty: str, *, facility_id: int | None = None, exclude_i
     length = config["SLOT_MINUTES"]
     start = _ceil_minutes(now + timedelta(minutes=config["BOOKING_MIN_LEAD_MINUTES"]))
     end = (now + timedelta(days=config["BOOKING_HORIZON_DAYS"]) - EPOCH) // timedelta(minutes=1)
-    eligible = _eligible(specialty, exclude_id)
-    zones = sorted(set(db.session.scalars(select(User.timezone).where(*eligible).distinct())))
+    partners = sorted(partner_facility_ids(facility_id))
+    params = {"specialty": specialty, "exclude": -1 if exclude_id is None else exclude_id, "partners": partners}
+    zones = sorted(set(db.session.scalars(select(User.timezone).where(*_eligible("all")).distinct(), params)))
     if not zones:
         return []
-    partners = partner_facility_ids(facility_id)
     if prefer_partner and partners:
-        found = _scan([*eligible, User.facility_id.in_(partners)], zones, partners, start, end, limit, length)
+        found = _scan("partner", params, zones, start, end, limit, length)
         if len(found) < limit:
-            found += _scan([*eligible, User.facility_id.not_in(partners) | User.facility_id.is_(None)],
-                           zones, partners, start, end, limit - len(found), length)
+            found += _scan("other", params, zones, start, end, limit - len(found), length)
     else:
-        found = _scan(eligible, zones, partners, start, end, limit, length)
+        found = _scan("all", params, zones, start, end, limit, length)
     users = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_({sid for sid, _, _ in found})))}
     return [FreeSlot(users[sid], Slot(EPOCH + timedelta(minutes=smin), EPOCH + timedelta(minutes=smin + length)),
                      partner) for sid, smin, partner in found]
