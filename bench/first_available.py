@@ -159,6 +159,13 @@ def _copy(url: str, appointments: list[tuple], blocks: list[tuple]) -> None:
         raw = db.engine.raw_connection()
         try:
             cursor = raw.driver_connection.cursor()
+            # No foreign-key triggers row by row, and the secondary indexes built once after the load
+            cursor.execute("SET session_replication_role = replica")
+            cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('appointments',"
+                           " 'booked_blocks') AND indexname NOT LIKE 'pk_%'")
+            indexes = cursor.fetchall()
+            for name, _ in indexes:
+                cursor.execute(f'DROP INDEX "{name}"')
             with cursor.copy("COPY appointments (id, consult_id, specialist_id, starts_at, ends_at, booked_by_id,"
                              " created_at) FROM STDIN") as copy:
                 buffer = io.StringIO()
@@ -170,6 +177,9 @@ def _copy(url: str, appointments: list[tuple], blocks: list[tuple]) -> None:
                 for sid, s, aid in blocks:
                     buffer.write(f"{sid}\t{s.isoformat()}\t{aid}\n")
                 copy.write(buffer.getvalue())
+            for _, definition in indexes:
+                cursor.execute(definition)
+            cursor.execute("SET session_replication_role = DEFAULT")
             cursor.execute("SELECT setval('appointments_id_seq', (SELECT max(id) FROM appointments))")
             raw.commit()
             cursor.execute("ANALYZE")

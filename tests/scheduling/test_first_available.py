@@ -143,3 +143,17 @@ def test_day_segments_follow_the_clock_changes():
     autumn = day_segments("Europe/Berlin", date(2027, 10, 31))  # 03:00 -> 02:00 (the first 02:xx kept)
     assert [(a, b) for a, b, _ in autumn] == [(0, 180), (180, 1440)]
     assert autumn[1][2] - autumn[0][2] == 60
+
+
+def test_a_slot_far_in_the_horizon_is_found_month_by_month(make, app, monkeypatch):
+    monkeypatch.setitem(app.config, "BOOKING_HORIZON_DAYS", 200)
+    now = utc(2026, 12, 7, 3)
+    specialist = make.specialist(timezone="Europe/Berlin")
+    far = date(2027, 5, 20)  # 164 days ahead, after the spring change
+    scheduling.add_extra_hours(specialist, far, 23 * 60, 24 * 60)
+    found = first_available("cardiology", now=now, limit=5)
+    assert [f.slot for f in found] == scheduling.open_slots(specialist, now=now) == [
+        scheduling.Slot(utc(2027, 5, 20, 21), utc(2027, 5, 20, 21, 30)),
+        scheduling.Slot(utc(2027, 5, 20, 21, 30), utc(2027, 5, 20, 22))]
+    scheduling.add_leave(specialist, far, far)
+    assert first_available("cardiology", now=now) == []

@@ -4,8 +4,8 @@ No loop over specialists: the weekly windows and the extra hours of every eligib
 expanded in SQL against a small calendar (one row per time zone, local day and stretch of the day
 with one UTC offset, built here in Python from the zone database) and a number series (the slots of
 a window), the candidates are ordered by start, and leave and booked blocks are checked by index on
-the way (NOT EXISTS). The horizon is scanned in growing steps (3 hours, a day, a week, a month, the
-rest), so the usual answer — within hours — reads only the first step. Works on SQLite and
+the way (NOT EXISTS). The horizon is scanned in growing steps (3 hours, a day, a week, then a month at
+a time), so the usual answer — within hours — reads only the first step. Works on SQLite and
 PostgreSQL alike; the rules are those of `services.open_slots` (time zones and DST, leave, extra
 hours, minimum lead time, horizon, existing appointments, approved specialists only).
 """
@@ -51,7 +51,7 @@ from .services import EXTRA, LEAVE, Slot
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 QUARTER = 15
-# How far each step of the scan reaches beyond the previous one (the last step: the horizon's end).
+# How far each step of the scan reaches beyond the previous one (then the last, again and again).
 STEPS = (timedelta(hours=3), timedelta(days=1), timedelta(days=7), timedelta(days=31))
 
 
@@ -160,8 +160,8 @@ def _scan(who: str, params: dict, zones: list[str], start: int, end: int, limit:
     steps = iter(STEPS)
     dialect = db.session.get_bind().dialect.name
     while lo + length <= end and len(found) < limit:
-        step = next(steps, None)
-        cut = end if step is None else min(end, lo + int(step.total_seconds()) // 60)
+        step = next(steps, STEPS[-1])  # then a month at a time (the calendar's parameters stay few)
+        cut = min(end, lo + int(step.total_seconds()) // 60)
         rows = _calendar(zones, lo, cut, end, length)
         if rows:
             values = {f"cal_{i}_{j}": value for i, row in enumerate(rows) for j, value in enumerate(row)}
