@@ -212,25 +212,25 @@ def _stats(timings: list[float]) -> str:
 
 def _explain(now: datetime, facility: int) -> None:
     """PostgreSQL's plan of the first step of one query (the usual case)."""
+    from sqlalchemy import event
+
     from webapp.extensions import db
     from webapp.scheduling import first_available as fa
 
     captured = []
-    original = fa._query
 
-    def capture(*args, **kwargs):
-        query = original(*args, **kwargs)
-        captured.append(query)
-        return query
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "generate_series" in statement and not captured:
+            captured.append((statement, parameters))
 
-    fa._query = capture
+    event.listen(db.engine, "before_cursor_execute", capture)
     try:
         fa.first_available("cardiology", facility_id=facility, now=now, prefer_partner=False, limit=3)
     finally:
-        fa._query = original
-    compiled = captured[0].compile(db.engine, compile_kwargs={"render_postcompile": True})
+        event.remove(db.engine, "before_cursor_execute", capture)
+    statement, parameters = captured[0]
     plan = [row[0] for row in db.session.connection().exec_driver_sql(
-        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + str(compiled), compiled.params)]
+        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement, parameters)]
     print("\n-- EXPLAIN ANALYZE, first step of first_available (earliest overall)\n" + "\n".join(plan))
     db.session.rollback()
 
