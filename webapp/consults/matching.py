@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select
 
@@ -16,6 +17,7 @@ from ..models import (
     Role,
     User,
 )
+from ..scheduling.first_available import FreeSlot, first_available
 
 ACTIVE = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)
 
@@ -77,3 +79,13 @@ def eligible_specialists(consult: Consult) -> list[Candidate]:
     candidates.sort(key=lambda c: (not c.is_partner, not c.has_availability, c.active_load,
                                    c.specialist.full_name))
     return candidates
+
+
+def first_available_for(consult: Consult, *, now: datetime | None = None, prefer_partner: bool = True,
+                        limit: int = 3) -> list[FreeSlot]:
+    """The earliest free slots for the consult's specialty across every eligible specialist (see
+    scheduling.first_available): the requester's partner hospitals first unless prefer_partner is off."""
+    if not consult.specialty:
+        return []
+    return first_available(consult.specialty, facility_id=consult.requester.facility_id,
+                           exclude_id=consult.requester_id, now=now, prefer_partner=prefer_partner, limit=limit)

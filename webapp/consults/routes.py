@@ -25,7 +25,7 @@ from ..errors import DomainError, FileTooLarge, Forbidden, UnsupportedFile, Vali
 from ..extensions import db
 from ..files.services import ConversionBusy, path_of
 from ..i18n import N_, current_locale, translate
-from ..models import ConsultStatus, Role, specialty_choices, utcnow
+from ..models import ConsultStatus, Role, Urgency, specialty_choices, utcnow
 from ..rooms import services as room_services
 from ..scheduling import services as scheduling
 from ..scheduling.preferences import fits, parse_preferences
@@ -43,7 +43,7 @@ from .forms import (
     RescheduleForm,
     SlotForm,
 )
-from .matching import eligible_specialists
+from .matching import eligible_specialists, first_available_for
 
 bp = Blueprint("consults", __name__, url_prefix="/consults")
 ANY_SIGNED_IN = (Role.RURAL_DOCTOR, Role.SPECIALIST, Role.COORDINATOR)
@@ -75,7 +75,16 @@ def _parse_slot(value: str | None) -> datetime | None:
 
 def _slot_choices(specialist, viewer_tz: str) -> list[tuple[str, str]]:
     return [(s.starts_at.isoformat(), format_local(s.starts_at, viewer_tz))
-            for s in scheduling.open_slots(specialist)]
+            for s in scheduling.open_slots(specialist, days=scheduling.page_days())]
+
+
+def _earliest(consult) -> dict | None:
+    """The earliest free times across an urgent request's specialty (partner hospitals first, or the
+    earliest overall with ?earliest=overall); None where the page does not show them."""
+    if consult is None or consult.urgency == Urgency.ROUTINE or not consult.specialty:
+        return None
+    overall = request.args.get("earliest") == "overall"
+    return {"slots": first_available_for(consult, prefer_partner=not overall), "overall": overall}
 
 
 def _form_error(form, exc: DomainError) -> int:
@@ -142,7 +151,7 @@ def _edit_page(form: CaseForm, consult, upload_form: AttachmentForm, status: int
     # unsaved: the page shows text that is not stored (the leave-page warning is armed at once)
     return render_template("consults/edit.html", form=form, consult=consult, upload_form=upload_form,
                            preview=eligible_specialists(consult) if consult else [],
-                           unsaved=unsaved), status
+                           earliest=_earliest(consult), unsaved=unsaved), status
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -248,6 +257,8 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
         "invitation": (lambda p: p if p is not None and p.is_invited else None)(policy.participation(user, consult)),
         "may_remove": lambda row: policy.remove_allowed(user, consult, row),
         "preview": eligible_specialists(consult) if consult.status == ConsultStatus.DRAFT else [],
+        "earliest": _earliest(consult) if policy.allows(user, consult, policy.Action.SEE_MATCHING)
+        and (consult.is_open or consult.status == ConsultStatus.DRAFT) else None,
         "signature_ok": (services.verify_signature(consult.recommendation)
                          if consult.recommendation and consult.recommendation.is_signed else None),
     }
@@ -336,7 +347,7 @@ def accept(ref: str):
     elif request.method == "POST":
         status = 422
     return render_template("consults/accept.html", consult=consult, form=form, reason_form=ReasonForm(),
-                           slot_days=_slots_by_day(form, consult)), status
+                           slot_days=_slots_by_day(form, consult), earliest=_earliest(consult)), status
 
 
 def _slots_by_day(form: AcceptForm, consult) -> list[tuple[str, list[tuple[object, bool]]]]:

@@ -27,6 +27,8 @@ class AvailabilityWindow(db.Model):
             "start_minute >= 0 AND end_minute <= 1440 AND start_minute < end_minute",
             name="minute_range",
         ),
+        # first_available reads the windows of the weekdays it scans, by start (a covering index)
+        Index("ix_availability_windows_weekday_start", "weekday", "start_minute", "end_minute", "specialist_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

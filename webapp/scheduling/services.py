@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
@@ -107,6 +108,9 @@ def set_availability(specialist: User, windows: list[Window]) -> list[Availabili
 
 
 LEAVE, EXTRA = "leave", "extra"
+# The days of slots a page offers to choose from (accept, book, reschedule): with a longer booking
+# horizon a page still costs two weeks of slots, not the whole horizon.
+SLOT_PAGE_DAYS = 14
 MAX_LEAVE_DAYS = 366
 
 
@@ -193,34 +197,52 @@ def _clock_runs_straight(cursor: datetime, s: datetime, length: timedelta) -> bo
 
 
 def _candidate_slots(specialist: User, start: datetime, end: datetime) -> list[Slot]:
+    return list(_iter_candidate_slots(specialist, start, end))
+
+
+def _iter_candidate_slots(specialist: User, start: datetime, end: datetime,
+                          *, chunk_days: int = 7) -> Iterator[Slot]:
+    """The slots of the specialist's availability between start and end, in time order, made lazily.
+
+    Day by day in the specialist's zone; the exceptions are read `chunk_days` at a time, so a caller
+    that stops after a page of slots pays for that page, not for the whole horizon.
+    """
     tz = zone(specialist.timezone)
     length = timedelta(minutes=current_app.config["SLOT_MINUTES"])
     windows = windows_of(specialist)
-    slots: set[Slot] = set()
+    if not windows and not db.session.scalar(
+            select(AvailabilityException.id).where(AvailabilityException.specialist_id == specialist.id,
+                                                   AvailabilityException.kind == EXTRA).limit(1)):
+        return
     first_day: date = start.astimezone(tz).date() - timedelta(days=1)
     last_day: date = end.astimezone(tz).date() + timedelta(days=1)
-    exceptions = [x for x in exceptions_of(specialist, since=first_day) if x.first_day <= last_day]
-    leave = [x for x in exceptions if x.kind == LEAVE]
-    extra: dict[date, list[Window]] = {}
-    for x in exceptions:
-        if x.kind == EXTRA and x.start_minute is not None and x.end_minute is not None:
-            extra.setdefault(x.first_day, []).append(Window(x.first_day.weekday(), x.start_minute, x.end_minute))
-    day = first_day
-    while day <= last_day:
-        for w in [*windows, *extra.get(day, [])]:
-            if w.weekday != day.weekday():
-                continue
-            local_start = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=w.start_minute)
-            local_end = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=w.end_minute)
-            cursor = local_start
-            while cursor + length <= local_end:
-                s = cursor.astimezone(UTC)
-                if (start <= s and s + length <= end and _clock_runs_straight(cursor, s, length)
-                        and not _on_leave(leave, Slot(s, s + length), tz)):
-                    slots.add(Slot(s, s + length))
-                cursor += length
-        day += timedelta(days=1)
-    return sorted(slots)
+    chunk_start = first_day
+    while chunk_start <= last_day:
+        chunk_end = min(last_day, chunk_start + timedelta(days=chunk_days - 1))
+        exceptions = [x for x in exceptions_of(specialist, since=chunk_start) if x.first_day <= chunk_end]
+        leave = [x for x in exceptions if x.kind == LEAVE]
+        extra: dict[date, list[Window]] = {}
+        for x in exceptions:
+            if x.kind == EXTRA and x.start_minute is not None and x.end_minute is not None:
+                extra.setdefault(x.first_day, []).append(Window(x.first_day.weekday(), x.start_minute, x.end_minute))
+        day = chunk_start
+        while day <= chunk_end:
+            slots: set[Slot] = set()
+            for w in [*windows, *extra.get(day, [])]:
+                if w.weekday != day.weekday():
+                    continue
+                local_start = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=w.start_minute)
+                local_end = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=w.end_minute)
+                cursor = local_start
+                while cursor + length <= local_end:
+                    s = cursor.astimezone(UTC)
+                    if (start <= s and s + length <= end and _clock_runs_straight(cursor, s, length)
+                            and not _on_leave(leave, Slot(s, s + length), tz)):
+                        slots.add(Slot(s, s + length))
+                    cursor += length
+            yield from sorted(slots)  # one local day's slots all come after the day before's
+            day += timedelta(days=1)
+        chunk_start = chunk_end + timedelta(days=1)
 
 
 def _booked_blocks(specialist: User, start: datetime, end: datetime) -> set[datetime]:
@@ -241,14 +263,32 @@ def _blocks_of(slot: Slot) -> list[datetime]:
     return blocks
 
 
-def open_slots(specialist: User, *, now: datetime | None = None, days: int | None = None) -> list[Slot]:
-    """Free slots inside the specialist's availability over the booking horizon."""
+def open_slots(specialist: User, *, now: datetime | None = None, days: int | None = None,
+               limit: int | None = None) -> list[Slot]:
+    """Free slots inside the specialist's availability over the booking horizon, the first `limit` of them.
+
+    Made lazily: with a limit, the work is that of the slots returned, whatever the horizon.
+    """
     now = now or utcnow()
     start = now + timedelta(minutes=current_app.config["BOOKING_MIN_LEAD_MINUTES"])
     end = now + timedelta(days=days or current_app.config["BOOKING_HORIZON_DAYS"])
-    taken = _booked_blocks(specialist, start, end)
-    return [s for s in _candidate_slots(specialist, start, end)
-            if not any(b in taken for b in _blocks_of(s))]
+    found: list[Slot] = []
+    taken: set[datetime] = set()
+    taken_until = start
+    for slot in _iter_candidate_slots(specialist, start, end):
+        if slot.ends_at > taken_until:  # read the booked blocks a week at a time, as the slots get there
+            taken_until = min(end, max(slot.ends_at, taken_until) + timedelta(days=7))
+            taken |= _booked_blocks(specialist, slot.starts_at, taken_until)
+        if not any(b in taken for b in _blocks_of(slot)):
+            found.append(slot)
+            if limit is not None and len(found) >= limit:
+                break
+    return found
+
+
+def page_days() -> int:
+    """How many days of slots a page lists: two weeks, or the booking horizon if shorter."""
+    return min(SLOT_PAGE_DAYS, current_app.config["BOOKING_HORIZON_DAYS"])
 
 
 def is_bookable(specialist: User, starts_at: datetime, *, now: datetime | None = None) -> Slot:
