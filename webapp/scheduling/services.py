@@ -279,9 +279,10 @@ def reserve(consult: Consult, specialist: User, starts_at: datetime, booked_by: 
     transaction is taking it right now: a loser fails at once instead of queueing behind the
     winner's transaction (see _claim). The booked_blocks primary key stays the final judge.
     """
+    starts_at = starts_at.astimezone(UTC)
+    blocks = _blocks_of(Slot(starts_at, starts_at + timedelta(minutes=current_app.config["SLOT_MINUTES"])))
+    _claim(specialist, blocks)  # first: a loser is refused before the availability is worked out
     slot = is_bookable(specialist, starts_at)
-    blocks = _blocks_of(slot)
-    _claim(specialist, blocks)
     appointment = Appointment(
         consult_id=consult.id,
         specialist_id=specialist.id,
