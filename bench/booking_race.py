@@ -14,7 +14,9 @@ checked after each round. The next round's slot is the next free one, booked by 
 still without a time.
 
 Prints per round and overall p50 / p95 / p99 / max of the winner and of the losers (`--json FILE`
-keeps every number). `--profile DIR` records a py-spy folded profile of the server over the rounds.
+keeps every number). Before the booking rounds, the same clients each GET /healthz at once, as many
+rounds: the floor one worker sets for N simultaneous requests that do almost nothing. `--profile DIR`
+records a py-spy folded profile of the server over the floor and booking rounds (not the sign-in).
 """
 
 from __future__ import annotations
@@ -176,6 +178,27 @@ async def warm(base: str, client: Client) -> None:
         await r.read()
 
 
+async def floor(base: str, clients: list[Client]) -> list[float]:
+    """The same clients each GET /healthz at once (no sign-in, one database round trip): what one
+    worker needs for N simultaneous requests that do almost nothing; ms since the release each."""
+    release = asyncio.Event()
+    times: list[float] = []
+    t0 = 0.0
+
+    async def one(c: Client) -> None:
+        await release.wait()
+        async with c.http.get(f"{base}/healthz") as r:
+            await r.read()
+            times.append((time.perf_counter() - t0) * 1000)
+
+    tasks = [asyncio.create_task(one(c)) for c in clients]
+    await asyncio.sleep(0.2)
+    t0 = time.perf_counter()
+    release.set()
+    await asyncio.gather(*tasks)
+    return times
+
+
 async def race(base: str, clients: list[Client], slot: str) -> list[dict[str, Any]]:
     """All clients POST the same slot at once; (status, ms since release) each."""
     release = asyncio.Event()
@@ -216,6 +239,18 @@ async def run(args: argparse.Namespace, base: str, db_url: str, made: list[tuple
     clients = [Client(ref, email) for ref, email in made]
     for i in range(0, len(clients), 20):
         await asyncio.gather(*(sign_in(base, c) for c in clients[i:i + 20]))
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--format", "raw", "--subprocesses",
+                                "--rate", "500", "-o", str(Path(args.profile) / "server.folded"),
+                                "--pid", str(server_pids[0])], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT)
+        await asyncio.sleep(2)  # py-spy attached
+    floors = []
+    for _ in range(args.rounds):
+        await asyncio.gather(*(warm(base, c) for c in clients))
+        floors.append(await floor(base, clients[:args.clients]))
+        await asyncio.sleep(args.pause)
     rounds = []
     pg = postgres_pids()
     cpu0, pg0 = tree_cpu(server_pids), tree_cpu(pg)
@@ -239,9 +274,13 @@ async def run(args: argparse.Namespace, base: str, db_url: str, made: list[tuple
                        "statuses": sorted({r["status"] for r in results})})
         await asyncio.sleep(args.pause)
     cpu, pgcpu = tree_cpu(server_pids) - cpu0, tree_cpu(pg) - pg0
+    if args.profile:
+        spy.send_signal(2)
+        spy.wait(timeout=60)
     for c in clients:
         await c.http.close()
-    return {"rounds": rounds, "server_cpu_s": cpu, "postgres_cpu_s": pgcpu}
+    return {"rounds": rounds, "floor_ms": [x for f in floors for x in f], "server_cpu_s": cpu,
+            "postgres_cpu_s": pgcpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,22 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     # keep-alive would close it between rounds)
     os.environ["GUNICORN_CMD_ARGS"] = "--keep-alive 120"
     server = start_server("gevent", "huizhen", args.port, db_url, "", workdir, 1000, args.workers)
-    spy = None
     try:
-        pids = [server.proc.pid]
-        if args.profile:
-            Path(args.profile).mkdir(parents=True, exist_ok=True)
-            spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--format", "raw", "--subprocesses",
-                                    "--rate", "500", "-o", str(Path(args.profile) / "server.folded"),
-                                    "--pid", str(server.proc.pid)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.STDOUT)
         load0 = os.getloadavg()
-        out = asyncio.run(run(args, server.url, db_url, made, slots, pids))
+        out = asyncio.run(run(args, server.url, db_url, made, slots, [server.proc.pid]))
         load1 = os.getloadavg()
     finally:
-        if spy is not None:
-            spy.send_signal(2)
-            spy.wait(timeout=30)
         stop_server(server)
     rows = out["rounds"]
     print(f"\n{args.clients} concurrent POST /consults/<ref>/book of one slot, gunicorn gevent "
@@ -298,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     every = all_losers + all_winners
     print(f"| all | {'yes' if all(r['correct'] for r in rows) else 'NO'} | | {fmt(summary(all_winners))} | "
           f"{fmt(summary(all_losers))} |")
-    print(f"\nall requests: {fmt(summary(every))} ms; server CPU {out['server_cpu_s']:.2f} s "
+    print(f"| floor: {args.clients} x GET /healthz at once, {args.rounds} rounds | | | | "
+          f"{fmt(summary(out['floor_ms']))} |")
+    print(f"\nall booking requests: {fmt(summary(every))} ms; server CPU {out['server_cpu_s']:.2f} s "
           f"({out['server_cpu_s'] * 1000 / max(1, len(every)):.1f} ms/request), postgres CPU "
           f"{out['postgres_cpu_s']:.2f} s; load average {load0[0]:.1f} -> {load1[0]:.1f}")
     print(f"server log: {server.log}")
