@@ -194,6 +194,8 @@ class Config:
     SLOT_MINUTES = _env_int("SLOT_MINUTES", 30)
     BOOKING_HORIZON_DAYS = _env_int("BOOKING_HORIZON_DAYS", 14)
     BOOKING_MIN_LEAD_MINUTES = _env_int("BOOKING_MIN_LEAD_MINUTES", 15)
+    # PostgreSQL: the longest a booking's insert may wait on a block another transaction holds
+    BOOKING_LOCK_TIMEOUT_MS = _env_int("BOOKING_LOCK_TIMEOUT_MS", 1000)
     # A booked consult's room (chat and call) opens this long before the booked time.
     ROOM_OPENS_MINUTES_BEFORE = _env_int("ROOM_OPENS_MINUTES_BEFORE", 15)
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")

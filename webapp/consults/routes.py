@@ -418,8 +418,11 @@ def reschedule(ref: str):
 
 def _slot_page(consult, form, template: str, missing: str, act, done: str):
     """A page that picks one of the specialist's open slots (book, reschedule): act(form, when) on a
-    valid choice, else the form again with the message at its field."""
-    form.slot.choices = _slot_choices(consult.specialist, me().timezone)
+    valid choice, else the form again with the message at its field.
+
+    The open slots are listed only when the page is shown (the choice is checked by the service,
+    not against the list), so a POST that books computes none, and a refused one (e.g. the slot
+    was just taken) lists the slots still open once, after the refusal."""
     status = 200
     if form.validate_on_submit():
         try:
@@ -429,12 +432,12 @@ def _slot_page(consult, form, template: str, missing: str, act, done: str):
             act(form, when)
         except DomainError as exc:
             status = _form_error(form, exc)
-            form.slot.choices = _slot_choices(consult.specialist, me().timezone)
         else:
             flash(translate(done), "success")
             return redirect(url_for(".view", ref=consult.ref))
     elif request.method == "POST":
         status = 422
+    form.slot.choices = _slot_choices(consult.specialist, me().timezone)
     return render_template(template, consult=consult, form=form), status
 
 

@@ -9,8 +9,8 @@ from itertools import pairwise
 
 from flask import current_app
 from flask_babel import LazyString, lazy_gettext
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..audit.services import record
 from ..consults import policy
@@ -310,12 +310,19 @@ def is_bookable(specialist: User, starts_at: datetime, *, now: datetime | None =
     raise ValidationFailed("That time is outside the specialist's availability.")
 
 
+SLOT_TAKEN = "That time has just been booked for another consult. Choose another time."
+
+
 def reserve(consult: Consult, specialist: User, starts_at: datetime, booked_by: User) -> Appointment:
     """Hold a slot for the consult in the current transaction (no commit).
 
-    Raises Conflict when another appointment holds any part of the slot: the
-    booked_blocks primary key makes the database the final judge.
+    Raises Conflict when another appointment holds any part of the slot, or another
+    transaction is taking it right now: a loser fails at once instead of queueing behind the
+    winner's transaction (see _claim). The booked_blocks primary key stays the final judge.
     """
+    starts_at = starts_at.astimezone(UTC)
+    blocks = _blocks_of(Slot(starts_at, starts_at + timedelta(minutes=current_app.config["SLOT_MINUTES"])))
+    _claim(specialist, blocks)  # first: a loser is refused before the availability is worked out
     slot = is_bookable(specialist, starts_at)
     appointment = Appointment(
         consult_id=consult.id,
@@ -324,20 +331,60 @@ def reserve(consult: Consult, specialist: User, starts_at: datetime, booked_by: 
         ends_at=slot.ends_at,
         booked_by_id=booked_by.id,
     )
-    appointment.blocks = [
-        BookedBlock(specialist_id=specialist.id, block_start=b) for b in _blocks_of(slot)
-    ]
+    appointment.blocks = [BookedBlock(specialist_id=specialist.id, block_start=b) for b in blocks]
+    postgres = _dialect() == "postgresql"
     try:
         # begin_nested() first flushes what is pending, so the appointment is added inside
         # the savepoint: a clash then rolls back only the savepoint, not the caller's work.
         with db.session.begin_nested():
+            if postgres:  # a backstop: no insert waits long on a key another transaction holds
+                previous = db.session.scalar(
+                    text("SELECT current_setting('lock_timeout'), set_config('lock_timeout', :t, true)"),
+                    {"t": f"{current_app.config['BOOKING_LOCK_TIMEOUT_MS']}ms"})
             db.session.add(appointment)
             db.session.flush()
+        if postgres:
+            db.session.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": previous})
     except IntegrityError:
-        raise Conflict(
-            "That time has just been booked for another consult. Choose another time."
-        ) from None
+        raise Conflict(SLOT_TAKEN) from None
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise Conflict(SLOT_TAKEN) from None
     return appointment
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
+
+
+def _dialect() -> str:
+    return db.session.get_bind().dialect.name
+
+
+def _claim(specialist: User, blocks: list[datetime]) -> None:
+    """Fail fast (Conflict) when a block of the slot is booked, or being booked by another transaction.
+
+    First a plain read of the committed blocks (it never waits). Then, on PostgreSQL, a
+    transaction-scoped advisory lock per (specialist, 15-minute block), taken with
+    pg_try_advisory_xact_lock, which never waits either: whoever holds one is inserting that
+    block, so the others are refused at once rather than waiting on the unique index until the
+    holder commits. Locks are released at commit or rollback, after the rows became visible,
+    so a later attempt sees the booked blocks. (If the holder then rolls back, the slot was
+    refused to the others needlessly; they may choose it again.)
+    """
+    taken = db.session.scalar(select(BookedBlock.block_start).where(
+        BookedBlock.specialist_id == specialist.id, BookedBlock.block_start.in_(blocks)).limit(1))
+    if taken is not None:
+        raise Conflict(SLOT_TAKEN)
+    if _dialect() != "postgresql":
+        return  # SQLite: one writer at a time; the primary key decides
+    keys = [int(b.timestamp()) // (BLOCK_MINUTES * 60) for b in blocks]
+    claimed = db.session.scalar(text(
+        "SELECT count(*) FROM unnest(CAST(:keys AS integer[])) AS k "
+        "WHERE pg_try_advisory_xact_lock(CAST(:specialist AS integer), k)"),
+        {"keys": keys, "specialist": specialist.id})
+    if claimed != len(keys):
+        raise Conflict(SLOT_TAKEN)
 
 
 def release(appointment: Appointment, *, reason: str | None = None, by: User | None = None) -> None:
