@@ -109,6 +109,11 @@ def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots)
         _frames_advance(page)
     calls = _calls_of(net_call.consult)
     assert len(calls) == 1, calls
+    for page in (net_call.page_a, net_call.page_b):  # what the doctors are told meanwhile, for the log
+        page.evaluate("""() => { window.netPc = window.huizhenCall.pc(); window.netStatuses = [];
+          const el = document.getElementById('call-status');
+          new MutationObserver(() => window.netStatuses.push(el.textContent)).observe(el, {childList: true,
+            characterData: true, subtree: true}); }""")
 
     net_call.harness.drop("a", 15)  # the rural doctor's link is down for 15 s, then back
     back = time.monotonic()
@@ -118,6 +123,9 @@ def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots)
     resumed_s = time.monotonic() - back
     net_call.page_a.screenshot(path=str(shots / "net-drop-resumed-a.png"))
     assert _calls_of(net_call.consult) == calls  # the same consult call record, no new one
+    for name, page in (("a", net_call.page_a), ("b", net_call.page_b)):
+        same_pc, statuses = page.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]")
+        print(f"{name}: same RTCPeerConnection {same_pc}, statuses {statuses}")
     print(f"resumed {resumed_s:.1f} s after the link came back")
 
 
