@@ -79,8 +79,9 @@ def test_rural_profile_call_carries_video_through_the_delayed_relay(net_call, sh
         stats = _frames_advance(page, timeout_ms=60000)
         _frames_advance(page, timeout_ms=30000)
         assert stats["relayed"] is True, stats
-        # The relays add RTT/4 per direction each: ~150 ms between the browsers (jitter ±10 ms).
-        assert stats["rtt"] is not None and 0.12 <= stats["rtt"] <= 0.6, stats
+        # The relays add RTT/4 per direction each: >= ~150 ms between the browsers (jitter ±10 ms);
+        # above it, queueing behind the video in the 512 kbit/s buckets (up to 400 ms each).
+        assert stats["rtt"] is not None and 0.12 <= stats["rtt"] <= 2.0, stats
     assert net_call.harness.relays["a"].packets > 100 and net_call.harness.relays["b"].packets > 100
     net_call.page_b.screenshot(path=str(shots / "net-rural-b.png"))
 
