@@ -98,9 +98,14 @@ def test_forced_relay_through_coturn_connects_when_nat_blocks_the_direct_path(ne
     assert net_call.harness.probe_tcp("a", "10.77.2.2", 8000) == "timeout"
     net_call.harness.apply("good", nat=False)
     assert net_call.harness.probe_tcp("a", "10.77.2.2", 8000) == "refused"
-    db.session.rollback()
-    call = db.session.scalar(select(CallSession).where(CallSession.consult_id == net_call.consult.id))
-    assert call is not None and call.relayed is True, net_call.harness.coturn_log()
+    deadline = time.monotonic() + 15  # each page reports its connection over the socket, asynchronously
+    while True:
+        db.session.rollback()
+        call = db.session.scalar(select(CallSession).where(CallSession.consult_id == net_call.consult.id))
+        if call is not None and call.relayed is True:
+            break
+        assert time.monotonic() < deadline, (call and call.relayed, net_call.harness.coturn_log())
+        time.sleep(0.2)
 
 
 def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots):
