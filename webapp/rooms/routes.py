@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 
 from ..auth.decorators import me, role_required
 from ..consults.forms import AttachmentForm
@@ -26,6 +26,7 @@ def room(ref: str):
     call_allowed = me().id in (consult.requester_id, consult.specialist_id) and consult.status in CALL_STATUSES
     return render_template("rooms/room.html", call_allowed=call_allowed,
                            ice_servers=video_services.ice_servers(me()) if call_allowed else [],
+                           call_settings=video_services.call_settings(current_app.config),
                            polite=me().id != consult.specialist_id, consult=consult, upload_form=AttachmentForm(),
                            read_only=consult.status in services.CLOSED,
                            can_post=me().id in (consult.requester_id, consult.specialist_id))
