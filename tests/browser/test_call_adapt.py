@@ -209,7 +209,7 @@ def test_video_is_capped_opus_has_fec_and_dtx_each_side_sees_what_the_other_rece
             caps = page.evaluate(VIDEO_CAPS)
             assert caps["enc"]["maxBitrate"] == 350_000 and caps["enc"]["scaleResolutionDownBy"] == 1
             assert caps["enc"]["maxFramerate"] == 20
-            assert caps["degradation"] in ("balanced", None)  # Chromium may not report it back
+            assert caps["degradation"] == "balanced"
             params = dict(p.split("=", 1) for p in page.evaluate(OPUS_FMTP).split(";"))
             assert params.get("useinbandfec") == "1" and params.get("usedtx") == "1"
             # The other side's report of what it receives from us: the camera's 480 lines, capped.
