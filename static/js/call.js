@@ -25,7 +25,7 @@
   var state = { muted: false, camera: true, audio_only: false, screen: false, auto_audio: false };
   var settings = JSON.parse(root.dataset.settings || "{}");
   var adaptOn = !settings.adapt || settings.adapt.enabled !== false;
-  var adapt = new HuizhenAdapt.Controller(settings.adapt), restarter = new HuizhenAdapt.Restarter(settings.ice);
+  var adapt = null, restarter = null, forced = null;  // adapt.js is fetched when joining (loadAdapt)
   var adaptTimer = null, switching = Promise.resolve(), lastSample = null, lastRecv = null, peerAuto = false;
   var theirViewEl = el("call-their-view");
   var metrics = { joinClickedAt: null, firstRemoteFrameMs: null, connectedMs: null, relayed: null, marks: {} };
@@ -36,7 +36,7 @@
   }
   var statsTimer = null, reportTimer = null, lastBytes = null, lastStatsAt = null, reportedConnected = false;
   window.huizhenCall = { metrics: metrics, state: state, socket: socket, pc: function () { return pc; },
-                         adapt: adapt, settings: settings, restarter: function () { return restarter; },
+                         adapt: null, settings: settings, restarter: function () { return restarter; },
                          lastSample: function () { return lastSample; } };
 
   function setStatus(text, kind) { statusEl.textContent = text; statusEl.className = "call-status " + (kind || ""); }
@@ -46,6 +46,35 @@
     socket.emit("signal", payload);
   }
   function now() { return performance.now() / 1000; }
+
+  // The adaptation logic (static/js/adapt.js, hashed URL in data-adapt-src) is fetched when the
+  // doctor joins, alongside the camera: a room visit that never joins the call does not load it.
+  var adaptLoading = null;
+  function setUpAdapt() {
+    if (!adapt) {
+      adapt = new HuizhenAdapt.Controller(settings.adapt);
+      if (forced) adapt.force(forced);
+      window.huizhenCall.adapt = adapt;
+    }
+    if (!restarter) {
+      restarter = new HuizhenAdapt.Restarter(settings.ice);
+      if (pc) restarter.change(pc.iceConnectionState, now());
+    }
+    return adapt;
+  }
+  function loadAdapt() {
+    if (window.HuizhenAdapt) return Promise.resolve(setUpAdapt());
+    if (!adaptLoading) {
+      adaptLoading = new Promise(function (resolve) {
+        var script = document.createElement("script");
+        script.src = root.dataset.adaptSrc;
+        script.onload = function () { resolve(setUpAdapt()); };
+        script.onerror = function () { adaptLoading = null; resolve(null); };  // tried again on the next join
+        document.head.appendChild(script);
+      });
+    }
+    return adaptLoading;
+  }
 
   // Opus options in both directions' descriptions: the fmtp a side receives tells its encoder to
   // add in-band FEC (useinbandfec=1) and to send nothing during silence (usedtx=1).
@@ -163,7 +192,7 @@
     reportedConnected = false;
     metrics.firstRemoteFrameMs = null;
     pc = new RTCPeerConnection({ iceServers: iceServers, iceTransportPolicy: forceRelay ? "relay" : "all" });
-    restarter = new HuizhenAdapt.Restarter(settings.ice);
+    restarter = window.HuizhenAdapt ? new HuizhenAdapt.Restarter(settings.ice) : null;
     lastRecv = null;
     localStream.getTracks().forEach(function (t) { pc.addTrack(t, localStream); });
     if (!localStream.getVideoTracks().length) pc.addTransceiver("video", { direction: "recvonly" });
@@ -192,7 +221,7 @@
       var s = pc.iceConnectionState;
       if (s === "failed") setStatus(t("Connection lost — reconnecting…"), "warn");
       else if (s === "disconnected") setStatus(t("Connection unstable — reconnecting…"), "warn");
-      if (restarter.change(s, now())) restartIce();
+      if (restarter ? restarter.change(s, now()) : s === "failed") restartIce();
     };
     pc.onconnectionstatechange = function () {
       if (pc.connectionState === "connected") {
@@ -207,6 +236,7 @@
     if (!pc || !inCall) return;
     metrics.iceRestarts = (metrics.iceRestarts || 0) + 1;
     mark("ice_restart");
+    holdOffer = false;  // a restart is never the initial negotiation that a waiting side leaves to the other
     pc.restartIce();
   }
   window.huizhenCall.restartIce = restartIce;
@@ -256,13 +286,13 @@
   }
 
   async function adaptTick() {
-    if (restarter.tick(now())) restartIce();
+    if (restarter && restarter.tick(now())) restartIce();
     if (!pc || !joined || pc.connectionState !== "connected") return;
     var got;
     try { got = await sample(); } catch (e) { return; }
     lastSample = got.link;
     reportReceiving(got.recv);
-    if (!adaptOn || !hasCamera) return;
+    if (!adaptOn || !hasCamera || !adapt) return;
     var decision = adapt.feed(got.link);
     if (decision.changed) switchTo(decision.mode, decision.reason);
   }
@@ -290,7 +320,14 @@
       if (localStream) {
         track.enabled = state.camera;
         localStream.addTrack(track);
-        if (sender) await sender.replaceTrack(track); else if (pc) pc.addTrack(track, localStream);
+        if (sender) {
+          // A connection built while on audio only has a receive-only video transceiver: it must
+          // send again (a renegotiation), in the same stream as the audio.
+          var tr = pc.getTransceivers().filter(function (x) { return x.sender === sender; })[0];
+          if (tr && (tr.direction === "recvonly" || tr.direction === "inactive")) { holdOffer = false; tr.direction = "sendrecv"; }
+          if (sender.setStreams) sender.setStreams(localStream);
+          await sender.replaceTrack(track);
+        } else if (pc) pc.addTrack(track, localStream);
         await applySenderCaps();
       }
       fresh.getAudioTracks().forEach(function (tr) { tr.stop(); });
@@ -299,7 +336,7 @@
   }
   function announce(reason) {
     localVideo.classList.toggle("no-video", state.audio_only);
-    state.auto_audio = state.audio_only && adapt.forced === null;
+    state.auto_audio = state.audio_only && forced === null;
     audioOnlyBtn.textContent = state.audio_only ? t("Turn video back on") : t("Audio only");
     if (reason === "weak") setStatus(t("Weak connection — switched to audio only"), "warn");
     else if (reason === "recovered") setStatus(t("Connection recovered — video back on"), "ok");
@@ -392,6 +429,7 @@
   async function join() {
     joinBtn.disabled = true;
     metrics.joinClickedAt = performance.now();
+    loadAdapt();
     setStatus(t("Starting camera and microphone…"));
     try {
       if (!localStream) {
@@ -579,8 +617,9 @@
   });
   // The user's choice wins over the link's for the rest of the call.
   audioOnlyBtn.addEventListener("click", function () {
-    var decision = adapt.force(state.audio_only ? "video" : "audio");
-    switchTo(decision.mode, "forced");
+    forced = state.audio_only ? "video" : "audio";
+    if (adapt) adapt.force(forced);
+    switchTo(forced, "forced");
   });
   // Back to the camera, whether sharing ends by our button or by the browser's own "Stop sharing"
   // bar: track.stop() fires no "ended" event, so the button cannot rely on onended. The sender is

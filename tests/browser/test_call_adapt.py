@@ -196,6 +196,9 @@ def _join(call) -> None:
     call.rural_page.goto(call.room)
     call.spec_page.goto(call.room)
     call.rural_page.click("#call-join")
+    # One after the other, as test_call does: two joins at the same instant can open two call
+    # records (start_call reads, then inserts) — not what these tests are about.
+    expect(call.rural_page.locator("#call-status")).to_contain_text("Waiting for the other doctor")
     call.spec_page.click("#call-join")
     for page in (call.rural_page, call.spec_page):
         _wait_remote_video(page)
@@ -299,3 +302,29 @@ def test_the_audio_only_words_fit_a_phone(app, live_server, browser, shots, monk
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 360, (selector, box)
         assert call.rural_page.evaluate("() => document.documentElement.scrollWidth") <= 360
         call.rural_page.screenshot(path=str(shots / "call-adapt-03-phone.png"), full_page=True)
+
+
+def test_video_comes_back_on_a_connection_that_was_built_while_on_audio_only(
+        app, live_server, browser, monkeypatch):
+    """The specialist reloads while the rural doctor is on audio only: the rural doctor's new
+    connection has a receive-only video transceiver; when the link recovers, video must be sent
+    again (direction back to send, a renegotiation) in the same stream as the sound."""
+    monkeypatch.setitem(app.config, "CALL_ADAPT_MIN_KBPS", 100_000_000)
+    monkeypatch.setitem(app.config, "CALL_ADAPT_DOWN_SECONDS", 2)
+    monkeypatch.setitem(app.config, "CALL_ADAPT_UP_SECONDS", 3600)
+    with _two_doctors(browser, live_server) as call:
+        rural, spec = call.rural_page, call.spec_page
+        _join(call)
+        expect(rural.locator("#call-status")).to_have_text("Weak connection — switched to audio only", timeout=15000)
+        spec.reload()  # the call comes back by itself (sessionStorage)
+        spec.wait_for_function("() => window.huizhenCall.pc()"
+                               " && window.huizhenCall.pc().connectionState === 'connected'", timeout=20000)
+        expect(spec.locator("#call-status")).to_have_text("Weak connection — switched to audio only", timeout=15000)
+        assert rural.evaluate("""() => window.huizhenCall.pc().getTransceivers()
+          .some(t => t.receiver.track.kind === 'video' && t.direction === 'recvonly')""")
+        rural.evaluate("() => window.huizhenCall.adapt.configure({min_kbps: 0, up_seconds: 2})")
+        expect(rural.locator("#call-status")).to_have_text("Connection recovered — video back on", timeout=15000)
+        _frames_advance(spec)
+        spec.wait_for_function("""() => { const s = document.getElementById('call-remote').srcObject;
+          return s && s.getVideoTracks().length === 1 && s.getAudioTracks().length === 1; }""", timeout=10000)
+        assert _grows(spec, AUDIO_RECEIVED) > 20
