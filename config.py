@@ -189,6 +189,31 @@ class Config:
     MEDIA_WORKER_TOKEN = os.environ.get("MEDIA_WORKER_TOKEN", "")
     MEDIA_WORKER_TIMEOUT = float(os.environ.get("MEDIA_WORKER_TIMEOUT", "20"))
     PRECALL_SESSIONS_PER_USER = _env_int("PRECALL_SESSIONS_PER_USER", 2)  # live echo peers per user
+    # The call adapts to the link (static/js/adapt.js). On video, CALL_ADAPT_DOWN_SECONDS in a row
+    # of an outgoing bitrate estimate under CALL_ADAPT_MIN_KBPS, or loss / round trip / jitter over
+    # their maximum, switch this side to audio only; CALL_ADAPT_UP_SECONDS in a row of a link back
+    # well under them (half the loss, 80 % of round trip and jitter) bring video back, twice as
+    # long after each quick relapse up to CALL_ADAPT_MAX_UP_SECONDS. Defaults for rural links.
+    CALL_ADAPT_ENABLED = _env_bool("CALL_ADAPT_ENABLED", True)
+    CALL_ADAPT_MIN_KBPS = _env_int("CALL_ADAPT_MIN_KBPS", 150)
+    CALL_ADAPT_MAX_LOSS_PCT = _env_int("CALL_ADAPT_MAX_LOSS_PCT", 10)
+    CALL_ADAPT_MAX_RTT_MS = _env_int("CALL_ADAPT_MAX_RTT_MS", 1000)
+    CALL_ADAPT_MAX_JITTER_MS = _env_int("CALL_ADAPT_MAX_JITTER_MS", 100)
+    CALL_ADAPT_DOWN_SECONDS = _env_int("CALL_ADAPT_DOWN_SECONDS", 4)
+    CALL_ADAPT_UP_SECONDS = _env_int("CALL_ADAPT_UP_SECONDS", 15)
+    CALL_ADAPT_MAX_UP_SECONDS = _env_int("CALL_ADAPT_MAX_UP_SECONDS", 120)
+    # What each video sender may use (RTCRtpSender.setParameters): a 512 kbit/s village link keeps
+    # room for Opus and for the other direction. CALL_DEGRADATION_PREFERENCE: balanced,
+    # maintain-framerate or maintain-resolution.
+    CALL_VIDEO_MAX_KBPS = _env_int("CALL_VIDEO_MAX_KBPS", 350)
+    CALL_VIDEO_SCALE_DOWN = float(os.environ.get("CALL_VIDEO_SCALE_DOWN", "1"))
+    CALL_VIDEO_MAX_FPS = _env_int("CALL_VIDEO_MAX_FPS", 20)
+    CALL_DEGRADATION_PREFERENCE = os.environ.get("CALL_DEGRADATION_PREFERENCE", "balanced")
+    # Opus in-band forward error correction and discontinuous transmission (SDP fmtp).
+    CALL_OPUS_FEC = _env_bool("CALL_OPUS_FEC", True)
+    CALL_OPUS_DTX = _env_bool("CALL_OPUS_DTX", True)
+    # ICE restart: after this long "disconnected" (at once on "failed"), then again while down.
+    CALL_ICE_RESTART_GRACE_SECONDS = _env_int("CALL_ICE_RESTART_GRACE_SECONDS", 3)
 
     # Scheduling.
     SLOT_MINUTES = _env_int("SLOT_MINUTES", 30)

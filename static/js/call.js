@@ -2,7 +2,10 @@
    the /call Socket.IO namespace with trickle ICE and "perfect negotiation" (the rural doctor is
    the polite peer). ICE servers (STUN/TURN with short-lived credentials) come from Huizhen.
    The call restarts ICE when the network drops, re-negotiates when the other side reloads,
-   can fall back to audio only, and reports setup time, relay use and quality to the server. */
+   can fall back to audio only, and reports setup time, relay use and quality to the server.
+   It adapts by itself (static/js/adapt.js): audio only while the link is weak, video again once
+   it has recovered for a while; video senders are capped for rural links, Opus sends in-band
+   FEC and DTX, and each side shows what the other receives. */
 (function () {
   "use strict";
   var root = document.getElementById("call");
@@ -19,18 +22,128 @@
   var socket = io("/call", { transports: ["websocket", "polling"], reconnectionDelayMax: 4000 });
   var pc = null, polite = root.dataset.polite !== "false", makingOffer = false, ignoreOffer = false, holdOffer = false;
   var iceServers = JSON.parse(root.dataset.iceServers || "[]"), localStream = null, screenTrack = null, inCall = false, joined = false;
-  var state = { muted: false, camera: true, audio_only: false, screen: false };
+  var state = { muted: false, camera: true, audio_only: false, screen: false, auto_audio: false };
+  var settings = JSON.parse(root.dataset.settings || "{}");
+  var adaptOn = !settings.adapt || settings.adapt.enabled !== false;
+  var adapt = null, restarter = null, forced = null;  // adapt.js is fetched when joining (loadAdapt)
+  var adaptTimer = null, switching = Promise.resolve(), lastSample = null, lastRecv = null, peerAuto = false;
+  var theirViewEl = el("call-their-view");
   var metrics = { joinClickedAt: null, firstRemoteFrameMs: null, connectedMs: null, relayed: null, marks: {} };
   metrics.at = {};  // wall-clock milestones (ms since the epoch), comparable between the two pages
   function mark(name) {
     metrics.at[name] = performance.timeOrigin + performance.now();
     if (metrics.joinClickedAt !== null) metrics.marks[name] = Math.round(performance.now() - metrics.joinClickedAt);
   }
-  var statsTimer = null, reportTimer = null, restartTimer = null, lastBytes = null, lastStatsAt = null, reportedConnected = false;
-  window.huizhenCall = { metrics: metrics, state: state, socket: socket, pc: function () { return pc; } };
+  var statsTimer = null, reportTimer = null, lastBytes = null, lastStatsAt = null, reportedConnected = false;
+  window.huizhenCall = { metrics: metrics, state: state, socket: socket, pc: function () { return pc; },
+                         adapt: null, settings: settings, restarter: function () { return restarter; },
+                         lastSample: function () { return lastSample; } };
 
   function setStatus(text, kind) { statusEl.textContent = text; statusEl.className = "call-status " + (kind || ""); }
-  function signal(payload) { payload.ref = ref; socket.emit("signal", payload); }
+  function signal(payload) {
+    payload.ref = ref;
+    if (payload.sdp) payload.sdp = opusFmtp(payload.sdp);
+    socket.emit("signal", payload);
+  }
+  function now() { return performance.now() / 1000; }
+
+  // The adaptation logic (static/js/adapt.js, hashed URL in data-adapt-src) is fetched when the
+  // doctor joins, alongside the camera: a room visit that never joins the call does not load it.
+  var adaptLoading = null;
+  function setUpAdapt() {
+    if (!adapt) {
+      adapt = new HuizhenAdapt.Controller(settings.adapt);
+      if (forced) adapt.force(forced);
+      window.huizhenCall.adapt = adapt;
+    }
+    if (!restarter) {
+      restarter = new HuizhenAdapt.Restarter(settings.ice);
+      if (pc) restarter.change(pc.iceConnectionState, now());
+    }
+    return adapt;
+  }
+  function loadAdapt() {
+    if (window.HuizhenAdapt) return Promise.resolve(setUpAdapt());
+    if (!adaptLoading) {
+      adaptLoading = new Promise(function (resolve) {
+        var script = document.createElement("script");
+        script.src = root.dataset.adaptSrc;
+        script.onload = function () { resolve(setUpAdapt()); };
+        script.onerror = function () { adaptLoading = null; resolve(null); };  // tried again on the next join
+        document.head.appendChild(script);
+      });
+    }
+    return adaptLoading;
+  }
+
+  // Opus options in both directions' descriptions: the fmtp a side receives tells its encoder to
+  // add in-band FEC (useinbandfec=1) and to send nothing during silence (usedtx=1).
+  function opusFmtp(sdp) {
+    var opts = settings.opus || { fec: true, dtx: true };
+    var want = [];
+    if (opts.fec) want.push(["useinbandfec", "1"]);
+    if (opts.dtx) want.push(["usedtx", "1"]);
+    if (!want.length || typeof sdp !== "string") return sdp;
+    var eol = sdp.indexOf("\r\n") >= 0 ? "\r\n" : "\n";
+    var lines = sdp.split(eol), types = {};
+    lines.forEach(function (line) {
+      var m = /^a=rtpmap:(\d+) opus\/48000/i.exec(line);
+      if (m) types[m[1]] = true;
+    });
+    var seen = {};
+    lines = lines.map(function (line) {
+      var m = /^a=fmtp:(\d+) (.*)$/.exec(line);
+      if (!m || !types[m[1]]) return line;
+      seen[m[1]] = true;
+      var params = m[2].split(";").filter(Boolean);
+      want.forEach(function (kv) {
+        var i = params.findIndex(function (p) { return p.split("=")[0].trim() === kv[0]; });
+        if (i >= 0) params[i] = kv[0] + "=" + kv[1]; else params.push(kv[0] + "=" + kv[1]);
+      });
+      return "a=fmtp:" + m[1] + " " + params.join(";");
+    });
+    var out = [];
+    lines.forEach(function (line) {
+      out.push(line);
+      var m = /^a=rtpmap:(\d+) opus\/48000/i.exec(line);
+      if (m && !seen[m[1]]) out.push("a=fmtp:" + m[1] + " " + want.map(function (kv) { return kv.join("="); }).join(";"));
+    });
+    return out.join(eol);
+  }
+
+  // Caps on what each sender may use, set once a negotiation has given it its encodings.
+  function capped(params, kind, withPreference) {
+    var video = settings.video || {}, enc = params.encodings[0];
+    if (kind === "video") {
+      if (video.max_kbps) enc.maxBitrate = video.max_kbps * 1000;
+      if (video.scale_down) enc.scaleResolutionDownBy = video.scale_down;
+      if (video.max_fps) enc.maxFramerate = video.max_fps;
+      enc.priority = enc.networkPriority = "low";
+      if (withPreference && video.degradation) params.degradationPreference = video.degradation;
+    } else {
+      enc.priority = enc.networkPriority = "high";  // the voice goes first on a thin link
+    }
+    return params;
+  }
+  var capping = Promise.resolve();
+  function applySenderCaps() {  // one at a time: a second setParameters meanwhile would be refused
+    capping = capping.then(capSenders, capSenders);
+    return capping;
+  }
+  async function capSenders() {
+    if (!pc) return;
+    var senders = pc.getSenders();
+    for (var i = 0; i < senders.length; i++) {
+      var sender = senders[i], kind = sender.track ? sender.track.kind : null;
+      if (!kind || !sender.getParameters().encodings || !sender.getParameters().encodings.length) continue;
+      try {
+        await sender.setParameters(capped(sender.getParameters(), kind, true));
+      } catch (e) {  // a browser that does not take the degradation preference: the caps alone
+        try { await sender.setParameters(capped(sender.getParameters(), kind, false)); } catch (e2) { console.warn("sender caps", e2); }
+      }
+    }
+  }
+
   function sendState() { if (joined) socket.emit("state", Object.assign({ ref: ref }, state)); }
   function videoSender() {
     if (!pc) return null;
@@ -79,6 +192,8 @@
     reportedConnected = false;
     metrics.firstRemoteFrameMs = null;
     pc = new RTCPeerConnection({ iceServers: iceServers, iceTransportPolicy: forceRelay ? "relay" : "all" });
+    restarter = window.HuizhenAdapt ? new HuizhenAdapt.Restarter(settings.ice) : null;
+    lastRecv = null;
     localStream.getTracks().forEach(function (t) { pc.addTrack(t, localStream); });
     if (!localStream.getVideoTracks().length) pc.addTransceiver("video", { direction: "recvonly" });
     pc.onnegotiationneeded = async function () {
@@ -98,14 +213,15 @@
       playRemote();
       watchFirstFrame();
     };
+    pc.onsignalingstatechange = function () { if (pc && pc.signalingState === "stable") applySenderCaps(); };
+    // A dropped link comes back by itself: ICE restarts at once on "failed", after a grace period
+    // on "disconnected", and again while it stays down (the restart offer goes through the usual
+    // signaling; perfect negotiation settles two restarts crossing).
     pc.oniceconnectionstatechange = function () {
       var s = pc.iceConnectionState;
-      clearTimeout(restartTimer);
-      if (s === "failed") { setStatus(t("Connection lost — reconnecting…"), "warn"); pc.restartIce(); }
-      else if (s === "disconnected") {
-        setStatus(t("Connection unstable — reconnecting…"), "warn");
-        restartTimer = setTimeout(function () { if (pc && pc.iceConnectionState !== "connected") pc.restartIce(); }, 2500);
-      }
+      if (s === "failed") setStatus(t("Connection lost — reconnecting…"), "warn");
+      else if (s === "disconnected") setStatus(t("Connection unstable — reconnecting…"), "warn");
+      if (restarter ? restarter.change(s, now()) : s === "failed") restartIce();
     };
     pc.onconnectionstatechange = function () {
       if (pc.connectionState === "connected") {
@@ -114,6 +230,119 @@
         if (!reportedConnected) { reportedConnected = true; metrics.connectedMs = performance.now() - metrics.joinClickedAt; reportStats(true); }
       }
     };
+  }
+
+  function restartIce() {
+    if (!pc || !inCall) return;
+    metrics.iceRestarts = (metrics.iceRestarts || 0) + 1;
+    mark("ice_restart");
+    holdOffer = false;  // a restart is never the initial negotiation that a waiting side leaves to the other
+    pc.restartIce();
+  }
+  window.huizhenCall.restartIce = restartIce;
+
+  // --- adapting to the link -----------------------------------------------------------------
+  // Once a second: what the link allows this side to send (adapt.js decides), and what we receive
+  // from the other side (told to them, every few seconds, in the call state).
+  async function sample() {
+    var stats = await pc.getStats(), pair = null, s = { t: now(), kbps: null, loss_pct: null, rtt_ms: null, jitter_ms: null };
+    var recv = { at: now(), videoBytes: 0, audioBytes: 0, height: 0, frames: 0 };
+    stats.forEach(function (r) { if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId); });
+    if (!pair) stats.forEach(function (r) { if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r; });
+    if (pair) {
+      if (typeof pair.availableOutgoingBitrate === "number") s.kbps = pair.availableOutgoingBitrate / 1000;
+      if (typeof pair.currentRoundTripTime === "number") s.rtt_ms = pair.currentRoundTripTime * 1000;
+    }
+    stats.forEach(function (r) {
+      // Only what we are sending now: the video's last receiver report stays in the stats after
+      // video stopped and would hold its old loss for ever.
+      if (r.type === "remote-inbound-rtp" && (r.kind === "audio" || !state.audio_only)) {
+        if (typeof r.fractionLost === "number") s.loss_pct = Math.max(s.loss_pct || 0, r.fractionLost * 100);
+        if (typeof r.jitter === "number") s.jitter_ms = Math.max(s.jitter_ms || 0, r.jitter * 1000);
+        if (s.rtt_ms === null && typeof r.roundTripTime === "number") s.rtt_ms = r.roundTripTime * 1000;
+      }
+      if (r.type === "inbound-rtp" && r.kind === "video") { recv.videoBytes += r.bytesReceived || 0; recv.frames += r.framesDecoded || 0; recv.height = Math.max(recv.height, r.frameHeight || 0); }
+      if (r.type === "inbound-rtp" && r.kind === "audio") recv.audioBytes += r.bytesReceived || 0;
+    });
+    return { link: s, recv: recv };
+  }
+
+  var recvReported = null, recvSentAt = 0;
+  function reportReceiving(recv) {
+    var prev = lastRecv;
+    lastRecv = recv;
+    if (!prev || recv.at - prev.at <= 0) return;
+    var secs = recv.at - prev.at, video = recv.frames > prev.frames;
+    var report = { recv_height: video ? recv.height : 0,
+                   recv_kbps: video ? Math.max(0, Math.round((recv.videoBytes - prev.videoBytes) * 8 / secs / 1000)) : 0,
+                   recv_audio_kbps: Math.max(0, Math.round((recv.audioBytes - prev.audioBytes) * 8 / secs / 1000)) };
+    var changed = !recvReported || recvReported.recv_height !== report.recv_height ||
+      Math.abs(recvReported.recv_kbps - report.recv_kbps) > Math.max(20, recvReported.recv_kbps * 0.2);
+    if (!changed && recv.at - recvSentAt < 10) return;  // a change at once, else every 10 s
+    if (changed && recv.at - recvSentAt < 2) return;     // at most one report in 2 s
+    recvReported = report; recvSentAt = recv.at;
+    Object.assign(state, report);
+    sendState();
+  }
+
+  async function adaptTick() {
+    if (restarter && restarter.tick(now())) restartIce();
+    if (!pc || !joined || pc.connectionState !== "connected") return;
+    var got;
+    try { got = await sample(); } catch (e) { return; }
+    lastSample = got.link;
+    reportReceiving(got.recv);
+    if (!adaptOn || !hasCamera || !adapt) return;
+    var decision = adapt.feed(got.link);
+    if (decision.changed) switchTo(decision.mode, decision.reason);
+  }
+
+  // Video on or off for this side, by the controller or by the user's button; one at a time.
+  var hasCamera = true;
+  function switchTo(mode, reason) {
+    switching = switching.then(function () { return setVideo(mode === "video", reason); }).catch(function (e) { console.warn("switch failed", e); });
+    return switching;
+  }
+  async function setVideo(on, reason) {
+    if (on === !state.audio_only && !(on && localStream && !localStream.getVideoTracks().length)) { announce(reason); return; }
+    var sender = videoSender();
+    if (!on) {
+      if (screenTrack) await stopSharing();
+      sender = videoSender();
+      if (sender) await sender.replaceTrack(null);
+      if (localStream) localStream.getVideoTracks().forEach(function (tr) { tr.stop(); localStream.removeTrack(tr); });
+      state.audio_only = true;
+    } else {
+      state.audio_only = false;  // getMedia asks for the camera again
+      var fresh = await getMedia();
+      var track = fresh.getVideoTracks()[0];
+      if (!track) { hasCamera = false; announce(null); return; }  // the camera went away meanwhile
+      if (localStream) {
+        track.enabled = state.camera;
+        localStream.addTrack(track);
+        if (sender) {
+          // A connection built while on audio only has a receive-only video transceiver: it must
+          // send again (a renegotiation), in the same stream as the audio.
+          var tr = pc.getTransceivers().filter(function (x) { return x.sender === sender; })[0];
+          if (tr && (tr.direction === "recvonly" || tr.direction === "inactive")) { holdOffer = false; tr.direction = "sendrecv"; }
+          if (sender.setStreams) sender.setStreams(localStream);
+          await sender.replaceTrack(track);
+        } else if (pc) pc.addTrack(track, localStream);
+        await applySenderCaps();
+      }
+      fresh.getAudioTracks().forEach(function (tr) { tr.stop(); });
+    }
+    announce(reason);
+  }
+  function announce(reason) {
+    localVideo.classList.toggle("no-video", state.audio_only);
+    state.auto_audio = state.audio_only && forced === null;
+    audioOnlyBtn.textContent = state.audio_only ? t("Turn video back on") : t("Audio only");
+    if (reason === "weak") setStatus(t("Weak connection — switched to audio only"), "warn");
+    else if (reason === "recovered") setStatus(t("Connection recovered — video back on"), "ok");
+    else if (reason === "forced" && pc && pc.connectionState === "connected") setStatus(t("Connected"), "ok");
+    sendState();
+    reportStats(false);
   }
 
   // After a reload there has been no click yet, and browsers may refuse to autoplay sound: then
@@ -200,9 +429,15 @@
   async function join() {
     joinBtn.disabled = true;
     metrics.joinClickedAt = performance.now();
+    loadAdapt();
     setStatus(t("Starting camera and microphone…"));
     try {
-      if (!localStream) { localStream = await getMedia(); localVideo.srcObject = localStream; listDevices(); }
+      if (!localStream) {
+        var wanted = !state.audio_only;
+        localStream = await getMedia(); localVideo.srcObject = localStream; listDevices();
+        if (wanted && !localStream.getVideoTracks().length) hasCamera = false;  // nothing to adapt
+        localVideo.classList.toggle("no-video", !localStream.getVideoTracks().length);
+      }
     } catch (e) {
       setStatus(t("Camera and microphone are not available: %(error)s. Check the browser's permissions.", { error: e.name }), "bad");
       joinBtn.disabled = false;
@@ -227,7 +462,7 @@
     var offer = null;
     try {
       await pc.setLocalDescription();
-      offer = { type: pc.localDescription.type, sdp: pc.localDescription.sdp };
+      offer = { type: pc.localDescription.type, sdp: opusFmtp(pc.localDescription.sdp) };
     } catch (e) { console.warn("could not create an offer", e); }
     mark("offer_sent");
     var offered = pc;
@@ -261,6 +496,8 @@
       if (pc.connectionState !== "connected") setStatus(ack.peers.length ? t("Connecting…") : t("Waiting for the other doctor to join…"));
       clearInterval(statsTimer);
       statsTimer = setInterval(function () { showQuality(); }, 2000);
+      clearInterval(adaptTimer);
+      adaptTimer = setInterval(adaptTick, 1000);
       clearInterval(reportTimer);
       reportTimer = setInterval(function () { if (pc && pc.connectionState === "connected") reportStats(false); }, 15000);
     });
@@ -275,9 +512,11 @@
     if (localStream) { localStream.getTracks().forEach(function (t) { t.stop(); }); localStream = null; }
     if (screenTrack) { screenTrack.onended = null; screenTrack.stop(); screenTrack = null; }
     state.screen = false; screenBtn.textContent = t("Share screen");
-    localVideo.srcObject = null; remoteVideo.srcObject = null; remoteVideo.classList.remove("live");
+    localVideo.srcObject = null; remoteVideo.srcObject = null; remoteVideo.classList.remove("live", "peer-audio-only");
     showUnmute();
     clearInterval(statsTimer);
+    clearInterval(adaptTimer);
+    theirViewEl.textContent = "";
     root.classList.remove("in-call");
     joinBtn.disabled = false;
     setStatus(t("You left the call."));
@@ -291,7 +530,7 @@
         var collision = msg.type === "offer" && (makingOffer || pc.signalingState !== "stable");
         ignoreOffer = !polite && collision;
         if (ignoreOffer) return;
-        await pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp });
+        await pc.setRemoteDescription({ type: msg.type, sdp: opusFmtp(msg.sdp) });
         if (msg.type === "offer") {
           holdOffer = false;
           await pc.setLocalDescription();
@@ -301,7 +540,7 @@
       } else if (msg.type === "candidate") {
         try { await pc.addIceCandidate(msg.candidate || null); } catch (e) { if (!ignoreOffer) console.warn(e); }
       } else if (msg.type === "bye") {
-        remoteVideo.srcObject = null; remoteVideo.classList.remove("live"); showUnmute();
+        remoteVideo.srcObject = null; remoteVideo.classList.remove("live", "peer-audio-only"); showUnmute();
         setStatus(t("The other doctor left the call. You can wait here; they can rejoin."));
         newPeerConnection(false);
       }
@@ -321,7 +560,7 @@
     peerStateEl.textContent = "";
     remoteVideo.classList.remove("live");
     if (data && data.reason === "hung_up") {
-      remoteVideo.srcObject = null; showUnmute();
+      remoteVideo.srcObject = null; remoteVideo.classList.remove("peer-audio-only"); showUnmute();
       setStatus(t("The other doctor left the call. You can wait here; they can rejoin."));
       newPeerConnection(false);
     } else {
@@ -331,13 +570,28 @@
   socket.on("peer-state", function (s) {
     var parts = [];
     if (s.muted) parts.push(t("muted"));
-    if (s.camera === false || s.audio_only) parts.push(s.audio_only ? t("audio only") : t("camera off"));
+    if (s.camera === false || s.audio_only) parts.push(!s.audio_only ? t("camera off") : s.auto_audio ? t("audio only (weak connection)") : t("audio only"));
     if (s.screen) parts.push(t("sharing screen"));
     if (s.reconnecting) parts.push(t("reconnecting"));
     // Translators: the separator between the other doctor's states ("muted, sharing screen")
     var separator = t(", ");
     peerStateEl.textContent = parts.length ? t("Other doctor: %(states)s", { states: parts.join(separator) }) : "";
     peerStateEl.dataset.muted = s.muted ? "true" : "false";
+    remoteVideo.classList.toggle("peer-audio-only", !!s.audio_only);
+    // The other side's link chose audio only, or video again: said on our status line too,
+    // unless our own link has just said the same of us.
+    var auto = !!(s.audio_only && s.auto_audio);
+    if (auto !== peerAuto && !state.auto_audio) {
+      if (auto) setStatus(t("The other doctor's connection is weak — their video is paused, audio continues"), "warn");
+      else if (!s.audio_only) setStatus(t("The other doctor's video is back on"), "ok");
+    }
+    peerAuto = auto;
+    // What they receive from us, as they measured it.
+    if (typeof s.recv_height === "number") {
+      theirViewEl.textContent = s.recv_height > 0
+        ? t("They receive: video %(height)sp · ~%(kbps)s kbit/s", { height: s.recv_height, kbps: s.recv_kbps })
+        : t("They receive: audio only · ~%(kbps)s kbit/s", { kbps: s.recv_audio_kbps || 0 });
+    }
   });
   // Reconnect after a refused connect and retry a failed join, with backoff (static/js/live.js).
   var live = HuizhenLive.keep(socket, function (kind, text) { if (inCall) setStatus(text, "warn"); });
@@ -361,21 +615,11 @@
     camBtn.textContent = state.camera ? t("Camera off") : t("Camera on");
     sendState();
   });
-  audioOnlyBtn.addEventListener("click", async function () {
-    state.audio_only = !state.audio_only;
-    var sender = videoSender();
-    if (state.audio_only) {
-      if (sender) await sender.replaceTrack(null);
-      if (localStream) localStream.getVideoTracks().forEach(function (t) { t.stop(); localStream.removeTrack(t); });
-      audioOnlyBtn.textContent = t("Turn video back on");
-    } else {
-      var fresh = await getMedia();
-      var track = fresh.getVideoTracks()[0];
-      if (track && localStream) { localStream.addTrack(track); if (sender) await sender.replaceTrack(track); else if (pc) pc.addTrack(track, localStream); }
-      audioOnlyBtn.textContent = t("Audio only");
-    }
-    sendState();
-    reportStats(false);
+  // The user's choice wins over the link's for the rest of the call.
+  audioOnlyBtn.addEventListener("click", function () {
+    forced = state.audio_only ? "video" : "audio";
+    if (adapt) adapt.force(forced);
+    switchTo(forced, "forced");
   });
   // Back to the camera, whether sharing ends by our button or by the browser's own "Stop sharing"
   // bar: track.stop() fires no "ended" event, so the button cannot rely on onended. The sender is
@@ -420,6 +664,10 @@
   });
   joinBtn.addEventListener("click", join);
   leaveBtn.addEventListener("click", hangUp);
-  window.addEventListener("online", function () { if (pc && inCall) { setStatus(t("Network back — reconnecting…"), "warn"); pc.restartIce(); } });
+  window.addEventListener("online", function () { if (pc && inCall) { setStatus(t("Network back — reconnecting…"), "warn"); restartIce(); } });
+  // A new address (another network, a new carrier NAT mapping): the old candidate pair is gone.
+  if (navigator.connection && navigator.connection.addEventListener) {
+    navigator.connection.addEventListener("change", function () { if (pc && inCall && joined) restartIce(); });
+  }
   if (sessionStorage.getItem("huizhen-call-" + ref)) join();  // a reload re-establishes the call
 })();

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 
 from ..auth.decorators import me, role_required
 from ..consults import policy
@@ -28,6 +28,7 @@ def room(ref: str):
     call_allowed = video_services.may_join(me(), consult) and policy.allows(me(), consult, policy.Action.SEND_MEDIA)
     return render_template("rooms/room.html", call_allowed=call_allowed,
                            ice_servers=video_services.ice_servers(me()) if call_allowed else [],
+                           call_settings=video_services.call_settings(current_app.config),
                            polite=policy.is_polite(me(), consult), consult=consult, upload_form=AttachmentForm(),
                            read_only=consult.status in services.CLOSED,
                            can_post=policy.allows(me(), consult, policy.Action.POST))

@@ -26,7 +26,12 @@ from ..validation import text_problem
 
 CALL_STATUSES = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)
 SIGNAL_TYPES = ("offer", "answer", "candidate", "bye")
-STATE_KEYS = {"muted": bool, "camera": bool, "audio_only": bool, "screen": bool, "reconnecting": bool}
+STATE_KEYS: dict[str, type] = {"muted": bool, "camera": bool, "audio_only": bool, "screen": bool,
+                               "reconnecting": bool, "auto_audio": bool,
+                               # what this party receives from the other: video height and bitrates
+                               "recv_height": int, "recv_kbps": int, "recv_audio_kbps": int}
+STATE_MAX_NUMBER = 100_000
+DEGRADATION_PREFERENCES = ("balanced", "maintain-framerate", "maintain-resolution")
 
 
 def turn_credentials(user: User, *, now: float | None = None) -> dict[str, Any] | None:
@@ -122,15 +127,39 @@ def validate_signal(data: dict[str, Any]) -> dict[str, Any]:
     return {"type": "bye"}
 
 
-def validate_state(data: dict[str, Any]) -> dict[str, bool]:
-    """The media state a party announces (muted, camera, audio-only, screen share, reconnecting)."""
-    state = {}
+def validate_state(data: dict[str, Any]) -> dict[str, bool | int]:
+    """The media state a party announces (muted, camera, audio-only and whether the link chose it,
+    screen share, reconnecting) and what it receives (video height, video and audio kbit/s)."""
+    state: dict[str, bool | int] = {}
     for key, kind in STATE_KEYS.items():
-        if key in data:
-            if not isinstance(data[key], kind):
-                raise ValidationFailed("%(name)s must be true or false.", name=key)
-            state[key] = data[key]
+        if key not in data:
+            continue
+        value = data[key]
+        if kind is bool and not isinstance(value, bool):
+            raise ValidationFailed("%(name)s must be true or false.", name=key)
+        if kind is int and (not isinstance(value, int) or isinstance(value, bool)
+                            or not 0 <= value <= STATE_MAX_NUMBER):
+            raise ValidationFailed("%(name)s is out of range.", name=key)
+        state[key] = value
     return state
+
+
+def call_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The call page's adaptation thresholds, video sender caps and Opus options from the config."""
+    preference = config["CALL_DEGRADATION_PREFERENCE"]
+    return {
+        "adapt": {"enabled": bool(config["CALL_ADAPT_ENABLED"]), "min_kbps": config["CALL_ADAPT_MIN_KBPS"],
+                  "max_loss_pct": config["CALL_ADAPT_MAX_LOSS_PCT"], "max_rtt_ms": config["CALL_ADAPT_MAX_RTT_MS"],
+                  "max_jitter_ms": config["CALL_ADAPT_MAX_JITTER_MS"],
+                  "down_seconds": config["CALL_ADAPT_DOWN_SECONDS"], "up_seconds": config["CALL_ADAPT_UP_SECONDS"],
+                  "max_up_seconds": config["CALL_ADAPT_MAX_UP_SECONDS"]},
+        "video": {"max_kbps": config["CALL_VIDEO_MAX_KBPS"],
+                  "scale_down": max(1.0, float(config["CALL_VIDEO_SCALE_DOWN"])),
+                  "max_fps": config["CALL_VIDEO_MAX_FPS"],
+                  "degradation": preference if preference in DEGRADATION_PREFERENCES else "balanced"},
+        "opus": {"fec": bool(config["CALL_OPUS_FEC"]), "dtx": bool(config["CALL_OPUS_DTX"])},
+        "ice": {"grace_seconds": config["CALL_ICE_RESTART_GRACE_SECONDS"]},
+    }
 
 
 def start_call(user: User, consult: Consult, *, audit: str | None = None) -> CallSession:
