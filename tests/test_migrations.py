@@ -109,3 +109,44 @@ def test_0014_gives_every_existing_consult_its_participants(empty_database):
             expected.append((cid, spec, "lead_specialist", assigned or spec, True, True))
     assert [tuple(bool(v) if isinstance(v, int) and i >= 4 else v for i, v in enumerate(r)) for r in got] == expected
     _assert_matches_models(empty_database)
+
+
+def test_0016_closes_duplicate_open_calls_and_keeps_one_open_call_per_consult(empty_database):
+    """Open call records doubled by simultaneous joins before 0016: the newest stays open, the older
+    ones end at their own start; afterwards a second open call of the consult is refused."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    assert _flask_db(empty_database, "upgrade", "0015").returncode == 0
+    engine = create_engine(empty_database)
+    t0 = "2026-11-01 08:00:00+00:00"
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO facilities (id, name, level, region, created_at) "
+                          "VALUES (1, 'County', 'county_hospital', 'Gansu', :t)"), {"t": t0})
+        for uid, role in ((1, "rural_doctor"), (2, "specialist")):
+            conn.execute(text(
+                "INSERT INTO users (id, email, password_hash, full_name, role, status, languages, licence_number, "
+                "timezone, login_token, created_at, facility_id) VALUES (:id, :email, 'x', :name, :role, "
+                "'approved', 'zh-CN', :lic, 'Asia/Shanghai', :tok, :t, 1)"),
+                {"id": uid, "email": f"u{uid}@test.example", "name": f"User {uid}", "role": role,
+                 "lic": f"L{uid}", "tok": f"tok{uid}", "t": t0})
+        for cid in (1, 2):
+            conn.execute(text(
+                "INSERT INTO consults (id, ref, requester_id, specialist_id, status, urgency, chief_complaint, "
+                "history, findings, current_treatment, question, preferred_times, created_at, updated_at, "
+                "version) VALUES (:id, :ref, 1, 2, 'scheduled', 'routine', 'c', '', '', '', '', '', :t, :t, 1)"),
+                {"id": cid, "ref": f"ref{cid}", "t": t0})
+        for call_id, cid, ended in ((1, 1, None), (2, 1, None), (3, 1, t0), (4, 2, None)):
+            conn.execute(text("INSERT INTO call_sessions (id, consult_id, started_by_id, started_at, ended_at, "
+                              "audio_only) VALUES (:id, :cid, 1, :t, :ended, false)"),
+                         {"id": call_id, "cid": cid, "t": t0, "ended": ended})
+    upgraded = _flask_db(empty_database, "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    with engine.connect() as conn:
+        open_calls = conn.execute(text(
+            "SELECT id FROM call_sessions WHERE ended_at IS NULL ORDER BY id")).scalars().all()
+    assert open_calls == [2, 4]
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("INSERT INTO call_sessions (id, consult_id, started_by_id, started_at, audio_only) "
+                          "VALUES (5, 1, 1, :t, false)"), {"t": t0})
+    engine.dispose()

@@ -1,7 +1,7 @@
 """availability windows indexed by weekday and time, for the earliest-free-slot query
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-02
 
 Issue 15: first_available expands every eligible specialist's windows of the days it scans; this
@@ -11,7 +11,7 @@ from alembic import op
 
 
 revision = '0015'
-down_revision = '0013'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 

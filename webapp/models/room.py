@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -94,6 +94,11 @@ class CallSession(db.Model):
     """One video call in a consult room: setup time, TURN relay, duration, quality for coordinators."""
 
     __tablename__ = "call_sessions"
+    # One open call per consult: two doctors pressing Join at the same moment share one record
+    __table_args__ = (
+        Index("uq_call_sessions_open", "consult_id", unique=True,
+              postgresql_where=text("ended_at IS NULL"), sqlite_where=text("ended_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     consult_id: Mapped[int] = mapped_column(ForeignKey("consults.id"), index=True)

@@ -14,6 +14,7 @@ from typing import Any
 from flask import current_app
 from flask_babel import lazy_ngettext
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from ..audit.services import record
 from ..consults import policy
@@ -162,19 +163,31 @@ def call_settings(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _open_call(consult: Consult) -> CallSession | None:
+    return db.session.scalar(
+        select(CallSession).where(CallSession.consult_id == consult.id, CallSession.ended_at.is_(None))
+    )
+
+
 def start_call(user: User, consult: Consult, *, audit: str | None = None) -> CallSession:
     """Open a call record (or reuse the open one), auditing the join in the same commit."""
     require_call_party(user, consult)
-    call = db.session.scalar(
-        select(CallSession).where(CallSession.consult_id == consult.id, CallSession.ended_at.is_(None))
-        .order_by(CallSession.id.desc())
-    )
-    if call is None:
-        call = CallSession(consult_id=consult.id, started_by_id=user.id)
-        db.session.add(call)
+    call = _open_call(consult)
+    created = call is None
+    if created:
+        # The partial unique index keeps one open call per consult: when the other doctor's join
+        # inserted it first, the savepoint's insert fails and theirs is the call
+        try:
+            with db.session.begin_nested():
+                call = CallSession(consult_id=consult.id, started_by_id=user.id)
+                db.session.add(call)
+        except IntegrityError:
+            call = _open_call(consult)
+            if call is None:
+                raise
     if audit:
         record(audit, actor=user, consult=consult)
-    if call.id is None or audit:
+    if created or audit:
         db.session.commit()
     return call
 

@@ -1,0 +1,97 @@
+"""Two doctors pressing Join at the same moment share one call record, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from tests.conftest import Factory, build_app, build_postgres_app, emptied
+from webapp.extensions import db
+from webapp.models import CallSession, Consult, User, utcnow
+from webapp.video import services as video
+
+ROUNDS = 5
+
+
+@pytest.fixture(scope="module")
+def _pg_app(tmp_path_factory) -> Flask:
+    return build_postgres_app("callrace", tmp_path_factory, 4)
+
+
+@pytest.fixture
+def pg_app(_pg_app: Flask):
+    yield from emptied(_pg_app)
+
+
+@pytest.fixture(scope="module")
+def _sqlite_app(tmp_path_factory) -> Flask:
+    tmp = tmp_path_factory.mktemp("sqlite-callrace")
+    return build_app(f"sqlite:///{tmp / 'callrace.db'}", tmp)
+
+
+@pytest.fixture
+def sqlite_app(_sqlite_app: Flask):
+    yield from emptied(_sqlite_app)
+
+
+def _both_join(app: Flask, consult_id: int, user_ids: tuple[int, int]) -> tuple[list[int], list[BaseException]]:
+    """Both parties call start_call at once, each in its own request context; (call ids, errors)."""
+    barrier = threading.Barrier(len(user_ids))
+    ids: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def join(user_id: int) -> None:
+        with app.test_request_context():
+            try:
+                barrier.wait()  # (on SQLite the first read takes the write lock: none is held while waiting)
+                user = db.session.get(User, user_id)
+                consult = db.session.get(Consult, consult_id)
+                call = video.start_call(user, consult, audit="call.joined")
+                with lock:
+                    ids.append(call.id)
+            except BaseException as exc:  # any error is a defect
+                with lock:
+                    errors.append(exc)
+            finally:
+                db.session.rollback()
+                db.session.remove()
+
+    threads = [threading.Thread(target=join, args=(uid,)) for uid in user_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return ids, errors
+
+
+def _race_rounds(app: Flask) -> None:
+    make = Factory()
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    ids_of = (rural.id, specialist.id)
+    consult_id = consult.id
+    for _ in range(ROUNDS):
+        db.session.rollback()  # this thread holds no transaction (on SQLite, no snapshot) during the race
+        ids, errors = _both_join(app, consult_id, ids_of)
+        assert errors == []
+        assert len(ids) == 2 and ids[0] == ids[1], ids
+        db.session.expire_all()
+        assert db.session.scalar(select(func.count()).select_from(CallSession).where(
+            CallSession.consult_id == consult_id, CallSession.ended_at.is_(None))) == 1
+        # the call ends; the next round starts a new one
+        db.session.get(CallSession, ids[0]).ended_at = utcnow()
+        db.session.commit()
+    assert db.session.scalar(select(func.count()).select_from(CallSession).where(
+        CallSession.consult_id == consult_id)) == ROUNDS
+
+
+def test_simultaneous_joins_share_one_call_on_postgresql(pg_app):
+    _race_rounds(pg_app)
+
+
+def test_simultaneous_joins_share_one_call_on_sqlite(sqlite_app):
+    _race_rounds(sqlite_app)
