@@ -277,20 +277,29 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.1f}")
         if args.explain and dialect == "postgresql":
             _explain(now + timedelta(hours=5), world["counties"][0])
+        from sqlalchemy import event
+
+        statements = []
+        event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(1))
         for prefer in (True, False):
-            timings = []
+            timings, cpu, counts = [], [], []
             for i in range(args.queries + 5):
                 clock = now + timedelta(minutes=rng.randrange(0, 7 * 24 * 60), seconds=rng.randrange(60))
                 facility = rng.choice(world["counties"])
-                t = time.perf_counter()
+                statements.clear()
+                t, c = time.perf_counter(), time.process_time()
                 found = first_available("cardiology", facility_id=facility, now=clock, prefer_partner=prefer, limit=3)
-                elapsed = (time.perf_counter() - t) * 1000
+                elapsed, used = (time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000
                 db.session.rollback()
                 assert len(found) == 3, found
                 if i >= 5:  # the first few warm the connection pool and the statement cache
                     timings.append(elapsed)
+                    cpu.append(used)
+                    counts.append(len(statements))
             label = "partner first   " if prefer else "earliest overall"
-            print(f"first_available, {label}, limit 3: {_stats(timings)}")
+            print(f"first_available, {label}, limit 3: {_stats(timings)}; this process's CPU p50 "
+                  f"{statistics.median(cpu):.1f} ms; statements per query p50 {statistics.median(counts):.0f}, "
+                  f"max {max(counts)}")
         timings = []  # the machine's state in this run: one round trip to the database
         for _ in range(200):
             t = time.perf_counter()
