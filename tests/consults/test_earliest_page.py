@@ -88,6 +88,8 @@ def test_the_accept_page_shows_it_to_the_specialist_in_their_zone(app, make, wor
     consult = make.requested(requester, urgency=Urgency.URGENT)
     client = app.test_client()
     login(client, other)
+    default = _entries(_card(client.get(f"/consults/{consult.ref}/accept").get_data(as_text=True)))
+    assert default[0][1].startswith(partner.full_name)  # partner hospitals first, for the requester's hospital
     page = client.get(f"/consults/{consult.ref}/accept?earliest=overall")
     assert page.status_code == 200
     entries = _entries(_card(page.get_data(as_text=True)))

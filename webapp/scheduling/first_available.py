@@ -33,6 +33,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import joinedload
 from sqlalchemy.sql.functions import FunctionElement
 
 from ..extensions import db
@@ -261,6 +262,7 @@ def first_available(specialty: str, *, facility_id: int | None = None, exclude_i
             found += _scan("other", params, zones, start, end, limit - len(found), length)
     else:
         found = _scan("all", params, zones, start, end, limit, length)
-    users = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_({sid for sid, _, _ in found})))}
+    users = {u.id: u for u in db.session.scalars(  # with their hospitals: the pages name them
+        select(User).options(joinedload(User.facility)).where(User.id.in_({sid for sid, _, _ in found})))}
     return [FreeSlot(users[sid], Slot(EPOCH + timedelta(minutes=smin), EPOCH + timedelta(minutes=smin + length)),
                      partner) for sid, smin, partner in found]
