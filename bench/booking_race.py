@@ -15,7 +15,8 @@ still without a time.
 
 Prints per round and overall p50 / p95 / p99 / max of the winner and of the losers (`--json FILE`
 keeps every number). Before the booking rounds, the same clients each GET /healthz at once, as many
-rounds: the floor one worker sets for N simultaneous requests that do almost nothing. `--profile DIR`
+rounds: the floor one worker sets for N simultaneous requests that do almost nothing. After them,
+the server CPU of one request alone (`--serial` times each: a loser's POST, GET /healthz). `--profile DIR`
 records a py-spy folded profile of the server over the floor and booking rounds (not the sign-in).
 """
 
@@ -274,12 +275,24 @@ async def run(args: argparse.Namespace, base: str, db_url: str, made: list[tuple
                        "statuses": sorted({r["status"] for r in results})})
         await asyncio.sleep(args.pause)
     cpu, pgcpu = tree_cpu(server_pids) - cpu0, tree_cpu(pg) - pg0
+    # The cost of one request alone: a loser's POST (a taken slot) and GET /healthz, one at a time.
+    loser = next(c for c in clients if not c.booked)
+    cost = {}
+    for name, method, url, data in (
+            ("loser POST", "post", f"{base}/consults/{loser.ref}/book", {"slot": slots[0], "csrf_token": loser.token}),
+            ("GET /healthz", "get", f"{base}/healthz", None)):
+        before, t = tree_cpu(server_pids), time.perf_counter()
+        for _ in range(args.serial):
+            async with getattr(loser.http, method)(url, data=data, allow_redirects=False) as r:
+                await r.read()
+        cost[name] = {"cpu_ms": (tree_cpu(server_pids) - before) * 1000 / args.serial,
+                      "wall_ms": (time.perf_counter() - t) * 1000 / args.serial}
     if args.profile:
         spy.send_signal(2)
         spy.wait(timeout=60)
     for c in clients:
         await c.http.close()
-    return {"rounds": rounds, "floor_ms": [x for f in floors for x in f], "server_cpu_s": cpu,
+    return {"rounds": rounds, "floor_ms": [x for f in floors for x in f], "serial": cost, "server_cpu_s": cpu,
             "postgres_cpu_s": pgcpu}
 
 
@@ -293,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5391)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between rounds")
     parser.add_argument("--warmup-gets", action="store_true", default=True)
+    parser.add_argument("--serial", type=int, default=50, help="requests for the one-at-a-time cost")
     parser.add_argument("--json")
     parser.add_argument("--profile", help="directory for a py-spy folded profile of the server")
     args = parser.parse_args(argv)
@@ -331,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nall booking requests: {fmt(summary(every))} ms; server CPU {out['server_cpu_s']:.2f} s "
           f"({out['server_cpu_s'] * 1000 / max(1, len(every)):.1f} ms/request), postgres CPU "
           f"{out['postgres_cpu_s']:.2f} s; load average {load0[0]:.1f} -> {load1[0]:.1f}")
+    for name, c in out["serial"].items():
+        print(f"one at a time ({args.serial}x): {name}: server CPU {c['cpu_ms']:.1f} ms, "
+              f"response {c['wall_ms']:.1f} ms")
     print(f"server log: {server.log}")
     if args.json:
         Path(args.json).write_text(json.dumps({

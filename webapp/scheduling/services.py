@@ -310,7 +310,7 @@ def is_bookable(specialist: User, starts_at: datetime, *, now: datetime | None =
     raise ValidationFailed("That time is outside the specialist's availability.")
 
 
-SLOT_TAKEN = "That time has just been booked for another consult. Choose another time."
+SLOT_TAKEN = N_("That time has just been booked for another consult. Choose another time.")
 
 
 def reserve(consult: Consult, specialist: User, starts_at: datetime, booked_by: User) -> Appointment:
