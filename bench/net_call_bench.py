@@ -36,7 +36,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from tests.netharness import PROFILES, SERVER_IP, SERVER_PORT, NetHarness, in_netns
+from tests.netharness import PROFILES, SERVER_IP, SERVER_PORT, NetHarness, die_with_parent, in_netns
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -135,7 +135,8 @@ def _start_huizhen(h: NetHarness, workdir: Path) -> subprocess.Popen:
     command = ["ip", "netns", "exec", h.server_ns, str(Path(sys.executable).parent / "gunicorn"),
                "--worker-class", "gevent", "--workers", "1", "--bind", f"{SERVER_IP}:{SERVER_PORT}", "wsgi:app"]
     log = open(workdir / "huizhen.log", "wb")  # noqa: SIM115 - for the process's life
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_parent)
     _wait_port_in(h.server_ns, SERVER_PORT, proc)
     return proc
 

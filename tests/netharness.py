@@ -131,6 +131,12 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
+def die_with_parent() -> None:
+    """preexec_fn for processes started in a namespace: SIGTERM them when the test process dies,
+    even by SIGKILL (PR_SET_PDEATHSIG survives the exec of `ip netns exec` and of its command)."""
+    _libc.prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+
+
 def remove_stale_namespaces() -> None:
     """Delete hz-<pid>x… namespaces left by a run whose process is gone (a crash, a SIGKILL)."""
     if not NETNS_DIR.exists():
@@ -305,7 +311,7 @@ class NetHarness:
                "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay", f"--min-port={port_lo}",
                f"--max-port={port_lo + 99}", "--log-file=stdout", "--simple-log"]
         log = open(self.tmp / "coturn.log", "wb")  # noqa: SIM115 - kept open for the process's life
-        self._coturn = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self._coturn = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._coturn.poll() is not None:
