@@ -321,10 +321,15 @@ def test_video_comes_back_on_a_connection_that_was_built_while_on_audio_only(
                                " && window.huizhenCall.pc().connectionState === 'connected'", timeout=20000)
         expect(spec.locator("#call-status")).to_have_text("Weak connection — switched to audio only", timeout=15000)
         assert rural.evaluate("""() => window.huizhenCall.pc().getTransceivers()
-          .some(t => t.receiver.track.kind === 'video' && t.direction === 'recvonly')""")
+          .filter(t => t.receiver.track.kind === 'video').map(t => t.direction)""") == ["recvonly"]
         rural.evaluate("() => window.huizhenCall.adapt.configure({min_kbps: 0, up_seconds: 2})")
         expect(rural.locator("#call-status")).to_have_text("Connection recovered — video back on", timeout=15000)
         _frames_advance(spec)
         spec.wait_for_function("""() => { const s = document.getElementById('call-remote').srcObject;
           return s && s.getVideoTracks().length === 1 && s.getAudioTracks().length === 1; }""", timeout=10000)
+        # One audio and one video transceiver on each side: the answering connection built while on
+        # audio only used the offer's video, it did not add one that nothing would match.
+        for page in (rural, spec):
+            assert page.evaluate("() => window.huizhenCall.pc().getTransceivers().map(t => t.receiver.track.kind)") \
+                == ["audio", "video"]
         assert _grows(spec, AUDIO_RECEIVED) > 20
