@@ -297,6 +297,8 @@ def test_the_audio_only_words_fit_a_phone(app, live_server, browser, shots, monk
         _join(call)
         status = call.rural_page.locator("#call-status")
         expect(status).to_have_text("Weak connection — switched to audio only", timeout=15000)
+        expect(call.rural_page.locator("#call-peer-state")).to_contain_text("audio only (weak connection)")
+        expect(call.rural_page.locator("#call-their-view")).to_contain_text("They receive", timeout=15000)
         for selector in ("#call-status", "#call-peer-state", "#call-their-view"):
             box = call.rural_page.locator(selector).bounding_box()
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 360, (selector, box)
