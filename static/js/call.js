@@ -147,10 +147,10 @@
   function sendState() { if (joined) socket.emit("state", Object.assign({ ref: ref }, state)); }
   function videoSender() {
     if (!pc) return null;
+    var video = pc.getTransceivers().filter(function (t) { return t.receiver.track && t.receiver.track.kind === "video" && !t.stopped; });
     return pc.getTransceivers().map(function (t) { return t.sender; })
       .filter(function (s) { return s.track ? s.track.kind === "video" : false; })[0] ||
-      pc.getTransceivers().filter(function (t) { return t.receiver.track && t.receiver.track.kind === "video"; })
-        .map(function (t) { return t.sender; })[0] || null;
+      video.filter(function (t) { return t.mid !== null; }).concat(video).map(function (t) { return t.sender; })[0] || null;
   }
 
   async function getMedia() {
@@ -195,7 +195,6 @@
     restarter = window.HuizhenAdapt ? new HuizhenAdapt.Restarter(settings.ice) : null;
     lastRecv = null;
     localStream.getTracks().forEach(function (t) { pc.addTrack(t, localStream); });
-    if (!localStream.getVideoTracks().length) pc.addTransceiver("video", { direction: "recvonly" });
     pc.onnegotiationneeded = async function () {
       if (holdOffer) { holdOffer = false; return; }
       try {
@@ -273,9 +272,10 @@
     lastRecv = recv;
     if (!prev || recv.at - prev.at <= 0) return;
     var secs = recv.at - prev.at, video = recv.frames > prev.frames;
-    var report = { recv_height: video ? recv.height : 0,
-                   recv_kbps: video ? Math.max(0, Math.round((recv.videoBytes - prev.videoBytes) * 8 / secs / 1000)) : 0,
-                   recv_audio_kbps: Math.max(0, Math.round((recv.audioBytes - prev.audioBytes) * 8 / secs / 1000)) };
+    var rate = function (bytes) { return Math.min(100000, Math.max(0, Math.round(bytes * 8 / secs / 1000))); };  // the server takes 0…100000
+    var report = { recv_height: video ? Math.min(recv.height, 100000) : 0,
+                   recv_kbps: video ? rate(recv.videoBytes - prev.videoBytes) : 0,
+                   recv_audio_kbps: rate(recv.audioBytes - prev.audioBytes) };
     var changed = !recvReported || recvReported.recv_height !== report.recv_height ||
       Math.abs(recvReported.recv_kbps - report.recv_kbps) > Math.max(20, recvReported.recv_kbps * 0.2);
     if (!changed && recv.at - recvSentAt < 10) return;  // a change at once, else every 10 s
@@ -459,6 +459,10 @@
     // and the other side would set up the call twice.
     if (!socket.connected) return;
     newPeerConnection(false);
+    // Without a camera (or on audio only) our offer still asks for the other side's video. Only
+    // an offer needs this: an answering connection gets its video transceiver from the offer
+    // (one added beforehand would not be matched to the offer's video and would stay unused).
+    if (!localStream.getVideoTracks().length) pc.addTransceiver("video", { direction: "recvonly" });
     var offer = null;
     try {
       await pc.setLocalDescription();

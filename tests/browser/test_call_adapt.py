@@ -297,6 +297,8 @@ def test_the_audio_only_words_fit_a_phone(app, live_server, browser, shots, monk
         _join(call)
         status = call.rural_page.locator("#call-status")
         expect(status).to_have_text("Weak connection — switched to audio only", timeout=15000)
+        expect(call.rural_page.locator("#call-peer-state")).to_contain_text("audio only (weak connection)")
+        expect(call.rural_page.locator("#call-their-view")).to_contain_text("They receive", timeout=15000)
         for selector in ("#call-status", "#call-peer-state", "#call-their-view"):
             box = call.rural_page.locator(selector).bounding_box()
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 360, (selector, box)
@@ -321,10 +323,15 @@ def test_video_comes_back_on_a_connection_that_was_built_while_on_audio_only(
                                " && window.huizhenCall.pc().connectionState === 'connected'", timeout=20000)
         expect(spec.locator("#call-status")).to_have_text("Weak connection — switched to audio only", timeout=15000)
         assert rural.evaluate("""() => window.huizhenCall.pc().getTransceivers()
-          .some(t => t.receiver.track.kind === 'video' && t.direction === 'recvonly')""")
+          .filter(t => t.receiver.track.kind === 'video').map(t => t.direction)""") == ["recvonly"]
         rural.evaluate("() => window.huizhenCall.adapt.configure({min_kbps: 0, up_seconds: 2})")
         expect(rural.locator("#call-status")).to_have_text("Connection recovered — video back on", timeout=15000)
         _frames_advance(spec)
         spec.wait_for_function("""() => { const s = document.getElementById('call-remote').srcObject;
           return s && s.getVideoTracks().length === 1 && s.getAudioTracks().length === 1; }""", timeout=10000)
+        # One audio and one video transceiver on each side: the answering connection built while on
+        # audio only used the offer's video, it did not add one that nothing would match.
+        for page in (rural, spec):
+            assert page.evaluate("() => window.huizhenCall.pc().getTransceivers().map(t => t.receiver.track.kind)") \
+                == ["audio", "video"]
         assert _grows(spec, AUDIO_RECEIVED) > 20
