@@ -202,6 +202,9 @@ class Config:
     CALL_ADAPT_DOWN_SECONDS = _env_int("CALL_ADAPT_DOWN_SECONDS", 4)
     CALL_ADAPT_UP_SECONDS = _env_int("CALL_ADAPT_UP_SECONDS", 15)
     CALL_ADAPT_MAX_UP_SECONDS = _env_int("CALL_ADAPT_MAX_UP_SECONDS", 120)
+    # A drop (nothing arrives) is not a weak link: nothing is judged for this long after one, while
+    # the congestion control climbs back (the ICE restart brings the call back)
+    CALL_ADAPT_QUIET_SECONDS = _env_int("CALL_ADAPT_QUIET_SECONDS", 10)
     # What each video sender may use (RTCRtpSender.setParameters): a 512 kbit/s village link keeps
     # room for Opus and for the other direction. CALL_DEGRADATION_PREFERENCE: balanced,
     # maintain-framerate or maintain-resolution.

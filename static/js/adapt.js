@@ -13,6 +13,8 @@
      video back ("recovered"). If video then falls again within retry_window seconds, the next
      recovery must hold twice as long (up to max_up_seconds): the call does not flap.
    force("audio"|"video") wins over every automatic decision; force(null) hands back to it.
+   interrupt(t) says nothing arrived from the other side (a drop): the run is forgotten and nothing
+   is judged for quiet_seconds, so a drop and the climb back after it never switch to audio.
 
    HuizhenAdapt.Restarter(settings) decides when to restart ICE: change(s, t) on every ICE state
    change and tick(t) once a second return true when to call pc.restartIce(): at once on "failed",
@@ -23,7 +25,7 @@
 
   var DEFAULTS = {
     min_kbps: 150, max_loss_pct: 10, max_rtt_ms: 1000, max_jitter_ms: 100,
-    down_seconds: 4, up_seconds: 15, max_up_seconds: 120, retry_window: 60
+    down_seconds: 4, up_seconds: 15, max_up_seconds: 120, retry_window: 60, quiet_seconds: 10
   };
 
   function merge(base, extra) {
@@ -42,6 +44,7 @@
     this.upSeconds = this.cfg.up_seconds;
     this.lastRecovery = null;  // when video last came back by itself
     this.history = [];         // [{t, mode, reason}] of automatic switches
+    this.quietUntil = null;    // after a drop, nothing is judged before this time
   }
 
   Controller.prototype.configure = function (settings) {
@@ -71,8 +74,17 @@
     return { mode: this.mode(), changed: this.mode() !== before, reason: "forced" };
   };
 
+  // Nothing arrived from the other side: a drop, not a weak link (the ICE restart deals with it).
+  // The run so far is forgotten and no sample is judged for quiet_seconds after the last such
+  // moment, while the congestion control climbs back after the link returns.
+  Controller.prototype.interrupt = function (t) {
+    this.runStart = null;
+    this.quietUntil = t + this.cfg.quiet_seconds;
+  };
+
   Controller.prototype.feed = function (s) {
     var before = this.mode(), reason = null, t = s.t;
+    if (this.quietUntil !== null && t < this.quietUntil) return { mode: before, changed: false, reason: null };
     if (this.auto === "video") {
       if (this.weak(s)) {
         if (this.runStart === null) this.runStart = t;

@@ -291,8 +291,12 @@
     var got;
     try { got = await sample(); } catch (e) { return; }
     lastSample = got.link;
+    // Not a byte from the other side since the last sample (audio flows even in silence, DTX
+    // sends comfort noise): the link is down, not weak; the stats would only repeat stale reports.
+    var silent = lastRecv && got.recv.audioBytes === lastRecv.audioBytes && got.recv.videoBytes === lastRecv.videoBytes;
     reportReceiving(got.recv);
     if (!adaptOn || !hasCamera || !adapt) return;
+    if (silent) { adapt.interrupt(got.link.t); return; }
     var decision = adapt.feed(got.link);
     if (decision.changed) switchTo(decision.mode, decision.reason);
   }
@@ -559,6 +563,11 @@
     if (pc && !pc.localDescription && !pc.remoteDescription && pc.signalingState === "stable") return;
     newPeerConnection(false);
   });
+  socket.on("peer-resumed", function () {
+    // The other doctor's signaling came back and they kept the call: nothing to rebuild.
+    if (!inCall) return;
+    if (pc && pc.connectionState === "connected") setStatus(t("Connected"), "ok");
+  });
   socket.on("peer-left", function (data) {
     if (!inCall) return;
     peerStateEl.textContent = "";
@@ -600,10 +609,43 @@
   // Reconnect after a refused connect and retry a failed join, with backoff (static/js/live.js).
   var live = HuizhenLive.keep(socket, function (kind, text) { if (inCall) setStatus(text, "warn"); });
   socket.on("connect", function () {
-    if (inCall && !joined) {  // the signaling connection came back: rejoin and renegotiate
-      sendJoin();
-    }
+    if (!inCall || joined) return;
+    // The signaling connection came back. A call that was negotiated is kept (the media may
+    // have held through the drop, or its ICE restart is under way): rejoin without a new
+    // connection, so neither side tears down what works. Otherwise rejoin and renegotiate.
+    if (pc && pc.remoteDescription && ["connected", "connecting", "disconnected"].indexOf(pc.connectionState) >= 0) resumeJoin();
+    else sendJoin();
   });
+  function resumeJoin() {
+    var kept = pc;
+    socket.timeout(15000).emit("join", { ref: ref, resume: true }, function (err, ack) {
+      if (!inCall || joined) return;
+      if (HuizhenLive.retryable(err, ack)) {
+        live.later(t("Could not join the call"), function () { if (inCall && !joined) resumeJoin(); });
+        return;
+      }
+      if (!ack.ok) {
+        inCall = false;
+        sessionStorage.removeItem("huizhen-call-" + ref);
+        root.classList.remove("in-call");
+        if (pc) { pc.close(); pc = null; }
+        setStatus((ack && ack.message) || t("You cannot join this call."), "bad");
+        joinBtn.disabled = false;
+        return;
+      }
+      joined = true;
+      polite = ack.polite;
+      iceServers = ack.ice_servers;
+      try { pc.setConfiguration({ iceServers: iceServers, iceTransportPolicy: forceRelay ? "relay" : "all" }); } catch (e) { /* unchanged */ }
+      sendState();
+      if (!ack.peers.length) return;  // they are away too: their return sends peer-resumed or peer-joined
+      // The kept connection must come back by itself (ICE restart) within a few seconds; if it
+      // does not (the other side rebuilt theirs meanwhile), set the call up anew.
+      setTimeout(function () {
+        if (inCall && joined && pc === kept && pc.connectionState !== "connected") { joined = false; sendJoin(); }
+      }, 8000);
+    });
+  }
   socket.on("disconnect", function () { joined = false; });
 
   muteBtn.addEventListener("click", function () {

@@ -23,6 +23,7 @@ RUN = """([settings, seq, forced]) => {
   const modes = [], switches = [];
   for (const [t, s] of seq) {
     if (forced && forced[t] !== undefined) c.force(forced[t]);
+    if (s.silent) { c.interrupt(t); modes.push(c.mode()); continue; }  // nothing arrived this second
     const d = c.feed(Object.assign({t: t}, s));
     modes.push(d.mode);
     if (d.changed) switches.push([t, d.mode, d.reason]);
@@ -31,7 +32,8 @@ RUN = """([settings, seq, forced]) => {
 }"""
 
 SETTINGS = {"min_kbps": 150, "max_loss_pct": 10, "max_rtt_ms": 1000, "max_jitter_ms": 100,
-            "down_seconds": 4, "up_seconds": 15, "max_up_seconds": 120, "retry_window": 60}
+            "down_seconds": 4, "up_seconds": 15, "max_up_seconds": 120, "retry_window": 60, "quiet_seconds": 10}
+SILENT = {"silent": True}
 GOOD = {"kbps": 400, "loss_pct": 0.5, "rtt_ms": 150, "jitter_ms": 10}
 LOSSY = {"kbps": 400, "loss_pct": 20, "rtt_ms": 150, "jitter_ms": 10}
 THIN = {"kbps": 60, "loss_pct": 1, "rtt_ms": 300, "jitter_ms": 20}
@@ -68,6 +70,19 @@ def test_a_short_dip_keeps_video(adapt_page):
     # Loss going up and down every other second never holds for 4 s: video stays.
     out = _run(adapt_page, _seq(*[(1, LOSSY if i % 2 else GOOD) for i in range(120)]))
     assert out["switches"] == []
+
+
+def test_a_drop_and_the_climb_back_after_it_keep_video(adapt_page):
+    """A link that is down sends nothing (not a weak link: the ICE restart deals with it); after it
+    returns, the bandwidth estimate climbs back for a few seconds: neither switches to audio."""
+    out = _run(adapt_page, _seq((10, GOOD), (2, LOSSY), (15, SILENT), (8, THIN), (30, GOOD)))
+    assert out["switches"] == [] and set(out["modes"]) == {"video"}
+    # A weak run broken by a drop starts again from nothing.
+    out = _run(adapt_page, _seq((10, GOOD), (3, LOSSY), (1, SILENT), (9, GOOD), (3, LOSSY), (20, GOOD)))
+    assert out["switches"] == []
+    # After the quiet seconds, a link that stays weak is judged as before.
+    out = _run(adapt_page, _seq((10, GOOD), (5, SILENT), (30, LOSSY)))
+    assert out["switches"] == [[28, "audio", "weak"]]  # quiet until 14 + 10 = 24, weak from 24, 4 s later
 
 
 def test_sustained_loss_or_thin_bandwidth_switches_to_audio_after_the_configured_seconds(adapt_page):

@@ -136,6 +136,9 @@ def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots,
     for name, page in (("a", net_call.page_a), ("b", net_call.page_b)):
         same_pc, statuses = page.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]")
         print(f"{name}: same RTCPeerConnection {same_pc}, statuses {statuses}")
+        # the call resumed: neither side tore down its connection (when the signaling socket came
+        # back it rejoined with resume, not as a newcomer the other side rebuilds for)
+        assert same_pc, (name, statuses)
     print(f"resumed {resumed_s:.1f} s after the link came back")
 
 

@@ -34,7 +34,8 @@ def _events(client, name):
 def test_call_settings_come_from_the_config(app, monkeypatch):
     defaults = services.call_settings(app.config)
     assert defaults["adapt"] == {"enabled": True, "min_kbps": 150, "max_loss_pct": 10, "max_rtt_ms": 1000,
-                                 "max_jitter_ms": 100, "down_seconds": 4, "up_seconds": 15, "max_up_seconds": 120}
+                                 "max_jitter_ms": 100, "down_seconds": 4, "up_seconds": 15, "max_up_seconds": 120,
+                                 "quiet_seconds": 10}
     assert defaults["video"] == {"max_kbps": 350, "scale_down": 1.0, "max_fps": 20, "degradation": "balanced"}
     assert defaults["opus"] == {"fec": True, "dtx": True}
     assert defaults["ice"] == {"grace_seconds": 3}

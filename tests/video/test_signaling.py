@@ -154,3 +154,56 @@ def test_stats_are_recorded_for_coordinators(call_client, world):
     call = db.session.scalar(select(CallSession).where(CallSession.consult_id == consult.id))
     assert call.setup_ms == 850 and call.relayed is True and call.rtt_ms == 120 and call.connected_at is not None
     assert call.ended_at is not None and call.duration_seconds is not None
+
+
+def test_a_resumed_join_keeps_the_call_and_tells_the_other_side_without_peer_joined(call_client, world):
+    """A doctor whose signaling socket came back while the call held rejoins with resume: the other
+    side hears peer-resumed (keep your connection), not peer-joined (rebuild it); same call record."""
+    rural, specialist, consult = world
+    a, b = call_client(rural), call_client(specialist)
+    first = a.emit("join", {"ref": consult.ref}, namespace="/call", callback=True)
+    assert b.emit("join", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
+    a.get_received("/call")
+    b.disconnect("/call")  # the specialist's signaling drops
+    assert [e["reason"] for e in _events(a, "peer-left")] == ["disconnected"]
+    b2 = call_client(specialist)
+    ack = b2.emit("join", {"ref": consult.ref, "resume": True}, namespace="/call", callback=True)
+    assert ack["ok"] and ack["call_id"] == first["call_id"] and ack["peers"] == [rural.id]
+    assert [e["user_id"] for e in _events(a, "peer-resumed")] == [specialist.id]
+    assert _events(a, "peer-joined") == []
+    # signaling works on the resumed socket
+    assert b2.emit("signal", {"ref": consult.ref, "type": "offer", "sdp": OFFER}, namespace="/call", callback=True)["ok"]
+    assert _events(a, "signal") == [{"type": "offer", "sdp": OFFER, "from": specialist.id}]
+
+
+@pytest.mark.parametrize("payload", [
+    {"resume": "yes"},
+    {"resume": 1},
+    {"resume": True, "offer": {"type": "offer", "sdp": OFFER}},
+])
+def test_a_malformed_resume_gets_an_error_ack_and_joins_nothing(call_client, world, payload):
+    rural, specialist, consult = world
+    a, b = call_client(rural), call_client(specialist)
+    assert a.emit("join", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
+    a.get_received("/call")
+    ack = b.emit("join", {"ref": consult.ref, **payload}, namespace="/call", callback=True)
+    assert ack["ok"] is False and ack["message"]
+    assert _events(a, "peer-resumed") == [] and _events(a, "peer-joined") == []
+    assert b.emit("signal", {"ref": consult.ref, "type": "offer", "sdp": OFFER}, namespace="/call",
+                  callback=True)["ok"] is False  # not joined
+
+
+def test_an_old_socket_seen_to_go_after_its_user_resumed_tells_nobody_they_left(call_client, world):
+    """The server may notice a dropped socket only at its ping timeout, after the doctor's new socket
+    resumed the call: the other side must not then hear that they left."""
+    rural, specialist, consult = world
+    a, b = call_client(rural), call_client(specialist)
+    assert a.emit("join", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
+    assert b.emit("join", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
+    b2 = call_client(specialist)
+    assert b2.emit("join", {"ref": consult.ref, "resume": True}, namespace="/call", callback=True)["ok"]
+    a.get_received("/call")
+    b.disconnect("/call")  # the old socket's end is noticed late
+    assert _events(a, "peer-left") == []
+    b2.disconnect("/call")  # the doctor's last socket goes: now they left
+    assert [e["user_id"] for e in _events(a, "peer-left")] == [specialist.id]

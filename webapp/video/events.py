@@ -67,7 +67,9 @@ class CallNamespace(Namespace):
     def on_disconnect(self, reason: Any = None) -> None:
         forget_connection(NAMESPACE)
         left = _members().remove(request.sid)
-        if left is not None:
+        # A socket that already came back (a resumed join on a new connection) may be seen to go
+        # only now, after its ping timeout: its user is still in the call, so nobody left
+        if left is not None and left[1] not in _members().others(left[0], request.sid):
             emit("peer-left", {"user_id": left[1], "reason": "disconnected"}, to=call_room(left[0]),
                  namespace=NAMESPACE)
 
@@ -81,6 +83,13 @@ class CallNamespace(Namespace):
     def on_join(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = _call_consult(data.get("ref"))
         offer = data.get("offer")
+        # A resumed join: our signaling socket came back while the call itself held (or is being
+        # restarted over ICE): rejoin the call's room without asking the others to rebuild theirs
+        resume = data.get("resume", False)
+        if not isinstance(resume, bool):
+            raise ValidationFailed("%(name)s must be true or false.", name="resume")
+        if resume and offer is not None:
+            raise ValidationFailed("A resumed join carries no offer.")
         if offer is not None:
             if not isinstance(offer, dict) or offer.get("type") != "offer":
                 raise ValidationFailed("The offer sent with a join must be an SDP offer.")
@@ -92,7 +101,7 @@ class CallNamespace(Namespace):
             leave_room(call_room(previous))
         join_room(call_room(consult.id))
         _members().add(request.sid, consult.id, current_user.id)
-        emit("peer-joined", {"user_id": current_user.id, "name": current_user.full_name},
+        emit("peer-resumed" if resume else "peer-joined", {"user_id": current_user.id, "name": current_user.full_name},
              to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
         if offer is not None:  # after peer-joined, so the other side has reset its connection
             emit("signal", {**offer, "from": current_user.id}, to=call_room(consult.id), skip_sid=request.sid,
