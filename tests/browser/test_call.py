@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -171,8 +172,19 @@ def _shape_is(shape: float) -> str:
 def _frames_advance_from(page, shape: float, timeout_ms: int) -> None:
     """The remote video has the camera's shape again and new frames are decoded, within timeout_ms."""
     page.wait_for_function(_shape_is(shape), timeout=timeout_ms)
+    frames_advance(page, 5, timeout_ms)
+
+
+def frames_advance(page, by: int, timeout_ms: int) -> None:
+    """The remote video decodes `by` new frames within timeout_ms.
+
+    Polled from here: wait_for_function takes an async predicate's promise as a truthy answer at
+    once, so it cannot wait on getStats."""
     base = page.evaluate(FRAMES_DECODED)
-    page.wait_for_function(f"async () => (await ({FRAMES_DECODED})()) >= {base} + 5", timeout=timeout_ms, polling=100)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while (now := page.evaluate(FRAMES_DECODED)) < base + by:
+        assert time.monotonic() < deadline, f"remote frames stuck at {now} (from {base}) for {timeout_ms} ms"
+        time.sleep(0.1)
 
 
 def test_stop_sharing_returns_the_other_side_to_the_camera(app, live_server, browser, shots):

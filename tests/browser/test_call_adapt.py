@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_call import FRAMES_DECODED, _two_doctors, _wait_remote_video
+from tests.browser.test_call import _two_doctors, _wait_remote_video, frames_advance
 
 pytestmark = pytest.mark.browser
 
@@ -203,8 +203,7 @@ def _grows(page, script: str, seconds: float = 2.0) -> int:
 
 
 def _frames_advance(page, timeout_ms: int = 15000) -> None:
-    base = page.evaluate(FRAMES_DECODED)
-    page.wait_for_function(f"async () => (await ({FRAMES_DECODED})()) >= {base} + 5", timeout=timeout_ms, polling=100)
+    frames_advance(page, 5, timeout_ms)
 
 
 def _join(call) -> None:

@@ -172,7 +172,8 @@ def test_a_resumed_join_keeps_the_call_and_tells_the_other_side_without_peer_joi
     assert [e["user_id"] for e in _events(a, "peer-resumed")] == [specialist.id]
     assert _events(a, "peer-joined") == []
     # signaling works on the resumed socket
-    assert b2.emit("signal", {"ref": consult.ref, "type": "offer", "sdp": OFFER}, namespace="/call", callback=True)["ok"]
+    assert b2.emit("signal", {"ref": consult.ref, "type": "offer", "sdp": OFFER}, namespace="/call",
+                   callback=True)["ok"]
     assert _events(a, "signal") == [{"type": "offer", "sdp": OFFER, "from": specialist.id}]
 
 
