@@ -639,11 +639,12 @@
       try { pc.setConfiguration({ iceServers: iceServers, iceTransportPolicy: forceRelay ? "relay" : "all" }); } catch (e) { /* unchanged */ }
       sendState();
       if (!ack.peers.length) return;  // they are away too: their return sends peer-resumed or peer-joined
-      // The kept connection must come back by itself (ICE restart) within a few seconds; if it
-      // does not (the other side rebuilt theirs meanwhile), set the call up anew.
+      // The kept connection must come back by itself (its ICE restart, retried every 5, 10, 20 s);
+      // if it has not within 20 s, or it failed for good (the other side rebuilt theirs
+      // meanwhile), set the call up anew.
       setTimeout(function () {
         if (inCall && joined && pc === kept && pc.connectionState !== "connected") { joined = false; sendJoin(); }
-      }, 8000);
+      }, 20000);
     });
   }
   socket.on("disconnect", function () { joined = false; });

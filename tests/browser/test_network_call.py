@@ -127,9 +127,14 @@ def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots,
 
     net_call.harness.drop("a", 15)  # the rural doctor's link is down for 15 s, then back
     back = time.monotonic()
-    for page in (net_call.page_a, net_call.page_b):
-        _frames_advance(page, by=20, timeout_ms=45000)
-        expect(page.locator("#call-status")).to_have_text("Connected")
+    for name, page in (("a", net_call.page_a), ("b", net_call.page_b)):
+        try:
+            _frames_advance(page, by=20, timeout_ms=45000)
+            expect(page.locator("#call-status")).to_have_text("Connected")
+        except AssertionError as exc:  # say what the doctors were told on the way
+            told = {n: p.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]")
+                    for n, p in (("a", net_call.page_a), ("b", net_call.page_b))}
+            raise AssertionError(f"{name} did not resume: {exc}; (same connection, statuses) {told}") from exc
     resumed_s = time.monotonic() - back
     net_call.page_a.screenshot(path=str(shots / f"net-drop-resumed-{profile}-a.png"))
     assert _calls_of(net_call.consult) == calls  # the same consult call record, no new one
