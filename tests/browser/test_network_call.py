@@ -3,6 +3,7 @@ third (tests/netharness.py). Asserted with getStats: frames decoded keep growing
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -53,8 +54,8 @@ def _join(call) -> None:
     call.page_a.goto(call.room, timeout=60000)
     call.page_b.goto(call.room, timeout=60000)
     call.page_a.click("#call-join")
-    # b joins once a's join is done: two joins at the same instant can open two call records
-    # (start_call's look-up-then-insert is not atomic), which is not what these tests are about
+    # b joins once a's join is done, as doctors do (two joins at the same instant share one call
+    # record: tests/video/test_call_race.py)
     expect(call.page_a.locator("#call-status")).to_contain_text("Waiting for the other doctor", timeout=60000)
     call.page_b.click("#call-join")
 
@@ -145,6 +146,63 @@ def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots,
         # back it rejoined with resume, not as a newcomer the other side rebuilds for)
         assert same_pc, (name, statuses)
     print(f"resumed {resumed_s:.1f} s after the link came back")
+
+
+AUDIO_IN = """async () => {
+  const pc = window.huizhenCall && window.huizhenCall.pc();
+  const out = {packets: 0, samples: 0, concealed: 0, video_out: 0};
+  if (!pc) return out;
+  (await pc.getStats()).forEach(r => {
+    if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+      out.packets = r.packetsReceived || 0; out.samples = r.totalSamplesReceived || 0;
+      out.concealed = r.concealedSamples || 0;
+    }
+    if (r.type === 'outbound-rtp' && r.kind === 'video') out.video_out += r.framesEncoded || 0;
+  });
+  return out;
+}"""
+
+
+def test_the_audio_profile_goes_audio_only_by_itself_and_video_returns_on_a_good_link(net_call, shots):
+    """64 kbit/s, 300 ms, 5 % loss: both doctors go audio only by themselves, told in words, with
+    audio arriving and little of it concealed; back on a good link, video returns by itself.
+
+    The bounds are generous (30 s, 20 %) so that a busy CI machine does not fail the behaviour; the
+    issue's targets (10 s, 10 %) are printed and reported from quiet runs (docs/benchmarks.md)."""
+    net_call.start("good", relay=True)
+    _join(net_call)
+    pages = (("a", net_call.page_a), ("b", net_call.page_b))
+    for _name, page in pages:
+        _frames_advance(page, timeout_ms=60000)
+
+    net_call.harness.apply("audio")
+    shaped = time.monotonic()
+    for _name, page in pages:
+        # each side's own link is weak: it switches its video off and says so
+        expect(page.locator("#call-status")).to_contain_text("switched to audio only",
+                                                             timeout=max(1, 30 - (time.monotonic() - shaped)) * 1000)
+    switched_s = time.monotonic() - shaped
+    net_call.page_a.screenshot(path=str(shots / "net-audio-profile-a.png"))
+    time.sleep(6)  # the video queued in the 64 kbit/s buckets before the switch drains first
+    before = {name: page.evaluate(AUDIO_IN) for name, page in pages}
+    time.sleep(10)
+    for name, page in pages:
+        after = page.evaluate(AUDIO_IN)
+        got = after["packets"] - before[name]["packets"]
+        samples = after["samples"] - before[name]["samples"]
+        concealed = after["concealed"] - before[name]["concealed"]
+        assert got > 100, (name, before[name], after)  # 20 ms packets: 500 in 10 s, DTX sends fewer
+        print(f"{name}: {got} audio packets in 10 s, {100 * concealed / max(samples, 1):.1f} % concealed")
+        assert samples > 0 and concealed / samples < 0.20, (name, concealed, samples)
+        assert after["video_out"] == before[name]["video_out"], (name, "video frames still encoded")
+    print(f"audio only {switched_s:.1f} s after the link became an audio link")
+
+    net_call.harness.apply("good")
+    for _name, page in pages:  # 15 s of a good link in a row bring the camera back, on both sides
+        _frames_advance(page, by=20, timeout_ms=60000)
+        # its own "Connection recovered — video back on", or the other's "video is back on" after it
+        expect(page.locator("#call-status")).to_contain_text(re.compile(r"video (is )?back on"))
+    assert len(_calls_of(net_call.consult)) == 1
 
 
 def test_room_page_weight_cold_and_warm_on_the_rural_profile(net_call):
