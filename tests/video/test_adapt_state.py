@@ -19,12 +19,24 @@ def world(make):
     return rural, specialist, make.scheduled(rural, specialist)
 
 
-def _joined(app, user, ref):
-    flask_client = app.test_client()
-    login(flask_client, user)
-    client = IsolatedSocketClient(app, flask_client, "/call")
-    assert client.emit("join", {"ref": ref}, namespace="/call", callback=True)["ok"]
-    return client
+@pytest.fixture
+def joined(app):
+    """joined(user, ref): a /call client of that user, joined to the consult's call; each leaves at
+    the end (a client left connected stays in the app's call table, seen by later tests)."""
+    made = []
+
+    def join(user, ref):
+        flask_client = app.test_client()
+        login(flask_client, user)
+        client = IsolatedSocketClient(app, flask_client, "/call")
+        made.append(client)
+        assert client.emit("join", {"ref": ref}, namespace="/call", callback=True)["ok"]
+        return client
+
+    yield join
+    for client in made:
+        if client.is_connected("/call"):
+            client.disconnect("/call")
 
 
 def _events(client, name):
@@ -62,9 +74,9 @@ def test_the_room_page_carries_the_settings_and_the_controller_address(app, worl
     assert "/static/js/call.js?v=" in page and 'id="call-their-view"' in page
 
 
-def test_the_automatic_switch_and_what_is_received_reach_the_other_doctor(app, world):
+def test_the_automatic_switch_and_what_is_received_reach_the_other_doctor(app, world, joined):
     rural, specialist, consult = world
-    a, b = _joined(app, rural, consult.ref), _joined(app, specialist, consult.ref)
+    a, b = joined(rural, consult.ref), joined(specialist, consult.ref)
     b.get_received("/call")
     state = {"muted": False, "camera": True, "audio_only": True, "auto_audio": True, "screen": False,
              "recv_height": 480, "recv_kbps": 310, "recv_audio_kbps": 32}
@@ -76,9 +88,9 @@ def test_the_automatic_switch_and_what_is_received_reach_the_other_doctor(app, w
     {"auto_audio": "yes"}, {"auto_audio": 1}, {"recv_height": -1}, {"recv_height": 10**9},
     {"recv_kbps": True}, {"recv_kbps": 3.5}, {"recv_audio_kbps": "32"}, {"recv_kbps": None},
 ])
-def test_a_malformed_state_gets_an_error_ack_and_reaches_nobody(app, world, bad):
+def test_a_malformed_state_gets_an_error_ack_and_reaches_nobody(app, world, joined, bad):
     rural, specialist, consult = world
-    a, b = _joined(app, rural, consult.ref), _joined(app, specialist, consult.ref)
+    a, b = joined(rural, consult.ref), joined(specialist, consult.ref)
     b.get_received("/call")
     ack = a.emit("state", {"ref": consult.ref, **bad}, namespace="/call", callback=True)
     assert ack["ok"] is False and ack["status"] == 422 and ack["message"]
