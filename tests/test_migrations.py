@@ -64,6 +64,21 @@ def test_downgrade_to_base_and_back(empty_database):
     assert _flask_db(empty_database, "upgrade").returncode == 0
 
 
+def _insert_people(conn, at: str, roles: tuple[str, ...]) -> None:
+    """One facility (id 1) and a user of each role (ids 1, 2, …) written as raw rows of an older schema."""
+    from sqlalchemy import text
+
+    conn.execute(text("INSERT INTO facilities (id, name, level, region, created_at) "
+                      "VALUES (1, 'County', 'county_hospital', 'Gansu', :t)"), {"t": at})
+    for uid, role in enumerate(roles, start=1):
+        conn.execute(text(
+            "INSERT INTO users (id, email, password_hash, full_name, role, status, languages, licence_number, "
+            "timezone, login_token, created_at, facility_id) VALUES (:id, :email, 'x', :name, :role, "
+            "'approved', 'zh-CN', :lic, 'Asia/Shanghai', :tok, :t, 1)"),
+            {"id": uid, "email": f"u{uid}@test.example", "name": f"User {uid}", "role": role,
+             "lic": f"L{uid}", "tok": f"tok{uid}", "t": at})
+
+
 def test_0014_gives_every_existing_consult_its_participants(empty_database):
     """Consults made before participants existed (at 0013) get their requester, and their accepted
     specialist as the lead, with the times they had; the unique index allows one current row each."""
@@ -73,15 +88,7 @@ def test_0014_gives_every_existing_consult_its_participants(empty_database):
     engine = create_engine(empty_database)
     t0, t1 = "2026-11-01 08:00:00+00:00", "2026-11-01 09:30:00+00:00"
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO facilities (id, name, level, region, created_at) "
-                          "VALUES (1, 'County', 'county_hospital', 'Gansu', :t)"), {"t": t0})
-        for uid, role in ((1, "rural_doctor"), (2, "specialist"), (3, "specialist"), (4, "coordinator")):
-            conn.execute(text(
-                "INSERT INTO users (id, email, password_hash, full_name, role, status, languages, licence_number, "
-                "timezone, login_token, created_at, facility_id) VALUES (:id, :email, 'x', :name, :role, "
-                "'approved', 'zh-CN', :lic, 'Asia/Shanghai', :tok, :t, 1)"),
-                {"id": uid, "email": f"u{uid}@test.example", "name": f"User {uid}", "role": role,
-                 "lic": f"L{uid}", "tok": f"tok{uid}", "t": t0})
+        _insert_people(conn, t0, ("rural_doctor", "specialist", "specialist", "coordinator"))
         rows = [  # id, status, specialist, accepted_at, assigned_by
             (1, "draft", None, None, None), (2, "requested", None, None, None),
             (3, "accepted", 2, t1, None), (4, "scheduled", 3, t1, 4), (5, "completed", 2, t1, None),
@@ -121,15 +128,7 @@ def test_0016_closes_duplicate_open_calls_and_keeps_one_open_call_per_consult(em
     engine = create_engine(empty_database)
     t0 = "2026-11-01 08:00:00+00:00"
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO facilities (id, name, level, region, created_at) "
-                          "VALUES (1, 'County', 'county_hospital', 'Gansu', :t)"), {"t": t0})
-        for uid, role in ((1, "rural_doctor"), (2, "specialist")):
-            conn.execute(text(
-                "INSERT INTO users (id, email, password_hash, full_name, role, status, languages, licence_number, "
-                "timezone, login_token, created_at, facility_id) VALUES (:id, :email, 'x', :name, :role, "
-                "'approved', 'zh-CN', :lic, 'Asia/Shanghai', :tok, :t, 1)"),
-                {"id": uid, "email": f"u{uid}@test.example", "name": f"User {uid}", "role": role,
-                 "lic": f"L{uid}", "tok": f"tok{uid}", "t": t0})
+        _insert_people(conn, t0, ("rural_doctor", "specialist"))
         for cid in (1, 2):
             conn.execute(text(
                 "INSERT INTO consults (id, ref, requester_id, specialist_id, status, urgency, chief_complaint, "

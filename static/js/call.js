@@ -480,15 +480,7 @@
         live.later(t("Could not join the call"), function () { if (inCall && !joined) sendJoin(); });
         return;
       }
-      if (!ack.ok) {
-        inCall = false;
-        sessionStorage.removeItem("huizhen-call-" + ref);
-        root.classList.remove("in-call");
-        if (pc) { pc.close(); pc = null; }
-        setStatus((ack && ack.message) || t("You cannot join this call."), "bad");
-        joinBtn.disabled = false;
-        return;
-      }
+      if (!ack.ok) { refused(ack); return; }
       mark("joined");
       live.joined();
       joined = true;
@@ -509,6 +501,16 @@
       clearInterval(reportTimer);
       reportTimer = setInterval(function () { if (pc && pc.connectionState === "connected") reportStats(false); }, 15000);
     });
+  }
+
+  // The server refused the join (no longer a participant, the call closed): out of the call, saying why.
+  function refused(ack) {
+    inCall = false;
+    sessionStorage.removeItem("huizhen-call-" + ref);
+    root.classList.remove("in-call");
+    if (pc) { pc.close(); pc = null; }
+    setStatus((ack && ack.message) || t("You cannot join this call."), "bad");
+    joinBtn.disabled = false;
   }
 
   function hangUp() {
@@ -624,15 +626,7 @@
         live.later(t("Could not join the call"), function () { if (inCall && !joined) resumeJoin(); });
         return;
       }
-      if (!ack.ok) {
-        inCall = false;
-        sessionStorage.removeItem("huizhen-call-" + ref);
-        root.classList.remove("in-call");
-        if (pc) { pc.close(); pc = null; }
-        setStatus((ack && ack.message) || t("You cannot join this call."), "bad");
-        joinBtn.disabled = false;
-        return;
-      }
+      if (!ack.ok) { refused(ack); return; }
       joined = true;
       polite = ack.polite;
       iceServers = ack.ice_servers;

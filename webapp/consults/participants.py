@@ -30,18 +30,13 @@ from ..sessionbus import recheck_consult
 from . import policy
 from .matching import partner_facility_ids
 from .policy import Action
+from .services import by_ref
 
 INVITABLE = (ParticipantRole.SPECIALIST, ParticipantRole.TRAINEE)
 
 
 def _consult(ref: str, *, lock: bool = True) -> Consult:
-    query = select(Consult).where(Consult.ref == ref)
-    if lock:
-        query = query.with_for_update()
-    consult = db.session.scalar(query)
-    if consult is None:
-        raise NotFound("No such consult.")
-    return consult
+    return by_ref(ref, lock=lock)
 
 
 def _lead_facility(consult: Consult) -> int | None:

@@ -114,7 +114,8 @@ class RecommendationData:
 # --- loading with permissions -------------------------------------------------------------
 
 
-def _by_ref(ref: str, *, lock: bool = False) -> Consult:
+def by_ref(ref: str, *, lock: bool = False) -> Consult:
+    """The consult with this reference (locked for update if asked), or NotFound."""
     query = select(Consult).where(Consult.ref == ref)
     if lock:
         query = query.with_for_update()
@@ -131,7 +132,7 @@ def _deny(user: User, consult: Consult, action: str) -> NotFound:
 
 def view_consult(user: User, ref: str) -> Consult:
     """A consult its viewer may see; the view is audited, a refusal too (as 404)."""
-    consult = _by_ref(ref)
+    consult = by_ref(ref)
     if not policy.can_view(user, consult):
         raise _deny(user, consult, "view")
     record_now("consult.viewed", actor=user, consult=consult)
@@ -140,7 +141,7 @@ def view_consult(user: User, ref: str) -> Consult:
 
 def check_visible(user: User, ref: str, action: str) -> Consult:
     """The consult if the user may see it; otherwise the same audited 404 as view_consult."""
-    consult = _by_ref(ref)
+    consult = by_ref(ref)
     if not policy.can_view(user, consult):
         raise _deny(user, consult, action)
     return consult
@@ -152,7 +153,7 @@ def review_offer(specialist: User, ref: str) -> Consult:
     A specialist it was offered to, who may no longer see it (another specialist took it, or
     they declined), is told so (409) rather than shown a bare 404.
     """
-    consult = _by_ref(ref)
+    consult = by_ref(ref)
     if not policy.can_view(specialist, consult):
         if _was_offered(specialist, consult):
             raise Conflict("This request is no longer open to you; another specialist may have taken it.")
@@ -162,7 +163,7 @@ def review_offer(specialist: User, ref: str) -> Consult:
 
 
 def _for_action(user: User, ref: str, allowed, action: str, *, lock: bool = False) -> Consult:
-    consult = _by_ref(ref, lock=lock)
+    consult = by_ref(ref, lock=lock)
     if not policy.can_view(user, consult):
         raise _deny(user, consult, action)
     if not allowed(user, consult):
@@ -321,7 +322,7 @@ def add_attachment(user: User, ref: str, stream: BinaryIO, filename: str | None,
 
 def open_attachment(user: User, ref: str, attachment_id: int) -> Attachment:
     """An attachment of a consult the user may see; the download is audited."""
-    consult = _by_ref(ref)
+    consult = by_ref(ref)
     if not policy.can_view(user, consult):
         raise _deny(user, consult, "attachment")
     attachment = db.session.get(Attachment, attachment_id)
@@ -336,7 +337,7 @@ def open_attachment(user: User, ref: str, attachment_id: int) -> Attachment:
 
 def accept(specialist: User, ref: str, starts_at: datetime | None = None) -> Consult:
     """A specialist takes an offered request, optionally booking a slot at once."""
-    consult = _by_ref(ref, lock=True)
+    consult = by_ref(ref, lock=True)
     offer = policy.pending_offer(specialist, consult)
     if offer is None:
         if not (policy.can_view(specialist, consult) or _was_offered(specialist, consult)):
@@ -388,7 +389,7 @@ def decline(specialist: User, ref: str, reason: str) -> Consult:
     if not reason.strip():
         raise ValidationFailed("Say why you decline, so the coordinator can route the case.",
                                fields={"reason": "required"})
-    consult = _by_ref(ref, lock=True)
+    consult = by_ref(ref, lock=True)
     offer = policy.pending_offer(specialist, consult)
     if offer is None:
         if not (policy.can_view(specialist, consult) or _was_offered(specialist, consult)):
@@ -410,7 +411,7 @@ def assign(coordinator: User, ref: str, specialist_id: int) -> Consult:
     """A coordinator assigns an open request to an approved specialist."""
     if coordinator.role != Role.COORDINATOR:
         raise Forbidden("Only coordinators assign consults.")
-    consult = _by_ref(ref, lock=True)
+    consult = by_ref(ref, lock=True)
     specialist = db.session.get(User, specialist_id)
     if specialist is None or specialist.role != Role.SPECIALIST or specialist.status != AccountStatus.APPROVED:
         raise ValidationFailed("Choose an approved specialist.", fields={"specialist_id": "invalid"})
