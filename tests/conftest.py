@@ -153,6 +153,32 @@ def emptied(app: Flask) -> Iterator[Flask]:
         db.session.remove()
 
 
+# --- apps of a module's own for races between threads ---------------------------------------------
+# A module sets RACE_DB (its databases' suffix) and THREADS (how many at once) and takes race_pg_app
+# or race_sqlite_app: each test gets the module's app with its tables emptied and its context held.
+
+
+@pytest.fixture(scope="module")
+def _race_pg_app(request, tmp_path_factory) -> Flask:
+    return build_postgres_app(request.module.RACE_DB, tmp_path_factory, request.module.THREADS)
+
+
+@pytest.fixture
+def race_pg_app(_race_pg_app: Flask) -> Iterator[Flask]:
+    yield from emptied(_race_pg_app)
+
+
+@pytest.fixture(scope="module")
+def _race_sqlite_app(request, tmp_path_factory) -> Flask:
+    tmp = tmp_path_factory.mktemp(f"sqlite-{request.module.RACE_DB}")
+    return build_app(f"sqlite:///{tmp / 'race.db'}", tmp)
+
+
+@pytest.fixture
+def race_sqlite_app(_race_sqlite_app: Flask) -> Iterator[Flask]:
+    yield from emptied(_race_sqlite_app)
+
+
 def truncate_all(app: Flask) -> None:
     """Empty every table between tests (the schema stays)."""
     with app.app_context():

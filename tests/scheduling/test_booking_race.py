@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text
 
-from tests.conftest import Factory, build_app, build_postgres_app, emptied
+from tests.conftest import Factory
 from webapp.consults import services as consults
 from webapp.errors import Conflict
 from webapp.extensions import db
@@ -19,27 +19,7 @@ from webapp.models import Appointment, BookedBlock, Consult, ConsultOffer, Consu
 from webapp.scheduling import services as scheduling
 
 THREADS = 40
-
-
-@pytest.fixture(scope="module")
-def _pg_app(tmp_path_factory) -> Flask:
-    return build_postgres_app("bookrace", tmp_path_factory, THREADS)
-
-
-@pytest.fixture
-def pg_app(_pg_app: Flask):
-    yield from emptied(_pg_app)
-
-
-@pytest.fixture(scope="module")
-def _sqlite_app(tmp_path_factory) -> Flask:
-    tmp = tmp_path_factory.mktemp("sqlite-race")
-    return build_app(f"sqlite:///{tmp / 'race.db'}", tmp)
-
-
-@pytest.fixture
-def sqlite_app(_sqlite_app: Flask):
-    yield from emptied(_sqlite_app)
+RACE_DB = "bookrace"
 
 
 def _world(n: int) -> tuple[int, list[str], object]:
@@ -116,12 +96,12 @@ def _book_race(app: Flask, n: int) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_forty_threads_booking_one_slot_exactly_one_wins_the_rest_are_told(pg_app):
-    _book_race(pg_app, THREADS)
+def test_postgres_forty_threads_booking_one_slot_exactly_one_wins_the_rest_are_told(race_pg_app):
+    _book_race(race_pg_app, THREADS)
 
 
-def test_sqlite_ten_threads_booking_one_slot_exactly_one_wins_the_rest_are_told(sqlite_app):
-    _book_race(sqlite_app, 10)
+def test_sqlite_ten_threads_booking_one_slot_exactly_one_wins_the_rest_are_told(race_sqlite_app):
+    _book_race(race_sqlite_app, 10)
 
 
 class Holder(threading.Thread):
@@ -168,11 +148,11 @@ class Holder(threading.Thread):
 
 
 @pytest.mark.postgres
-def test_a_loser_is_refused_while_the_winner_still_holds_its_transaction(pg_app):
-    pg_app.config["BOOKING_LOCK_TIMEOUT_MS"] = 60_000  # were it to wait on the winner, it would hang here
+def test_a_loser_is_refused_while_the_winner_still_holds_its_transaction(race_pg_app):
+    race_pg_app.config["BOOKING_LOCK_TIMEOUT_MS"] = 60_000  # were it to wait on the winner, it would hang here
     try:
         _, (first, second), slot = _world(2)
-        holder = Holder(pg_app, first, slot.starts_at, commit=True)
+        holder = Holder(race_pg_app, first, slot.starts_at, commit=True)
         holder.start()
         assert holder.holding.wait(timeout=30) and holder.error is None
         loser = db.session.scalar(select(Consult).where(Consult.ref == second))
@@ -183,7 +163,7 @@ def test_a_loser_is_refused_while_the_winner_still_holds_its_transaction(pg_app)
         db.session.rollback()
         holder.release()
     finally:
-        pg_app.config["BOOKING_LOCK_TIMEOUT_MS"] = 1000
+        race_pg_app.config["BOOKING_LOCK_TIMEOUT_MS"] = 1000
     db.session.expire_all()
     statuses = dict(db.session.execute(select(Consult.ref, Consult.status)).all())
     assert statuses == {first: ConsultStatus.ACCEPTED, second: ConsultStatus.ACCEPTED}  # reserve alone books no state
@@ -191,9 +171,9 @@ def test_a_loser_is_refused_while_the_winner_still_holds_its_transaction(pg_app)
 
 
 @pytest.mark.postgres
-def test_when_the_holder_rolls_back_the_slot_can_be_booked(pg_app):
+def test_when_the_holder_rolls_back_the_slot_can_be_booked(race_pg_app):
     _, (first, second), slot = _world(2)
-    holder = Holder(pg_app, first, slot.starts_at, commit=False)
+    holder = Holder(race_pg_app, first, slot.starts_at, commit=False)
     holder.start()
     assert holder.holding.wait(timeout=30) and holder.error is None
     holder.release()
@@ -204,13 +184,13 @@ def test_when_the_holder_rolls_back_the_slot_can_be_booked(pg_app):
 
 
 @pytest.mark.postgres
-def test_a_block_held_without_the_claim_times_out_into_the_same_refusal(pg_app):
+def test_a_block_held_without_the_claim_times_out_into_the_same_refusal(race_pg_app):
     """A writer that takes no advisory lock (none does today) still cannot make a booking wait past
     BOOKING_LOCK_TIMEOUT_MS: the insert's lock wait ends in the "just booked" refusal, not a 500."""
-    pg_app.config["BOOKING_LOCK_TIMEOUT_MS"] = 200
+    race_pg_app.config["BOOKING_LOCK_TIMEOUT_MS"] = 200
     try:
         _, (first, second), slot = _world(2)
-        holder = Holder(pg_app, first, slot.starts_at, commit=False, raw=True)
+        holder = Holder(race_pg_app, first, slot.starts_at, commit=False, raw=True)
         holder.start()
         assert holder.holding.wait(timeout=30) and holder.error is None
         other = db.session.scalar(select(Consult).where(Consult.ref == second))
@@ -220,7 +200,7 @@ def test_a_block_held_without_the_claim_times_out_into_the_same_refusal(pg_app):
         db.session.rollback()
         holder.release()
     finally:
-        pg_app.config["BOOKING_LOCK_TIMEOUT_MS"] = 1000
+        race_pg_app.config["BOOKING_LOCK_TIMEOUT_MS"] = 1000
     # the holder rolled back: the slot is free again, and a booking's transaction keeps the
     # session's own lock_timeout for what follows the insert
     other = db.session.scalar(select(Consult).where(Consult.ref == second))

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from tests.conftest import Factory, build_app, build_postgres_app, emptied
+from tests.conftest import Factory
 from webapp.extensions import db
 from webapp.models import CallSession, Consult, User, utcnow
 from webapp.video import services as video
 
 ROUNDS = 5
-
-
-@pytest.fixture(scope="module")
-def _pg_app(tmp_path_factory) -> Flask:
-    return build_postgres_app("callrace", tmp_path_factory, 4)
-
-
-@pytest.fixture
-def pg_app(_pg_app: Flask):
-    yield from emptied(_pg_app)
-
-
-@pytest.fixture(scope="module")
-def _sqlite_app(tmp_path_factory) -> Flask:
-    tmp = tmp_path_factory.mktemp("sqlite-callrace")
-    return build_app(f"sqlite:///{tmp / 'callrace.db'}", tmp)
-
-
-@pytest.fixture
-def sqlite_app(_sqlite_app: Flask):
-    yield from emptied(_sqlite_app)
+THREADS = 4
+RACE_DB = "callrace"
 
 
 def _both_join(app: Flask, consult_id: int, user_ids: tuple[int, int]) -> tuple[list[int], list[BaseException]]:
@@ -89,9 +69,9 @@ def _race_rounds(app: Flask) -> None:
         CallSession.consult_id == consult_id)) == ROUNDS
 
 
-def test_simultaneous_joins_share_one_call_on_postgresql(pg_app):
-    _race_rounds(pg_app)
+def test_simultaneous_joins_share_one_call_on_postgresql(race_pg_app):
+    _race_rounds(race_pg_app)
 
 
-def test_simultaneous_joins_share_one_call_on_sqlite(sqlite_app):
-    _race_rounds(sqlite_app)
+def test_simultaneous_joins_share_one_call_on_sqlite(race_sqlite_app):
+    _race_rounds(race_sqlite_app)
