@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -229,6 +230,30 @@ def _unmock_socketio(app: Flask) -> None:
         server.__dict__.pop(name, None)
 
 
+def _end_leftover_connections(app: Flask, wait: float = 5.0) -> None:
+    """End the socket connections an earlier test left in a consult's room (a browser page it did
+    not close when it failed): this test reuses consult and user ids, and would meet them there.
+
+    Their own disconnects come first (a closed page's socket takes a moment to be seen going);
+    whatever is still joined after `wait` seconds is disconnected by the server.
+    """
+    from webapp.realtime import SERVER_KEY, connections, joined_connections
+
+    deadline = time.monotonic() + wait
+    while joined_connections(app) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = joined_connections(app)
+    if not left:
+        return
+    warnings.warn(f"connections left joined by an earlier test, ended now: {left}", stacklevel=1)
+    server = app.extensions[SERVER_KEY]
+    for namespace, sids in left.items():
+        for sid in sids:
+            with contextlib.suppress(Exception):  # a socket whose transport is already gone
+                server.disconnect(sid, namespace=namespace)
+            connections(namespace, app).remove(sid)
+
+
 @pytest.fixture
 def generous_chat(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chat rate limit no test reaches by posting fast; the rate-limit tests set their own."""
@@ -245,6 +270,7 @@ def app(_app: Flask) -> Iterator[Flask]:
     _app.extensions.pop("huizhen.chat_notices", None)  # who was told of which consult's chat (ids again)
     _app.extensions.pop("huizhen.notes_cache", None)  # live notes documents by consult id (ids again)
     _unmock_socketio(_app)
+    _end_leftover_connections(_app)
     _app.config["LOGIN_RATE_LIMIT"] = "1000 per minute"
     with _app.app_context():
         yield _app

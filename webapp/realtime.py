@@ -78,6 +78,11 @@ class Connections:
         with self._lock:
             return self._by_sid.get(sid)
 
+    def sids(self) -> list[str]:
+        """The connections (sids) of this process that have joined a room."""
+        with self._lock:
+            return list(self._by_sid)
+
     def consult_of(self, sid: str) -> int | None:
         with self._lock:
             entry = self._by_sid.get(sid)
@@ -137,6 +142,12 @@ def connections(namespace: str, app: Flask | None = None) -> Connections:
             if table is None:
                 table = tables[namespace] = Connections(namespace, shared_presence(app), app)
     return table
+
+
+def joined_connections(app: Flask) -> dict[str, list[str]]:
+    """This process's connections that have joined a consult's room, by namespace."""
+    tables = app.extensions.get(CONNECTIONS_KEY, {})
+    return {ns: sids for ns, table in tables.items() if (sids := table.sids())}
 
 
 def shared_presence(app: Flask) -> SharedPresence | None:

@@ -243,10 +243,10 @@ def test_sound_button_stays_hidden_when_the_call_plays_with_sound(policy, browse
     rural, specialist = make.rural(), make.specialist()
     consult = make.scheduled(rural, specialist)
     room = f"{live_server.url}/consults/{consult.ref}/room"
+    ctx_s = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
     own = _launch(browser, policy)
     try:
         ctx_r = own.new_context(viewport=PHONE, locale="en-GB")
-        ctx_s = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
         phone, desk = ctx_r.new_page(), ctx_s.new_page()
         for page in (phone, desk):
             page.set_default_timeout(20_000)
@@ -268,10 +268,9 @@ def test_sound_button_stays_hidden_when_the_call_plays_with_sound(policy, browse
         expect(phone.locator("#call-unmute")).to_be_hidden()
         assert phone.evaluate("() => document.getElementById('call-remote').muted") is False
         phone.screenshot(path=str(shots / f"phone-sound-{policy}.png"))
-        ctx_r.close()
-        ctx_s.close()
     finally:
-        own.close()
+        own.close()  # with the phone's context
+        ctx_s.close()  # the desk's is in the session's browser: left open, its sockets would stay
 
 
 # A real stream with sound (a tone and a drawn picture) given to the room's remote video and played
