@@ -48,3 +48,9 @@ def open_notes(user: User, ref: Any, *, audit: str | None = "notes.opened") -> C
 def member_consult(user: User, ref: Any) -> Consult:
     """Re-check access for one event (audited only when refused)."""
     return open_notes(user, ref, audit=None)
+
+
+def still_opens(user: User, consult_id: int) -> bool:
+    """Whether the user may still read the notes of a consult joined earlier (removed: no)."""
+    consult = db.session.get(Consult, consult_id)
+    return consult is not None and can_open(user, consult)

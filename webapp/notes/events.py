@@ -25,7 +25,7 @@ from flask_socketio import Namespace, join_room, leave_room
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from ..errors import Forbidden, ValidationFailed
+from ..errors import Forbidden, NotFound, ValidationFailed
 from ..realtime import (  # noqa: F401  (error_ack re-exported)
     accept_connection,
     emit,
@@ -87,16 +87,32 @@ class NotesNamespace(Namespace):
 
     def on_disconnect(self, reason: Any = None) -> None:
         forget_connection(NAMESPACE)
-        left = editors().remove(request.sid)
+        self._forget(request.sid)
+
+    @staticmethod
+    def _forget(sid: str) -> None:
+        """The connection is no longer an editor; the others stop seeing where it typed."""
+        left = editors().remove(sid)
         if left is not None and left.section:
             emit("focus", {**left.wire(), "section": None, "cursor": None},
                  to=room_name(left.consult_id), namespace=NAMESPACE)
 
     def _joined_consult(self, data: dict[str, Any]):
-        consult = services.member_consult(current_user, data.get("ref"))
+        try:
+            consult = services.member_consult(current_user, data.get("ref"))
+        except NotFound:
+            self._leave_if_refused()
+            raise
         if editors().consult_of(request.sid) != consult.id:
             raise ValidationFailed("Join the notes before sending to them.")
         return consult
+
+    def _leave_if_refused(self) -> None:
+        """A participant removed while connected hears no more of the notes it had joined."""
+        joined = editors().consult_of(request.sid)
+        if joined is not None and not services.still_opens(current_user, joined):
+            leave_room(room_name(joined))
+            self._forget(request.sid)
 
     def _sync_reply(self, consult, data: dict[str, Any]) -> dict[str, Any]:
         vector = decode_b64(data.get("state_vector"), "state_vector", limit=64 * 1024, optional=True)
@@ -111,7 +127,11 @@ class NotesNamespace(Namespace):
 
     @handler(remove_session=True)
     def on_join(self, data: dict[str, Any]) -> dict[str, Any]:
-        consult = services.open_notes(current_user, data.get("ref"))
+        try:
+            consult = services.open_notes(current_user, data.get("ref"))
+        except NotFound:
+            self._leave_if_refused()
+            raise
         previous = editors().consult_of(request.sid)
         if previous is not None and previous != consult.id:
             leave_room(room_name(previous))

@@ -17,7 +17,7 @@ the revision history. This module is the domain's front door; the work is split 
 
 from __future__ import annotations
 
-from .access import can_edit, can_open, member_consult, open_notes
+from .access import can_edit, can_open, member_consult, open_notes, still_opens
 from .cache import forget
 from .document import EMPTY_STATE, SECTION_LABELS, SECTIONS, section_labels
 from .history import Revision, SectionChange, history, text_at
@@ -42,6 +42,6 @@ __all__ = [
     "Applied", "NotesReadOnly", "Revision", "SectionChange", "TooManyUpdates",
     "apply_update", "can_edit", "can_open", "check_rate", "check_state_vector", "check_update", "forget",
     "full_state", "history", "load_from_database", "member_consult", "open_notes", "reset_rate_limits",
-    "section_labels", "setting", "sign_notes", "signed_at", "signed_notes", "state_vector", "sync", "sync_step",
-    "text_at", "text_of",
+    "section_labels", "setting", "sign_notes", "signed_at", "signed_notes", "state_vector", "still_opens", "sync",
+    "sync_step", "text_at", "text_of",
 ]
