@@ -81,3 +81,35 @@ def test_the_scan_sees_every_form_of_import(source):
 ])
 def test_the_scan_lets_lower_and_own_imports_through(source):
     assert not _upward(imported_modules(source, "webapp.consults.routes"))
+
+
+def test_the_consult_page_still_gets_the_room_and_the_calls_through_the_hooks(app, make):
+    """What rooms and video add to the consult page arrives through consults.hooks: the room's link
+    for a participant, the opening time while it is closed, the call list for a coordinator only."""
+    from tests.conftest import login
+    from webapp.extensions import db
+    from webapp.models import CallSession
+
+    requester, lead = make.rural(), make.specialist()
+    consult = make.scheduled(requester, lead)
+    db.session.add(CallSession(consult_id=consult.id, started_by_id=lead.id))
+    db.session.commit()
+    room_link = f'href="/consults/{consult.ref}/room"'
+
+    def page(user) -> str:
+        client = app.test_client()
+        login(client, user)
+        response = client.get(f"/consults/{consult.ref}")
+        assert response.status_code == 200
+        return response.get_data(as_text=True)
+
+    as_requester, as_coordinator = page(requester), page(make.coordinator())
+    assert room_link in as_requester and 'id="room-opens"' not in as_requester  # tests open rooms a day early
+    assert "Video calls" not in as_requester and "never connected" not in as_requester
+    assert "Video calls" in as_coordinator and "never connected" in as_coordinator
+    app.config["ROOM_OPENS_MINUTES_BEFORE"], saved = 0, app.config["ROOM_OPENS_MINUTES_BEFORE"]
+    try:
+        closed = page(requester)
+    finally:
+        app.config["ROOM_OPENS_MINUTES_BEFORE"] = saved
+    assert 'id="room-opens"' in closed and room_link not in closed
