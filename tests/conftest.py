@@ -50,6 +50,7 @@ from webapp.models import (
     UserSession,
     utcnow,
 )
+from webapp.notes import state as notes_state
 from webapp.rooms import services as chat_services
 from webapp.scheduling import services as scheduling
 
@@ -268,7 +269,7 @@ def app(_app: Flask) -> Iterator[Flask]:
     chat_services._limiter.clear()  # the chat's own per-user window (rooms.services)
     ratelimit.reset(_app)  # socket event windows and refusal counters (ids are reused between tests)
     _app.extensions.pop("huizhen.chat_notices", None)  # who was told of which consult's chat (ids again)
-    _app.extensions.pop("huizhen.notes_cache", None)  # live notes documents by consult id (ids again)
+    notes_state.reset(_app)  # live notes documents, limiters and editors by consult id (ids again)
     _unmock_socketio(_app)
     _end_leftover_connections(_app)
     _app.config["LOGIN_RATE_LIMIT"] = "1000 per minute"

@@ -17,7 +17,7 @@ from tests.conftest import csrf_token, login
 from webapp.errors import ValidationFailed
 from webapp.extensions import db
 from webapp.models import CallSession, Message, NoteUpdate
-from webapp.notes import services as notes
+from webapp.notes import state as notes_state
 from webapp.validation import check_payload, clean_int, clean_text
 
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -26,8 +26,7 @@ BIG = [2**31, 2**63, 10**20]
 
 @pytest.fixture
 def consult(app, make, generous_chat):
-    notes.forget()
-    notes._limiters.clear()
+    notes_state.reset(app)
     rural, specialist = make.rural(), make.specialist()
     return make.scheduled(rural, specialist)
 

@@ -50,6 +50,7 @@ def create_app(config: type[Config] | None = None, overrides: dict[str, Any] | N
     app.url_map.converters["int"] = DatabaseIdConverter
     register_extensions(app)
     register_blueprints(app)
+    register_consult_hooks(app)
     from .assets import init_assets
 
     init_assets(app)  # /static/: hashed URLs cached for a year, precompressed
@@ -255,6 +256,25 @@ def register_blueprints(app: Flask) -> None:
     from .health.routes import bp as health_bp
 
     app.register_blueprint(health_bp)  # /healthz for load balancers: no sign-in, not audited
+
+
+def register_consult_hooks(app: Flask) -> None:
+    """Plug the room, call and notes domains into consults (which must not import them)."""
+    from .consults import hooks
+    from .models import Role
+    from .notes import services as notes
+    from .rooms import services as rooms
+    from .video import services as video
+
+    hooks.add_page_context(app, lambda user, consult: {
+        "can_enter_room": rooms.can_enter(user, consult),
+        "room_opens_at": rooms.opens_at(consult),
+    })
+    hooks.add_page_context(app, lambda user, consult: {
+        "calls": video.calls_of(consult) if user.role == Role.COORDINATOR else [],
+    })
+    hooks.add_sign_off(app, notes.sign_notes)  # the shared notes are fixed with the signature
+    hooks.provide_shared_notes(app, notes.text_of)
 
 
 def register_request_hooks(app: Flask) -> None:

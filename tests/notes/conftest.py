@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import login
 from tests.notes.realserver import unpatch_socket_server
 from webapp.extensions import socketio
-from webapp.notes import services
+from webapp.notes import state
 from webapp.realtime import SERVER_KEY
 
 NS = "/notes"
@@ -16,11 +16,10 @@ NS = "/notes"
 @pytest.fixture(autouse=True)
 def fresh_notes(app, monkeypatch):
     """Empty tables mean empty documents: drop cached ones, reset the rate limit (generous)."""
-    services.forget()
-    services._limiters.clear()
+    state.reset(app)
     monkeypatch.setitem(app.config, "NOTES_UPDATES_PER_SECOND", 10_000)
     yield
-    services.forget()
+    state.reset(app)
 
 
 PATCHED = ("_send_packet", "_send_eio_packet", "async_handlers")

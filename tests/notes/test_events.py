@@ -273,7 +273,7 @@ def test_sign_off_broadcasts_read_only_and_refuses_later_edits(room):
 def test_rate_limited_edits_are_not_lost(room, app, monkeypatch):
     consult, a = room.consult, room.a
     monkeypatch.setitem(app.config, "NOTES_UPDATES_PER_SECOND", 3)
-    services._limiters.clear()
+    services.reset_rate_limits()
     pa = Peer("a")
     join(a, consult.ref, pa)
     acks = [send(a, consult.ref, pa.append("plan", f"{i} ")) for i in range(6)]
@@ -281,7 +281,7 @@ def test_rate_limited_edits_are_not_lost(room, app, monkeypatch):
     assert limited and all(ack["error"] in ("rate_limited", "invalid_input") for ack in limited)
     assert any(ack["error"] == "rate_limited" for ack in limited)
     monkeypatch.setitem(app.config, "NOTES_UPDATES_PER_SECOND", 10_000)
-    services._limiters.clear()
+    services.reset_rate_limits()
     ack = call(a, "sync", {"ref": consult.ref, "state_vector": b64(pa.state())})  # what the client does next
     assert send(a, consult.ref, pa.missing_for(base64.b64decode(ack["state_vector"])))["ok"]
     assert services.text_of(consult())["plan"] == "0 1 2 3 4 5 "

@@ -373,7 +373,7 @@ def test_notes_open_only_once_a_specialist_accepted(make):
 def test_rate_limit(world, app, monkeypatch):
     rural, _, _ = world
     monkeypatch.setitem(app.config, "NOTES_UPDATES_PER_SECOND", 3)
-    services._limiters.clear()
+    services.reset_rate_limits()
     for _ in range(3):
         services.check_rate(rural)
     with pytest.raises(services.TooManyUpdates):

@@ -26,13 +26,11 @@ from ..extensions import db
 from ..files.services import ConversionBusy, path_of
 from ..i18n import N_, current_locale, translate
 from ..models import ConsultStatus, Role, Urgency, specialty_choices, utcnow
-from ..rooms import services as room_services
 from ..scheduling import services as scheduling
 from ..scheduling.preferences import fits, parse_preferences
 from ..timefmt import format_local, local
 from ..validation import clean_int
-from ..video import services as video_services
-from . import participants, policy, services
+from . import hooks, participants, policy, services
 from .forms import (
     AcceptForm,
     AttachmentForm,
@@ -247,8 +245,6 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
         "booking_history": scheduling.history_of(consult),
         "can_answer": policy.can_answer(user, consult),
         "offer": policy.pending_offer(user, consult),
-        "can_enter_room": room_services.can_enter(user, consult),
-        "room_opens_at": room_services.opens_at(consult),
         "now": utcnow(),
         "emergency_instruction": translate(current_app.config["EMERGENCY_INSTRUCTION"]),
         "show_matching": policy.allows(user, consult, policy.Action.SEE_MATCHING),
@@ -262,8 +258,7 @@ def _view_context(ref: str, upload_form: AttachmentForm) -> dict:
         "signature_ok": (services.verify_signature(consult.recommendation)
                          if consult.recommendation and consult.recommendation.is_signed else None),
     }
-    if user.role == Role.COORDINATOR:
-        context["calls"] = video_services.calls_of(consult)
+    context.update(hooks.page_context(user, consult))  # the room's opening, the calls (rooms, video)
     if user.role == Role.COORDINATOR and consult.is_open:
         context["assign_choices"] = eligible_specialists(consult)
     return context

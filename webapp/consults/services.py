@@ -40,7 +40,7 @@ from ..models import (
 from ..notifications.services import notify
 from ..scheduling import services as scheduling
 from ..sessionbus import recheck_consult
-from . import policy
+from . import hooks, policy
 from .matching import eligible_specialists
 from .policy import Action
 from .state import Event, apply
@@ -558,8 +558,7 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
                detail={"mode": rec.mode.value, "refer_up": rec.refer_up, "sha256": rec.content_sha256})
         notify(_parties(consult), "recommendation.signed", {"by": specialist.full_name}, consult=consult,
                exclude=specialist)
-        from ..notes.services import sign_notes  # the shared notes are fixed with the signature
-        sign_notes(consult)
+        hooks.sign_off(consult)  # the shared notes are fixed with the signature (notes, via hooks)
     else:
         record("recommendation.draft_saved", actor=specialist, consult=consult)
     consult_id = consult.id
@@ -576,9 +575,7 @@ def notes_for_answer(specialist: User, consult: Consult) -> dict[str, str]:
     """The shared notes' Assessment and Plan as stored now, for the specialist writing the answer."""
     if not policy.can_answer(specialist, consult):
         raise Forbidden("Only the consult's specialist can answer it, before it is signed.")
-    from ..notes.services import text_of  # the notes document, caught up with what is stored
-
-    texts = text_of(consult)
+    texts = hooks.shared_notes(consult)  # the notes document, caught up with what is stored
     return {name: texts.get(name, "").strip() for name in FROM_NOTES}
 
 

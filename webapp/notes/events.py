@@ -17,8 +17,6 @@ import base64
 import binascii
 import logging
 import re
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 from flask import has_app_context, request
@@ -27,7 +25,7 @@ from flask_socketio import Namespace, join_room, leave_room
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from ..errors import Forbidden, ValidationFailed
+from ..errors import Forbidden, NotFound, ValidationFailed
 from ..realtime import (  # noqa: F401  (error_ack re-exported)
     accept_connection,
     emit,
@@ -37,6 +35,8 @@ from ..realtime import (  # noqa: F401  (error_ack re-exported)
 )
 from ..sessionbus import register_namespace
 from . import services
+from .editors import Editors
+from .state import notes_state
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/notes"
@@ -48,53 +48,14 @@ def room_name(consult_id: int) -> str:
     return f"notes:{consult_id}"
 
 
-@dataclass
-class Editor:
-    consult_id: int
-    user_id: int
-    name: str
-    section: str | None = None
-    cursor: str | None = None
-
-    def wire(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "name": self.name, "section": self.section, "cursor": self.cursor}
+def editors() -> Editors:
+    """This app's table of notes connections (per-app state, see state.py)."""
+    return notes_state().editors
 
 
-class Editors:
-    """Which connection is in which consult's notes and where it is typing, in this process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_sid: dict[str, Editor] = {}
-
-    def join(self, sid: str, consult_id: int, user_id: int, name: str) -> None:
-        with self._lock:
-            self._by_sid[sid] = Editor(consult_id, user_id, name)
-
-    def remove(self, sid: str) -> Editor | None:
-        with self._lock:
-            return self._by_sid.pop(sid, None)
-
-    def consult_of(self, sid: str) -> int | None:
-        with self._lock:
-            entry = self._by_sid.get(sid)
-            return entry.consult_id if entry else None
-
-    def focus(self, sid: str, section: str | None, cursor: str | None) -> None:
-        with self._lock:
-            entry = self._by_sid.get(sid)
-            if entry is not None:
-                entry.section, entry.cursor = section, cursor
-
-    def in_consult(self, consult_id: int, *, except_sid: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e.wire() for sid, e in self._by_sid.items()
-                    if e.consult_id == consult_id and sid != except_sid and e.section]
-
-
-editors = Editors()
 # A connection joined to notes its user may no longer open is disconnected at once (sessionbus).
-register_namespace(NAMESPACE, joined=lambda app, sid: editors.consult_of(sid), entitled=services.can_open)
+register_namespace(NAMESPACE, joined=lambda app, sid: notes_state(app).editors.consult_of(sid),
+                   entitled=services.can_open)
 
 
 def decode_b64(value: Any, what: str, *, limit: int, optional: bool = False) -> bytes | None:
@@ -126,16 +87,32 @@ class NotesNamespace(Namespace):
 
     def on_disconnect(self, reason: Any = None) -> None:
         forget_connection(NAMESPACE)
-        left = editors.remove(request.sid)
+        self._forget(request.sid)
+
+    @staticmethod
+    def _forget(sid: str) -> None:
+        """The connection is no longer an editor; the others stop seeing where it typed."""
+        left = editors().remove(sid)
         if left is not None and left.section:
             emit("focus", {**left.wire(), "section": None, "cursor": None},
                  to=room_name(left.consult_id), namespace=NAMESPACE)
 
     def _joined_consult(self, data: dict[str, Any]):
-        consult = services.member_consult(current_user, data.get("ref"))
-        if editors.consult_of(request.sid) != consult.id:
+        try:
+            consult = services.member_consult(current_user, data.get("ref"))
+        except NotFound:
+            self._leave_if_refused()
+            raise
+        if editors().consult_of(request.sid) != consult.id:
             raise ValidationFailed("Join the notes before sending to them.")
         return consult
+
+    def _leave_if_refused(self) -> None:
+        """A participant removed while connected hears no more of the notes it had joined."""
+        joined = editors().consult_of(request.sid)
+        if joined is not None and not services.still_opens(current_user, joined):
+            leave_room(room_name(joined))
+            self._forget(request.sid)
 
     def _sync_reply(self, consult, data: dict[str, Any]) -> dict[str, Any]:
         vector = decode_b64(data.get("state_vector"), "state_vector", limit=64 * 1024, optional=True)
@@ -150,15 +127,19 @@ class NotesNamespace(Namespace):
 
     @handler(remove_session=True)
     def on_join(self, data: dict[str, Any]) -> dict[str, Any]:
-        consult = services.open_notes(current_user, data.get("ref"))
-        previous = editors.consult_of(request.sid)
+        try:
+            consult = services.open_notes(current_user, data.get("ref"))
+        except NotFound:
+            self._leave_if_refused()
+            raise
+        previous = editors().consult_of(request.sid)
         if previous is not None and previous != consult.id:
             leave_room(room_name(previous))
         join_room(room_name(consult.id))  # before the diff: nothing committed later is missed
-        editors.join(request.sid, consult.id, current_user.id, current_user.full_name)
+        editors().join(request.sid, consult.id, current_user.id, current_user.full_name)
         reply = self._sync_reply(consult, data)
         reply.update({"me": current_user.id, "sections": list(services.SECTIONS),
-                      "editors": editors.in_consult(consult.id, except_sid=request.sid)})
+                      "editors": editors().in_consult(consult.id, except_sid=request.sid)})
         return reply
 
     @handler(remove_session=True)
@@ -187,7 +168,7 @@ class NotesNamespace(Namespace):
             raise ValidationFailed("Unknown notes section.")
         if cursor is not None and (section is None or not isinstance(cursor, str) or not CURSOR_RE.match(cursor)):
             raise ValidationFailed("The cursor must be an encoded position in a section.")
-        editors.focus(request.sid, section, cursor)
+        editors().focus(request.sid, section, cursor)
         emit("focus", {"user_id": current_user.id, "name": current_user.full_name,
                        "section": section, "cursor": cursor},
              to=room_name(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
