@@ -154,6 +154,7 @@ def snapshot(ref: str) -> dict:
         "offers": [(o.specialist_id, o.status) for o in c.offers],
         "signed_at": rec.signed_at if rec else None,
         "acknowledged_at": rec.acknowledged_at if rec else None,
+        "opinions": len(c.opinions),
     }
 
 
@@ -303,6 +304,13 @@ ACTIONS: dict[str, Action] = {
         dict(requester=A, other_rural=H, specialist=F, other_specialist=H, second_specialist=F, trainee=F,
              coordinator=F, anonymous=L),
     ),
+    "add_opinion": Action(  # an invited specialist's signed addendum; the lead signs the recommendation
+        _signed,
+        lambda cl, c, x: post_form(cl, f"/consults/{c.ref}/opinions", {"text": "Agree with the transfer."}),
+        lambda b, a: a["opinions"] == b["opinions"] + 1,
+        dict(requester=F, other_rural=H, specialist=F, other_specialist=H, second_specialist=A, trainee=F,
+             coordinator=F, anonymous=L),
+    ),
 }
 
 MATRIX = [(action, actor) for action in ACTIONS for actor in ACTORS]
@@ -378,6 +386,7 @@ UNKNOWN_REF = "AAAAAAAAAAAAAAAA"
     ("/consults/{ref}/acknowledge", "post"),
     ("/consults/{ref}/cancel", "post"),
     ("/consults/{ref}/submit", "post"),
+    ("/consults/{ref}/opinions", "post"),
 ])
 def test_unknown_reference_is_404_for_everyone(app, make, actor, path, method):
     world = build_world(make)

@@ -149,3 +149,43 @@ def test_0016_closes_duplicate_open_calls_and_keeps_one_open_call_per_consult(em
         conn.execute(text("INSERT INTO call_sessions (id, consult_id, started_by_id, started_at, audio_only) "
                           "VALUES (5, 1, 1, :t, false)"), {"t": t0})
     engine.dispose()
+
+
+def test_0019_adds_signed_opinions_to_existing_consults_and_goes_back(empty_database):
+    """A consult made before opinions existed takes one after 0019 (text, author, signing time and
+    hash required); downgrading past 0019 drops the table and leaves the consult as it was."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    assert _flask_db(empty_database, "upgrade", "0016").returncode == 0
+    engine = create_engine(empty_database)
+    t0 = "2026-11-01 08:00:00+00:00"
+    with engine.begin() as conn:
+        _insert_people(conn, t0, ("rural_doctor", "specialist", "specialist"))
+        conn.execute(text(
+            "INSERT INTO consults (id, ref, requester_id, specialist_id, status, urgency, chief_complaint, "
+            "history, findings, current_treatment, question, preferred_times, created_at, updated_at, "
+            "version) VALUES (1, 'ref1', 1, 2, 'completed', 'routine', 'c', '', '', '', '', '', :t, :t, 1)"),
+            {"t": t0})
+    upgraded = _flask_db(empty_database, "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO consult_opinions (consult_id, author_id, text, signed_at, content_sha256) "
+                          "VALUES (1, 3, 'Agree', :t, :h)"), {"t": t0, "h": "a" * 64})
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # an unsigned opinion cannot be stored
+        conn.execute(text("INSERT INTO consult_opinions (consult_id, author_id, text, signed_at) "
+                          "VALUES (1, 3, 'Unsigned', :t)"), {"t": t0})
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT consult_id, author_id, text FROM consult_opinions")).all() == [
+            (1, 3, "Agree")]
+    indexes = {i["name"] for i in inspect(engine).get_indexes("consult_opinions")}
+    assert "ix_consult_opinions_consult_id" in indexes
+    engine.dispose()
+    _assert_matches_models(empty_database)
+    down = _flask_db(empty_database, "downgrade", "0016")
+    assert down.returncode == 0, down.stderr
+    engine = create_engine(empty_database)
+    assert "consult_opinions" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM consults")).scalars().all() == ["completed"]
+    engine.dispose()

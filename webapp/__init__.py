@@ -242,6 +242,7 @@ def register_blueprints(app: Flask) -> None:
     """Mount each domain's HTTP routes."""
     from .admin.routes import bp as admin_bp
     from .auth.routes import bp as auth_bp
+    from .consults.opinion_routes import bp as opinions_bp
     from .consults.routes import bp as consults_bp
     from .dashboard.routes import bp as dashboard_bp
     from .notes.routes import bp as notes_bp
@@ -251,7 +252,7 @@ def register_blueprints(app: Flask) -> None:
     from .video.routes import bp as video_bp
 
     for bp in (auth_bp, dashboard_bp, consults_bp, rooms_bp, notes_bp, scheduling_bp, admin_bp, video_bp,
-               notifications_bp):
+               notifications_bp, opinions_bp):
         app.register_blueprint(bp)
     from .health.routes import bp as health_bp
 

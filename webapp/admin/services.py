@@ -14,9 +14,12 @@ from ..extensions import db
 from ..models import (
     AccountStatus,
     Consult,
+    ConsultOpinion,
+    ConsultParticipant,
     ConsultStatus,
     Facility,
     FacilityLevel,
+    ParticipantRole,
     Partnership,
     Recommendation,
     Role,
@@ -120,6 +123,33 @@ class Figures:
     answered: int
     referred_up: int
     managed_locally: int
+    participation: Participation
+
+
+@dataclass(frozen=True)
+class Participation:
+    """Beyond the pair: trainees who learned from consults, and second specialists' opinions."""
+
+    trainees: int  # distinct doctors who took part in a consult as a trainee (accepted an invitation)
+    trainee_consults: int  # consults with at least one such trainee
+    second_specialists: int  # accepted invitations of a second specialist
+    opinions: int  # signed second opinions
+    opinion_consults: int  # consults with at least one signed second opinion
+
+
+def participation() -> Participation:
+    """How many trainees learned from how many consults, and the second-opinion counts."""
+    p, o = ConsultParticipant, ConsultOpinion
+    accepted = (p.accepted_at.is_not(None),)
+    trainees, trainee_consults = db.session.execute(
+        select(func.count(func.distinct(p.user_id)), func.count(func.distinct(p.consult_id)))
+        .where(p.role == ParticipantRole.TRAINEE, *accepted)).one()
+    second = db.session.scalar(select(func.count(p.id)).where(p.role == ParticipantRole.SPECIALIST, *accepted))
+    opinions, opinion_consults = db.session.execute(
+        select(func.count(o.id), func.count(func.distinct(o.consult_id)))).one()
+    return Participation(trainees=trainees or 0, trainee_consults=trainee_consults or 0,
+                         second_specialists=second or 0, opinions=opinions or 0,
+                         opinion_consults=opinion_consults or 0)
 
 
 def figures() -> Figures:
@@ -141,4 +171,5 @@ def figures() -> Figures:
         answered=len(signed),
         referred_up=sum(1 for r in signed if r),
         managed_locally=sum(1 for r in signed if not r),
+        participation=participation(),
     )

@@ -26,6 +26,7 @@ from ..models import (
     User,
     utcnow,
 )
+from ..notifications.services import notify
 from ..sessionbus import recheck_consult
 from . import policy
 from .matching import partner_facility_ids
@@ -84,7 +85,8 @@ def invite(inviter: User, ref: str, invitee_id: int, role: ParticipantRole | str
     db.session.add(row)
     record("participant.invited", actor=inviter, consult=consult,
            detail={"user_id": invitee.id, "role": role.value})
-    db.session.commit()
+    notify([invitee], "participant.invited", {"by": inviter.full_name, "role": role.value}, consult=consult)
+    db.session.commit()  # the notification is emitted after this commit
     return row
 
 
@@ -103,6 +105,8 @@ def respond(invitee: User, ref: str, *, accept: bool) -> ConsultParticipant:
         row.removed_at, row.removed_by_id = now, invitee.id
     record("participant.joined" if accept else "participant.declined", actor=invitee, consult=consult,
            detail={"role": row.role.value})
+    notify([row.added_by], "participant.accepted" if accept else "participant.declined",
+           {"name": invitee.full_name, "role": row.role.value}, consult=consult, exclude=invitee)
     db.session.commit()
     return row
 
@@ -121,6 +125,8 @@ def remove(actor: User, ref: str, user_id: int) -> ConsultParticipant:
     row.removed_at, row.removed_by_id = utcnow(), actor.id
     record("participant.removed", actor=actor, consult=consult,
            detail={"user_id": row.user_id, "role": row.role.value})
+    notify([row.user], "participant.removed", {"by": actor.full_name, "role": row.role.value},
+           consult=consult, exclude=actor)
     consult_id = consult.id
     db.session.commit()
     recheck_consult(consult_id)  # their open connections are closed everywhere

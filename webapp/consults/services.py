@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,7 +38,7 @@ from ..models import (
 from ..notifications.services import notify
 from ..scheduling import services as scheduling
 from ..sessionbus import recheck_consult
-from . import hooks, policy
+from . import hooks, policy, signing
 from .matching import eligible_specialists
 from .policy import Action
 from .state import Event, apply
@@ -139,9 +137,10 @@ def view_consult(user: User, ref: str) -> Consult:
     return consult
 
 
-def check_visible(user: User, ref: str, action: str) -> Consult:
-    """The consult if the user may see it; otherwise the same audited 404 as view_consult."""
-    consult = by_ref(ref)
+def check_visible(user: User, ref: str, action: str, *, lock: bool = False) -> Consult:
+    """The consult if the user may see it (locked for update if asked); otherwise the same audited
+    404 as view_consult."""
+    consult = by_ref(ref, lock=lock)
     if not policy.can_view(user, consult):
         raise _deny(user, consult, action)
     return consult
@@ -505,16 +504,6 @@ def cancel(user: User, ref: str, reason: str) -> Consult:
 # --- the answer ---------------------------------------------------------------------------
 
 
-def _content_hash(rec: Recommendation) -> str:
-    payload = {
-        "consult": rec.consult.ref, "author": rec.author_id, "mode": rec.mode.value,
-        "assessment": rec.assessment, "plan": rec.plan, "refer_up": rec.refer_up,
-        "refer_reason": rec.refer_reason, "follow_up": rec.follow_up,
-        "signed_at": rec.signed_at.isoformat() if rec.signed_at else None,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
 def _had_call(consult: Consult) -> bool:
     return db.session.scalar(select(CallSession.id).where(
         CallSession.consult_id == consult.id, CallSession.connected_at.is_not(None)).limit(1)) is not None
@@ -549,13 +538,10 @@ def save_recommendation(specialist: User, ref: str, data: RecommendationData, *,
             raise ValidationFailed("To sign, write %(wanted)s.", fields=dict.fromkeys(todo, "required"),
                                    field_messages=todo, wanted=wanted)
         apply(consult, Event.SIGN_OFF)
-        now = utcnow()
-        rec.signed_at = now
-        consult.completed_at = now
         db.session.flush()
-        rec.content_sha256 = _content_hash(rec)
-        record("consult.signed", actor=specialist, consult=consult,
-               detail={"mode": rec.mode.value, "refer_up": rec.refer_up, "sha256": rec.content_sha256})
+        signing.sign(rec, actor=specialist, consult=consult, event="consult.signed",
+                     detail={"mode": rec.mode.value, "refer_up": rec.refer_up})
+        consult.completed_at = rec.signed_at
         notify(_parties(consult), "recommendation.signed", {"by": specialist.full_name}, consult=consult,
                exclude=specialist)
         hooks.sign_off(consult)  # the shared notes are fixed with the signature (notes, via hooks)
@@ -620,7 +606,7 @@ def acknowledge(requester: User, ref: str) -> Recommendation:
 
 def verify_signature(rec: Recommendation) -> bool:
     """Whether the signed recommendation still matches the hash taken at signing."""
-    return rec.is_signed and rec.content_sha256 == _content_hash(rec)
+    return signing.verify(rec)
 
 
 # --- lists for dashboards -------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..admin.services import Participation, participation
 from ..auth import services as accounts
 from ..consults import services as consults
 from ..i18n import N_
@@ -104,6 +105,7 @@ class CoordinatorHome:
 
     queue: list[Row]
     pending: list[User]
+    participation: Participation  # trainees who learned, second specialists and their opinions
 
 
 def coordinator_home(coordinator: User) -> CoordinatorHome:
@@ -115,4 +117,4 @@ def coordinator_home(coordinator: User) -> CoordinatorHome:
         else:
             rows.append(Row(c, N_("No specialist yet: assign or wait"), 1))
     rows.sort(key=lambda r: (r.priority, URGENCY_ORDER[r.consult.urgency], r.consult.submitted_at or r.updated))
-    return CoordinatorHome(rows, accounts.pending_registrations())
+    return CoordinatorHome(rows, accounts.pending_registrations(), participation())

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -173,6 +174,10 @@ class Consult(db.Model):
     recommendation: Mapped[Recommendation | None] = relationship(
         back_populates="consult", uselist=False
     )
+    # Second specialists' signed addenda, oldest first (never changed once written).
+    opinions: Mapped[list[ConsultOpinion]] = relationship(
+        back_populates="consult", order_by="ConsultOpinion.id"
+    )
     # Every participation, past and present (consults.policy decides what each may do).
     participants: Mapped[list[ConsultParticipant]] = relationship(
         back_populates="consult", order_by="ConsultParticipant.id"
@@ -281,6 +286,52 @@ class Recommendation(db.Model):
     @property
     def is_signed(self) -> bool:
         return self.signed_at is not None
+
+    def signed_content(self) -> dict:
+        """What the signature's hash covers (consults.signing)."""
+        return {
+            "consult": self.consult.ref, "author": self.author_id, "mode": self.mode.value,
+            "assessment": self.assessment, "plan": self.plan, "refer_up": self.refer_up,
+            "refer_reason": self.refer_reason, "follow_up": self.follow_up,
+            "signed_at": self.signed_at.isoformat() if self.signed_at else None,
+        }
+
+
+class ConsultOpinion(db.Model):
+    """A second specialist's signed opinion: an addendum under the lead's recommendation.
+
+    Written and signed at once and never changed (a further opinion is a new row); the hash taken
+    at signing (consults.signing, as for the recommendation) shows that it was not altered.
+    """
+
+    __tablename__ = "consult_opinions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    consult_id: Mapped[int] = mapped_column(ForeignKey("consults.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    text: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    content_sha256: Mapped[str] = mapped_column(String(64))
+
+    consult: Mapped[Consult] = relationship(back_populates="opinions")
+    author: Mapped[User] = relationship()
+
+    @property
+    def is_signed(self) -> bool:
+        return self.signed_at is not None
+
+    def signed_content(self) -> dict:
+        """What the signature's hash covers (consults.signing)."""
+        return {
+            "kind": "opinion", "consult": self.consult.ref, "author": self.author_id, "text": self.text,
+            "signed_at": self.signed_at.isoformat() if self.signed_at else None,
+        }
+
+
+@event.listens_for(ConsultOpinion, "before_update")
+@event.listens_for(ConsultOpinion, "before_delete")
+def _opinions_are_immutable(mapper, connection, target: ConsultOpinion) -> None:
+    raise ValueError("A signed opinion is never changed or deleted; add a new one.")
 
 
 class ConsultParticipant(db.Model):

@@ -15,7 +15,7 @@ from flask import url_for
 
 from ..i18n import N_, translate
 from ..mail import external_url
-from ..models import Urgency
+from ..models import ParticipantRole, Urgency
 from ..models.user import specialty_label
 from ..timefmt import format_local
 
@@ -29,6 +29,11 @@ TITLES: dict[str, str] = {
     "room.waiting": N_("%(by)s is waiting in the consult room"),
     "recommendation.signed": N_("%(by)s signed the recommendation"),
     "recommendation.acknowledged": N_("%(by)s acknowledged your recommendation"),
+    "opinion.signed": N_("%(by)s added a signed second opinion"),
+    "participant.invited": N_("%(by)s invites you to take part in a consult as %(role)s"),
+    "participant.accepted": N_("%(name)s accepted your invitation to a consult"),
+    "participant.declined": N_("%(name)s declined your invitation to a consult"),
+    "participant.removed": N_("%(by)s removed you from a consult"),
     "account.registered": N_("A new registration is waiting for verification: %(name)s"),
     "account.approved": N_("Your Huizhen account was approved"),
     "account.rejected": N_("Your Huizhen registration was refused"),
@@ -42,6 +47,11 @@ OFFERED: dict[str, str] = {
     "urgent": N_("New urgent request in %(specialty)s offered to you"),
     "routine": N_("New routine request in %(specialty)s offered to you"),
 }
+# An invitation reads as one sentence per role
+INVITED: dict[str, str] = {
+    "specialist": N_("%(by)s invites you to give a second opinion on a consult"),
+    "trainee": N_("%(by)s invites you to a consult as a trainee, to watch and learn"),
+}
 # What the preferences page lists for each kind (the title without its parameters).
 KIND_LABELS: dict[str, str] = {
     "consult.offered": N_("A request is offered to you"),
@@ -53,6 +63,11 @@ KIND_LABELS: dict[str, str] = {
     "room.waiting": N_("Someone is waiting in the consult room"),
     "recommendation.signed": N_("A recommendation is signed"),
     "recommendation.acknowledged": N_("Your recommendation is acknowledged"),
+    "opinion.signed": N_("A second opinion is signed"),
+    "participant.invited": N_("You are invited to a consult"),
+    "participant.accepted": N_("Your invitation is accepted"),
+    "participant.declined": N_("Your invitation is declined"),
+    "participant.removed": N_("You are removed from a consult"),
     "account.registered": N_("A new registration to verify"),
     "account.approved": N_("Your account is approved"),
     "account.rejected": N_("Your registration is refused"),
@@ -63,6 +78,7 @@ KIND_LABELS: dict[str, str] = {
 KINDS = tuple(TITLES)
 ROOM_KINDS = {"chat.message", "room.waiting", "consult.booked", "consult.rescheduled", "reminder.day",
               "reminder.soon"}  # one click joins the room
+NO_CONSULT_LINK = {"participant.removed"}  # the consult is no longer theirs to open: the dashboard
 
 
 class _Missing(dict):
@@ -73,6 +89,13 @@ class _Missing(dict):
 def _urgency_label(value: Any) -> str:
     try:
         return Urgency(value).label
+    except ValueError:
+        return str(value)
+
+
+def _role_label(value: Any) -> str:
+    try:
+        return ParticipantRole(value).label
     except ValueError:
         return str(value)
 
@@ -95,8 +118,12 @@ def title(kind: str, params: dict[str, Any], tz: str | None = None) -> str:
         return kind.replace(".", " ")
     if kind == "consult.offered" and values.get("urgency") in OFFERED:
         msgid = OFFERED[values["urgency"]]
+    elif kind == "participant.invited" and values.get("role") in INVITED:
+        msgid = INVITED[values["role"]]
     elif values.get("urgency"):
         values["urgency"] = _urgency_label(values["urgency"])
+    if values.get("role"):
+        values["role"] = _role_label(values["role"])
     return translate(msgid) % _Missing(values)
 
 
@@ -125,6 +152,8 @@ def detail(kind: str, params: dict[str, Any]) -> str:
 
 
 def _endpoint(kind: str, consult_ref: str | None) -> tuple[str, dict[str, Any]]:
+    if kind in NO_CONSULT_LINK:
+        return "dashboard.index", {}
     if consult_ref and kind in ROOM_KINDS:
         return "rooms.room", {"ref": consult_ref}
     if consult_ref:
