@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import CHROMIUM_ARGS, PASSWORD, Factory, require
-from tests.netharness import NetHarness, missing_components
+from tests.netharness import SIDES, NetHarness, missing_components
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,8 @@ def net_call(app, netharness, monkeypatch) -> Iterator[SimpleNamespace]:
     """
     harness: NetHarness = netharness.harness
     harness.apply("good", nat=False)
-    for side in ("a", "b"):
+    for side, (addr, _gw) in SIDES.items():
+        harness.move(side, addr)  # a test that moved a browser leaves it on its own address
         harness.link_up(side)
     base = harness.serve(app)
     monkeypatch.setitem(app.config, "ALLOWED_ORIGINS", [*app.config["ALLOWED_ORIGINS"], base])

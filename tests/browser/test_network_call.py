@@ -148,6 +148,73 @@ def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots,
     print(f"resumed {resumed_s:.1f} s after the link came back")
 
 
+SELECTED = """async () => {
+  const pc = window.huizhenCall && window.huizhenCall.pc();
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  let out = null;
+  stats.forEach(r => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) {
+      const pair = stats.get(r.selectedCandidatePairId);
+      const local = pair && stats.get(pair.localCandidateId), remote = pair && stats.get(pair.remoteCandidateId);
+      if (local && remote) out = {local: local.address, local_type: local.candidateType,
+                                  remote: remote.address, remote_type: remote.candidateType, state: pair.state};
+    }
+  });
+  return out;
+}"""
+
+
+CALL_STATE = """() => { const c = window.huizhenCall, pc = c.pc();
+  return {ice: pc && pc.iceConnectionState, conn: pc && pc.connectionState, signaling: pc && pc.signalingState,
+          socket: c.socket.connected, restarts: c.metrics.iceRestarts || 0, at: c.metrics.at}; }"""
+
+
+def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_call, shots):
+    """The rural doctor's link gets a new address mid-call (a new lease, another access point): the
+    call comes back by itself (ICE restart over a reconnected signaling socket) on the same call
+    record and the same RTCPeerConnection, and its candidate pair uses the new address."""
+    net_call.start("good")
+    _join(net_call)
+    pages = (("a", net_call.page_a), ("b", net_call.page_b))
+    for _name, page in pages:
+        _frames_advance(page, timeout_ms=60000)
+    calls = _calls_of(net_call.consult)
+    assert len(calls) == 1, calls
+    assert net_call.page_a.evaluate(SELECTED)["local"] == "10.77.1.2"
+    for _name, page in pages:
+        page.evaluate("""() => { window.netPc = window.huizhenCall.pc(); window.netStatuses = [];
+          const el = document.getElementById('call-status');
+          new MutationObserver(() => window.netStatuses.push(el.textContent)).observe(el, {childList: true,
+            characterData: true, subtree: true}); }""")
+
+    net_call.harness.move("a", "10.77.1.3")
+    moved, moved_at = time.monotonic(), time.time()
+    for name, page in pages:
+        try:
+            _frames_advance(page, by=20, timeout_ms=max(1, 30 - (time.monotonic() - moved)) * 1000)
+            expect(page.locator("#call-status")).to_have_text("Connected")
+        except AssertionError as exc:
+            told = {n: [p.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]"),
+                        p.evaluate(CALL_STATE), p.evaluate(SELECTED)] for n, p in pages}
+            raise AssertionError(f"{name} did not resume: {exc}; (same pc, statuses), state, pair {told}") from exc
+    resumed_s = time.monotonic() - moved
+    net_call.page_a.screenshot(path=str(shots / "net-moved-resumed-a.png"))
+    assert _calls_of(net_call.consult) == calls  # the same consult call record, no new one
+    for name, page in pages:
+        same_pc, statuses = page.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]")
+        print(f"{name}: same RTCPeerConnection {same_pc}, statuses {statuses}")
+        assert same_pc, (name, statuses)
+    # the pair in use now runs from the new address, as both sides see it
+    a_pair, b_pair = net_call.page_a.evaluate(SELECTED), net_call.page_b.evaluate(SELECTED)
+    assert a_pair["local"] == "10.77.1.3" and b_pair["remote"] == "10.77.1.3", (a_pair, b_pair)
+    assert net_call.harness.seen_from("a") == "10.77.1.3"
+    for name, page in pages:  # what happened when, in seconds after the move
+        at = page.evaluate("() => window.huizhenCall.metrics.at")
+        print(name, {k: round(v / 1000 - moved_at, 1) for k, v in at.items() if v / 1000 > moved_at})
+    print(f"resumed {resumed_s:.1f} s after the address changed; pairs a {a_pair}, b {b_pair}")
+
+
 AUDIO_IN = """async () => {
   const pc = window.huizhenCall && window.huizhenCall.pc();
   const out = {packets: 0, samples: 0, concealed: 0, video_out: 0};
