@@ -400,6 +400,10 @@ class NetHarness:
     def _browser_rules(self, side: str, p: Profile) -> str:
         relay_port = self.relays[side].port
         loss = f'iifname "eth0" numgen random mod 100 < {p.loss_pct} drop' if p.loss_pct else ""
+        # Behind the NAT on a link without delay the TURN traffic goes straight to coturn, which
+        # then sees (and reports as server-reflexive) the NAT's mapping, not the delay relay's socket.
+        steer = (f"ip daddr {SERVER_IP} udp dport {TURN_PORT} dnat to {SERVER_IP}:{relay_port}"
+                 if not (self.nat and p.rtt_ms == 0 and p.jitter_ms == 0) else "")
         return f"""table inet hzloss {{
   chain hzpre {{
     type filter hook prerouting priority -300
@@ -409,7 +413,7 @@ class NetHarness:
 table ip hzturn {{
   chain hzout {{
     type nat hook output priority -100
-    ip daddr {SERVER_IP} udp dport {TURN_PORT} dnat to {SERVER_IP}:{relay_port}
+    {steer}
   }}
 }}
 """

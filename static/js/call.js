@@ -406,13 +406,14 @@
     });
   }
 
+  // Through coturn: our end of the pair is a relay candidate, or theirs is (behind a symmetric NAT
+  // one side may reach the other's relay address straight from its own mapping).
   async function relayInUse() {
-    var stats = await pc.getStats(), pair = null, local = {};
-    stats.forEach(function (r) {
-      if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
-      if (r.type === "local-candidate") local[r.id] = r;
-    });
-    return pair && local[pair.localCandidateId] ? local[pair.localCandidateId].candidateType === "relay" : null;
+    var stats = await pc.getStats(), pair = null;
+    stats.forEach(function (r) { if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId); });
+    var local = pair && stats.get(pair.localCandidateId), remote = pair && stats.get(pair.remoteCandidateId);
+    if (!local) return null;
+    return local.candidateType === "relay" || (!!remote && remote.candidateType === "relay");
   }
 
   async function quality() {

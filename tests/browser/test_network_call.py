@@ -112,6 +112,49 @@ def test_forced_relay_through_coturn_connects_when_nat_blocks_the_direct_path(ne
         time.sleep(0.2)
 
 
+CANDIDATES = """async () => {
+  const stats = await window.huizhenCall.pc().getStats(), out = {local: [], pairs: []};
+  stats.forEach(r => {
+    if (r.type === 'local-candidate') out.local.push({type: r.candidateType, address: r.address,
+                                                      related: r.relatedAddress || null});
+    if (r.type === 'candidate-pair') {
+      const l = stats.get(r.localCandidateId), rm = stats.get(r.remoteCandidateId);
+      out.pairs.push({local: l && l.candidateType, remote: rm && rm.candidateType, state: r.state});
+    }
+  });
+  return out;
+}"""
+
+
+def test_behind_a_masquerading_nat_the_call_connects_through_coturn(net_call, shots):
+    """Both browsers behind a symmetric MASQUERADE NAT, ICE free to try every path (no forced
+    relay): their host addresses cannot be reached, their server-reflexive mappings are good for
+    coturn only, and the call connects through coturn's relay."""
+    net_call.start("good", nat=True)
+    assert net_call.harness.seen_from("a") == "10.77.11.2"  # the server sees a's router, not a
+    _join(net_call)
+    for name, page in (("a", net_call.page_a), ("b", net_call.page_b)):
+        _frames_advance(page, timeout_ms=60000)
+        pair = page.evaluate(SELECTED)
+        # through coturn: a relay candidate on one end at least (a side may reach the other's relay
+        # address straight from its NAT mapping: coturn's permissions are per address)
+        assert "relay" in (pair["local_type"], pair["remote_type"]), (name, pair)
+        page.wait_for_function("() => window.huizhenCall.metrics.relayed === true", timeout=15000)
+        expect(page.locator("#call-quality")).to_contain_text("via relay")
+        cands = page.evaluate(CANDIDATES)
+        host, wan = (("10.77.1.2", "10.77.11.2") if name == "a" else ("10.77.2.2", "10.77.12.2"))
+        # the browser knows only its private address; coturn told it the NAT's
+        assert {"type": "host", "address": host, "related": None} in cands["local"], cands
+        mapped = {c["address"] for c in cands["local"] if c["type"] == "srflx"} | \
+                 {c["related"] for c in cands["local"] if c["type"] == "relay"}
+        assert mapped == {wan}, cands
+        # and no pair without a relay on one end got through
+        direct = [p for p in cands["pairs"] if "relay" not in (p["local"], p["remote"])]
+        assert direct and all(p["state"] != "succeeded" for p in direct), cands["pairs"]
+        print(name, "pairs", cands["pairs"])
+    net_call.page_b.screenshot(path=str(shots / "net-nat-b.png"))
+
+
 @pytest.mark.parametrize(("profile", "relay"), [("good", False), ("rural", True)], ids=["good-direct", "rural-relay"])
 def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots, profile, relay):
     net_call.start(profile, relay=relay)
