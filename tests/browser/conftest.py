@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -10,6 +11,8 @@ import pytest
 
 from tests.conftest import CHROMIUM_ARGS, PASSWORD, Factory, require
 from tests.netharness import SIDES, NetHarness, missing_components
+from webapp.extensions import socketio
+from webapp.realtime import CONNECTIONS_KEY
 
 
 @pytest.fixture(scope="module")
@@ -83,4 +86,16 @@ def net_call(app, netharness, monkeypatch) -> Iterator[SimpleNamespace]:
         for ctx in contexts:
             ctx.close()
         harness.stop_servers()
+        _forget_connections(app)
         harness.apply("good", nat=False)
+
+
+def _forget_connections(app) -> None:
+    """Disconnect the sockets the server still holds after the browsers closed theirs: one whose
+    browser moved to another address is dead but stays registered until its ping timeout (45 s),
+    and would sit in the next test's call (consult ids are reused between tests)."""
+    for namespace, table in list(app.extensions.get(CONNECTIONS_KEY, {}).items()):
+        for members in table.local_rooms().values():
+            for sid, _user, _name in members:
+                with contextlib.suppress(Exception):
+                    socketio.server.disconnect(sid, namespace=namespace)
