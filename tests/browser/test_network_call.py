@@ -213,25 +213,29 @@ CALL_STATE = """() => { const c = window.huizhenCall, pc = c.pc();
           socket: c.socket.connected, restarts: c.metrics.iceRestarts || 0, at: c.metrics.at}; }"""
 
 
-def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_call, shots):
-    """The rural doctor's link gets a new address mid-call (a new lease, another access point): the
-    call comes back by itself (ICE restart over a reconnected signaling socket) on the same call
-    record and the same RTCPeerConnection, and its candidate pair uses the new address."""
+@pytest.mark.parametrize(("side", "new_addr"), [("a", "10.77.1.3"), ("b", "10.77.2.3")],
+                         ids=["rural-doctor-moves", "specialist-moves"])
+def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_call, shots, side, new_addr):
+    """One doctor's link gets a new address mid-call (a new lease, another access point): the call
+    comes back by itself (ICE restart over a reconnected signaling socket) on the same call record
+    and the same RTCPeerConnection, and its candidate pair uses the new address. Both roles: the
+    rural doctor is the polite peer of the negotiation, the specialist the impolite one."""
     net_call.start("good")
     _join(net_call)
     pages = (("a", net_call.page_a), ("b", net_call.page_b))
+    mover, other = (net_call.page_a, net_call.page_b) if side == "a" else (net_call.page_b, net_call.page_a)
     for _name, page in pages:
         _frames_advance(page, timeout_ms=60000)
     calls = _calls_of(net_call.consult)
     assert len(calls) == 1, calls
-    assert net_call.page_a.evaluate(SELECTED)["local"] == "10.77.1.2"
+    assert mover.evaluate(SELECTED)["local"] == net_call.harness.addr[side] != new_addr
     for _name, page in pages:
         page.evaluate("""() => { window.netPc = window.huizhenCall.pc(); window.netStatuses = [];
           const el = document.getElementById('call-status');
           new MutationObserver(() => window.netStatuses.push(el.textContent)).observe(el, {childList: true,
             characterData: true, subtree: true}); }""")
 
-    net_call.harness.move("a", "10.77.1.3")
+    net_call.harness.move(side, new_addr)
     moved, moved_at = time.monotonic(), time.time()
     for name, page in pages:
         try:
@@ -242,20 +246,20 @@ def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_c
                         p.evaluate(CALL_STATE), p.evaluate(SELECTED)] for n, p in pages}
             raise AssertionError(f"{name} did not resume: {exc}; (same pc, statuses), state, pair {told}") from exc
     resumed_s = time.monotonic() - moved
-    net_call.page_a.screenshot(path=str(shots / "net-moved-resumed-a.png"))
+    mover.screenshot(path=str(shots / f"net-moved-resumed-{side}.png"))
     assert _calls_of(net_call.consult) == calls  # the same consult call record, no new one
     for name, page in pages:
         same_pc, statuses = page.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]")
         print(f"{name}: same RTCPeerConnection {same_pc}, statuses {statuses}")
         assert same_pc, (name, statuses)
     # the pair in use now runs from the new address, as both sides see it
-    a_pair, b_pair = net_call.page_a.evaluate(SELECTED), net_call.page_b.evaluate(SELECTED)
-    assert a_pair["local"] == "10.77.1.3" and b_pair["remote"] == "10.77.1.3", (a_pair, b_pair)
-    assert net_call.harness.seen_from("a") == "10.77.1.3"
+    mover_pair, other_pair = mover.evaluate(SELECTED), other.evaluate(SELECTED)
+    assert mover_pair["local"] == new_addr and other_pair["remote"] == new_addr, (mover_pair, other_pair)
+    assert net_call.harness.seen_from(side) == new_addr
     for name, page in pages:  # what happened when, in seconds after the move
         at = page.evaluate("() => window.huizhenCall.metrics.at")
         print(name, {k: round(v / 1000 - moved_at, 1) for k, v in at.items() if v / 1000 > moved_at})
-    print(f"resumed {resumed_s:.1f} s after the address changed; pairs a {a_pair}, b {b_pair}")
+    print(f"resumed {resumed_s:.1f} s after {side}'s address changed; pairs {mover_pair}, {other_pair}")
 
 
 AUDIO_IN = """async () => {
