@@ -243,8 +243,9 @@
 
   // A link that changed address leaves the signaling WebSocket on the old one: it still looks
   // connected, but nothing gets through until its ping timeout (45 s), and an ICE restart's offer
-  // must get through. So when the media path breaks, the server is asked for an ack; without one
-  // in 5 s the socket is closed and socket.io-client reconnects it (from the new address).
+  // must get through. So when the media path breaks (nothing received for a second, ICE
+  // disconnected or failed, a restart), the server is asked for an ack; without one in 5 s the
+  // socket is closed and socket.io-client reconnects it (from the new address).
   var probing = false;
   function checkSignaling() {
     if (probing || !joined || !socket.connected) return;
@@ -320,6 +321,7 @@
     // sends comfort noise): the link is down, not weak; the stats would only repeat stale reports.
     var silent = lastRecv && got.recv.audioBytes === lastRecv.audioBytes && got.recv.videoBytes === lastRecv.videoBytes;
     reportReceiving(got.recv);
+    if (silent) checkSignaling();  // the first sign of a drop or a changed address, before ICE's own
     if (!adaptOn || !hasCamera || !adapt) return;
     if (silent) { adapt.interrupt(got.link.t); return; }
     var decision = adapt.feed(got.link);
