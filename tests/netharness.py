@@ -16,7 +16,8 @@ The kernel has no netem, so a profile is built from what it does have (docs/netw
 - delay and jitter: a user-space UDP relay per browser in the server namespace, between that
   browser and coturn. Each browser's namespace DNATs ``10.77.0.1:3478`` to its own relay, so a
   call with ``FORCE_TURN_RELAY`` (iceTransportPolicy relay) carries all its media through both
-  relays: one-way delay a→b = a's relay + b's relay, each adding RTT/4 per direction.
+  relays: one-way delay a→b = a's relay + b's relay, each adding RTT/4 per direction (behind the
+  nat on a profile without delay, TURN goes straight to coturn, which then sees the NAT's mapping).
 - drop: ``link_down(side)`` sets the browser's eth0 down (routes go, Chromium sees the network
   vanish), ``link_up(side)`` brings it back with its routes.
 - nat: each home router MASQUERADEs its browser behind its wan address with a fully random port per
