@@ -174,6 +174,7 @@ class _RelayProtocol(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
+        self.relay.clients.add(addr[0])
         upstream = self.upstreams.get(addr)
         if upstream is None:
             if addr in self.pending:
@@ -208,6 +209,7 @@ class DelayRelay:
         self.delay_s = 0.0
         self.jitter_s = 0.0
         self.packets = 0
+        self.clients: set[str] = set()  # the browser addresses it has relayed for
         self._last_due = {"up": 0.0, "down": 0.0}
 
     def later(self, direction: str, send: Callable[[], None]) -> None:

@@ -59,6 +59,7 @@ def net_call(app, netharness, monkeypatch) -> Iterator[SimpleNamespace]:
     for side, (addr, _gw) in SIDES.items():
         harness.move(side, addr)  # a test that moved a browser leaves it on its own address
         harness.link_up(side)
+        harness.relays[side].clients.clear()
     base = harness.serve(app)
     monkeypatch.setitem(app.config, "ALLOWED_ORIGINS", [*app.config["ALLOWED_ORIGINS"], base])
     monkeypatch.setitem(app.config, "TURN_URLS", [harness.turn_url])

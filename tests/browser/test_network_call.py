@@ -213,14 +213,18 @@ CALL_STATE = """() => { const c = window.huizhenCall, pc = c.pc();
           socket: c.socket.connected, restarts: c.metrics.iceRestarts || 0, at: c.metrics.at}; }"""
 
 
-@pytest.mark.parametrize(("side", "new_addr"), [("a", "10.77.1.3"), ("b", "10.77.2.3")],
-                         ids=["rural-doctor-moves", "specialist-moves"])
-def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_call, shots, side, new_addr):
+@pytest.mark.parametrize(("side", "new_addr", "profile", "relay"),
+                         [("a", "10.77.1.3", "good", False), ("b", "10.77.2.3", "good", False),
+                          ("a", "10.77.1.3", "rural", True)],
+                         ids=["rural-doctor-moves", "specialist-moves", "rural-doctor-moves-rural-relay"])
+def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_call, shots, side, new_addr,
+                                                                          profile, relay):
     """One doctor's link gets a new address mid-call (a new lease, another access point): the call
     comes back by itself (ICE restart over a reconnected signaling socket) on the same call record
     and the same RTCPeerConnection, and its candidate pair uses the new address. Both roles: the
-    rural doctor is the polite peer of the negotiation, the specialist the impolite one."""
-    net_call.start("good")
+    rural doctor is the polite peer of the negotiation, the specialist the impolite one; and on the
+    rural relay path, where the move also means a new TURN allocation."""
+    net_call.start(profile, relay=relay)
     _join(net_call)
     pages = (("a", net_call.page_a), ("b", net_call.page_b))
     mover, other = (net_call.page_a, net_call.page_b) if side == "a" else (net_call.page_b, net_call.page_a)
@@ -228,7 +232,12 @@ def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_c
         _frames_advance(page, timeout_ms=60000)
     calls = _calls_of(net_call.consult)
     assert len(calls) == 1, calls
-    assert mover.evaluate(SELECTED)["local"] == net_call.harness.addr[side] != new_addr
+    before = mover.evaluate(SELECTED)
+    if relay:
+        clients = net_call.harness.relays[side].clients
+        assert before["local_type"] == "relay" and clients == {net_call.harness.addr[side]}, (before, clients)
+    else:
+        assert before["local"] == net_call.harness.addr[side] != new_addr, before
     for _name, page in pages:
         page.evaluate("""() => { window.netPc = window.huizhenCall.pc(); window.netStatuses = [];
           const el = document.getElementById('call-status');
@@ -254,7 +263,10 @@ def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_c
         assert same_pc, (name, statuses)
     # the pair in use now runs from the new address, as both sides see it
     mover_pair, other_pair = mover.evaluate(SELECTED), other.evaluate(SELECTED)
-    assert mover_pair["local"] == new_addr and other_pair["remote"] == new_addr, (mover_pair, other_pair)
+    if relay:  # a new allocation, from the new address (coturn sees the delay relay, which saw it)
+        assert mover_pair["local_type"] == "relay" and new_addr in net_call.harness.relays[side].clients, mover_pair
+    else:
+        assert mover_pair["local"] == new_addr and other_pair["remote"] == new_addr, (mover_pair, other_pair)
     assert net_call.harness.seen_from(side) == new_addr
     for name, page in pages:  # what happened when, in seconds after the move
         at = page.evaluate("() => window.huizhenCall.metrics.at")
