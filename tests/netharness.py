@@ -1,10 +1,12 @@
 """A shaped network for browser tests: the server, coturn and each Chromium in Linux network namespaces.
 
-Topology (one run, unique namespace names ``hz-<id>-server``, ``hz-<id>-a``, ``hz-<id>-b``)::
+Topology (one run, unique namespace names ``hz-<id>-server``, ``hz-<id>-a``, ``hz-<id>-b`` and the
+browsers' home routers ``hz-<id>-ra``, ``hz-<id>-rb``)::
 
-    hz-<id>-a  eth0 10.77.1.2 ──veth── to-a 10.77.1.1 ┐
-                                                      ├ hz-<id>-server: lo 10.77.0.1/32 (Huizhen, coturn, relays)
-    hz-<id>-b  eth0 10.77.2.2 ──veth── to-b 10.77.2.1 ┘   ip_forward=1 (a <-> b routed, unless nat)
+    hz-<id>-a  eth0 10.77.1.2 ── lan 10.77.1.1 [hz-<id>-ra] wan 10.77.11.2 ── to-a 10.77.11.1 ┐
+                                                                                            ├ hz-<id>-server
+    hz-<id>-b  eth0 10.77.2.2 ── lan 10.77.2.1 [hz-<id>-rb] wan 10.77.12.2 ── to-b 10.77.12.1 ┘  lo 10.77.0.1/32
+                                         (Huizhen, coturn, relays; ip_forward=1: a <-> b routed)
 
 The kernel has no netem, so a profile is built from what it does have (docs/network-harness.md):
 
@@ -14,11 +16,16 @@ The kernel has no netem, so a profile is built from what it does have (docs/netw
 - delay and jitter: a user-space UDP relay per browser in the server namespace, between that
   browser and coturn. Each browser's namespace DNATs ``10.77.0.1:3478`` to its own relay, so a
   call with ``FORCE_TURN_RELAY`` (iceTransportPolicy relay) carries all its media through both
-  relays: one-way delay a→b = a's relay + b's relay, each adding RTT/4 per direction.
+  relays: one-way delay a→b = a's relay + b's relay, each adding RTT/4 per direction (behind the
+  nat on a profile without delay, TURN goes straight to coturn, which then sees the NAT's mapping).
 - drop: ``link_down(side)`` sets the browser's eth0 down (routes go, Chromium sees the network
   vanish), ``link_up(side)`` brings it back with its routes.
-- nat: the server namespace forwards nothing between the browsers' subnets, so no direct path
-  exists and only the TURN relay connects them.
+- nat: each home router MASQUERADEs its browser behind its wan address with a fully random port per
+  flow (a symmetric NAT) and lets in only replies (conntrack established/related): the browsers'
+  host addresses are unreachable, a server-reflexive mapping is good for its own destination
+  only, and only the TURN relay connects the browsers.
+- move: ``move(side, addr)`` gives a browser a new address mid-call (the old one deleted, the new
+  one added with its default route): every socket bound to the old address is dead.
 
 Nothing here touches the host's own network namespace: the veths are created inside the
 namespaces, and the Huizhen live server's listening socket is opened in the server namespace by a
@@ -51,7 +58,8 @@ from werkzeug.serving import make_server
 SERVER_IP = "10.77.0.1"
 TURN_PORT = 3478
 SERVER_PORT = 8000
-SIDES = {"a": ("10.77.1.2", "10.77.1.1"), "b": ("10.77.2.2", "10.77.2.1")}
+SIDES = {"a": ("10.77.1.2", "10.77.1.1"), "b": ("10.77.2.2", "10.77.2.1")}  # browser, its router's lan
+WAN = {"a": ("10.77.11.2", "10.77.11.1"), "b": ("10.77.12.2", "10.77.12.1")}  # router's wan, server's to-<side>
 NETNS_DIR = Path("/var/run/netns")
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
@@ -166,6 +174,7 @@ class _RelayProtocol(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
+        self.relay.clients.add(addr[0])
         upstream = self.upstreams.get(addr)
         if upstream is None:
             if addr in self.pending:
@@ -200,6 +209,7 @@ class DelayRelay:
         self.delay_s = 0.0
         self.jitter_s = 0.0
         self.packets = 0
+        self.clients: set[str] = set()  # the browser addresses it has relayed for
         self._last_due = {"up": 0.0, "down": 0.0}
 
     def later(self, direction: str, send: Callable[[], None]) -> None:
@@ -224,6 +234,8 @@ class NetHarness:
         self.id = run_id or f"{os.getpid()}x{secrets.token_hex(2)}"
         self.server_ns = f"hz-{self.id}-server"
         self.ns = {side: f"hz-{self.id}-{side}" for side in SIDES}
+        self.router_ns = {side: f"hz-{self.id}-r{side}" for side in SIDES}
+        self.addr = {side: SIDES[side][0] for side in SIDES}  # each browser's current address
         self.tmp = Path(tempfile.mkdtemp(prefix=f"huizhen-net-{self.id}-"))
         self.turn_secret = secrets.token_hex(16)
         self.turn_url = f"turn:{SERVER_IP}:{TURN_PORT}?transport=udp"
@@ -253,7 +265,7 @@ class NetHarness:
         return self
 
     def _all_ns(self) -> list[str]:
-        return [self.server_ns, *self.ns.values()]
+        return [self.server_ns, *self.router_ns.values(), *self.ns.values()]
 
     def _build(self) -> None:
         for name in self._all_ns():
@@ -263,11 +275,20 @@ class NetHarness:
         _run("ip", "-n", s, "addr", "add", f"{SERVER_IP}/32", "dev", "lo")  # no dummy module in this kernel
         _run("ip", "netns", "exec", s, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         for side, (addr, gw) in SIDES.items():
-            ns = self.ns[side]
-            _run("ip", "link", "add", "name", "eth0", "netns", ns, "type", "veth",
+            ns, r = self.ns[side], self.router_ns[side]
+            wan, wan_gw = WAN[side]
+            _run("ip", "link", "add", "name", "eth0", "netns", ns, "type", "veth", "peer", "name", "lan", "netns", r)
+            _run("ip", "link", "add", "name", "wan", "netns", r, "type", "veth",
                  "peer", "name", f"to-{side}", "netns", s)
-            _run("ip", "-n", s, "addr", "add", f"{gw}/24", "dev", f"to-{side}")
+            _run("ip", "-n", s, "addr", "add", f"{wan_gw}/24", "dev", f"to-{side}")
             _run("ip", "-n", s, "link", "set", f"to-{side}", "up")
+            _run("ip", "-n", s, "route", "add", f"{gw.rsplit('.', 1)[0]}.0/24", "via", wan)
+            _run("ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            _run("ip", "-n", r, "addr", "add", f"{gw}/24", "dev", "lan")
+            _run("ip", "-n", r, "addr", "add", f"{wan}/24", "dev", "wan")
+            for dev in ("lan", "wan"):
+                _run("ip", "-n", r, "link", "set", dev, "up")
+            _run("ip", "-n", r, "route", "add", "default", "via", wan_gw)
             _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
             self._link_up(side)
 
@@ -357,7 +378,7 @@ class NetHarness:
 
     def apply(self, profile: str | Profile, *, nat: bool | None = None) -> None:
         """Shape both browsers' links with a profile (replacing the previous one); nat=True/False
-        blocks/allows the direct path between the browsers."""
+        puts both browsers behind / takes them out of a symmetric MASQUERADE NAT (module docstring)."""
         p = PROFILES[profile] if isinstance(profile, str) else profile
         self.profile = p
         if nat is not None:
@@ -373,6 +394,7 @@ class NetHarness:
                     _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
                          "rate", f"{p.rate_kbit}kbit", "burst", str(burst), "latency", "400ms")
             self._nft(self.ns[side], self._browser_rules(side, p))
+            self._nft(self.router_ns[side], self._router_rules())
         self._nft(self.server_ns, self._server_rules(p))
         for relay in self.relays.values():
             relay.delay_s = p.rtt_ms / 4000  # each direction of each relay: RTT/4
@@ -381,6 +403,10 @@ class NetHarness:
     def _browser_rules(self, side: str, p: Profile) -> str:
         relay_port = self.relays[side].port
         loss = f'iifname "eth0" numgen random mod 100 < {p.loss_pct} drop' if p.loss_pct else ""
+        # Behind the NAT on a link without delay the TURN traffic goes straight to coturn, which
+        # then sees (and reports as server-reflexive) the NAT's mapping, not the delay relay's socket.
+        steer = (f"ip daddr {SERVER_IP} udp dport {TURN_PORT} dnat to {SERVER_IP}:{relay_port}"
+                 if not (self.nat and p.rtt_ms == 0 and p.jitter_ms == 0) else "")
         return f"""table inet hzloss {{
   chain hzpre {{
     type filter hook prerouting priority -300
@@ -390,7 +416,7 @@ class NetHarness:
 table ip hzturn {{
   chain hzout {{
     type nat hook output priority -100
-    ip daddr {SERVER_IP} udp dport {TURN_PORT} dnat to {SERVER_IP}:{relay_port}
+    {steer}
   }}
 }}
 """
@@ -398,22 +424,35 @@ table ip hzturn {{
     def _server_rules(self, p: Profile) -> str:
         loss = "\n    ".join(f'iifname "to-{side}" numgen random mod 100 < {p.loss_pct} drop'
                              for side in SIDES) if p.loss_pct else ""
-        nat = ('iifname "to-a" oifname "to-b" drop\n    iifname "to-b" oifname "to-a" drop' if self.nat else "")
         return f"""table inet hzloss {{
   chain hzpre {{
     type filter hook prerouting priority -300
     {loss}
   }}
-  chain hzfwd {{
-    type filter hook forward priority 0
-    {nat}
-  }}
 }}
+"""
+
+    def _router_rules(self) -> str:
+        if not self.nat:
+            return "table ip hznat {\n}\n"
+        # A carrier-grade NAT as ICE meets it: a new random port for every flow (symmetric: the
+        # mapping coturn reports is no good towards the other browser) and nothing in that is not a
+        # reply (the host address behind it cannot be reached).
+        return """table ip hznat {
+  chain hzpost {
+    type nat hook postrouting priority 100
+    oifname "wan" masquerade fully-random
+  }
+  chain hzfwd {
+    type filter hook forward priority 0
+    iifname "wan" ct state != { established, related } drop
+  }
+}
 """
 
     @staticmethod
     def _nft(ns: str, rules: str) -> None:
-        for table in ("inet hzloss", "ip hzturn"):
+        for table in ("inet hzloss", "ip hzturn", "ip hznat"):
             subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", *table.split()], capture_output=True)
         _run("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
 
@@ -426,6 +465,20 @@ table ip hzturn {{
         """Bring a browser's link back, with its default route."""
         self._link_up(side)
         self._down.discard(side)
+
+    def move(self, side: str, addr: str) -> None:
+        """The browser's link changes address (a new DHCP lease, another access point): the old
+        address is deleted and `addr` (in the same /24 behind the side's router) added, with the
+        default route. Sockets bound to the old address are dead; Chromium sees the change."""
+        ns, gw = self.ns[side], SIDES[side][1]
+        if addr == self.addr[side]:
+            return
+        # deleted first: deleting a primary address would take a secondary in its subnet with it
+        _run("ip", "-n", ns, "addr", "del", f"{self.addr[side]}/24", "dev", "eth0")
+        _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+        self.addr[side] = addr
+        if side not in self._down:
+            _run("ip", "-n", ns, "route", "replace", "default", "via", gw)
 
     def drop(self, side: str, seconds: float) -> None:
         """The `drop` profile: the link is down for `seconds`, then up again."""
@@ -480,6 +533,18 @@ table ip hzturn {{
         b = browser_type.launch(executable_path=self.chromium_path(side), args=args)
         self._browsers.append(b)
         return b
+
+    def seen_from(self, side: str, port: int = 9101) -> str:
+        """The address the server namespace sees a TCP connection from the side's browser come from
+        (the browser's own address, or its router's wan address behind the NAT)."""
+        listener = in_netns(self.server_ns, lambda: socket.create_server((SERVER_IP, port)))
+        try:
+            with in_netns(self.ns[side], lambda: socket.create_connection((SERVER_IP, port), timeout=5)):
+                conn, peer = listener.accept()
+                conn.close()
+        finally:
+            listener.close()
+        return peer[0]
 
     def probe_tcp(self, side: str, host: str, port: int, timeout: float = 1.5) -> str:
         """From the side's namespace, try a TCP connection: 'connected', 'refused' or 'timeout'."""

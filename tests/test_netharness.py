@@ -46,7 +46,7 @@ def test_namespaces_of_a_dead_run_are_removed_and_a_live_one_is_kept(harness):
     try:
         remove_stale_namespaces()
         assert not (NETNS_DIR / stale).exists()
-        assert len(harness.namespaces_exist()) == 3  # this process's run is alive
+        assert len(harness.namespaces_exist()) == 5  # this process's run is alive (server, 2 routers, 2 browsers)
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
 
@@ -94,3 +94,40 @@ def test_nat_blocks_the_path_between_the_browsers_and_a_drop_takes_the_link_down
         harness.probe_tcp("a", SERVER_IP, 9)
     harness.link_up("a")
     assert harness.probe_tcp("a", SERVER_IP, 9) == "refused"
+
+
+def test_nat_masquerades_each_browser_behind_its_router_with_a_new_port_per_flow(harness):
+    assert harness.seen_from("a") == "10.77.1.2" and harness.seen_from("b") == "10.77.2.2"
+    harness.apply("good", nat=True)
+    assert harness.seen_from("a") == "10.77.11.2" and harness.seen_from("b") == "10.77.12.2"
+    # symmetric: one local UDP port, two destinations, two different mapped ports
+    servers = in_netns(harness.server_ns, lambda: [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)])
+    for i, srv in enumerate(servers):
+        in_netns(harness.server_ns, lambda s=srv, i=i: s.bind((SERVER_IP, 9200 + i)))
+        srv.settimeout(5)
+    client = in_netns(harness.ns["a"], lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    try:
+        in_netns(harness.ns["a"], lambda: client.bind(("10.77.1.2", 40000)))
+        seen = []
+        for i, srv in enumerate(servers):
+            client.sendto(b"x", (SERVER_IP, 9200 + i))
+            seen.append(srv.recvfrom(16)[1])
+        assert {addr for addr, _port in seen} == {"10.77.11.2"}, seen
+        assert seen[0][1] != seen[1][1], seen
+    finally:
+        client.close()
+        for srv in servers:
+            srv.close()
+    harness.apply("good", nat=False)
+    assert harness.seen_from("a") == "10.77.1.2"
+
+
+def test_move_gives_a_browser_a_new_address_and_the_old_one_is_gone(harness):
+    harness.move("a", "10.77.1.3")
+    assert harness.seen_from("a") == "10.77.1.3"
+    addrs = subprocess.run(["ip", "-n", harness.ns["a"], "-4", "-o", "addr", "show", "dev", "eth0"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "10.77.1.3/24" in addrs and "10.77.1.2/" not in addrs, addrs
+    assert harness.probe_tcp("b", "10.77.1.3", 9) == "refused"  # reachable at its new address
+    harness.move("a", "10.77.1.2")
+    assert harness.seen_from("a") == "10.77.1.2"

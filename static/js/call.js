@@ -220,6 +220,7 @@
       var s = pc.iceConnectionState;
       if (s === "failed") setStatus(t("Connection lost — reconnecting…"), "warn");
       else if (s === "disconnected") setStatus(t("Connection unstable — reconnecting…"), "warn");
+      if (s === "disconnected" || s === "failed") checkSignaling();
       if (restarter ? restarter.change(s, now()) : s === "failed") restartIce();
     };
     pc.onconnectionstatechange = function () {
@@ -237,6 +238,31 @@
     mark("ice_restart");
     holdOffer = false;  // a restart is never the initial negotiation that a waiting side leaves to the other
     pc.restartIce();
+    checkSignaling();
+  }
+
+  // A link that changed address leaves the signaling WebSocket on the old one: it still looks
+  // connected, but nothing gets through until its ping timeout (45 s), and an ICE restart's offer
+  // must get through. So when the media path breaks (nothing received for a second, ICE
+  // disconnected or failed, a restart), the server is asked for an ack; without one in 5 s the
+  // socket is closed and socket.io-client reconnects it (from the new address).
+  var probing = false;
+  function checkSignaling() {
+    if (probing || !joined || !socket.connected) return;
+    probing = true;
+    var engine = socket.io.engine;
+    socket.timeout(5000).emit("state", Object.assign({ ref: ref }, state), function (err) {
+      probing = false;
+      if (err && socket.io.engine === engine && socket.connected) { mark("signaling_reset"); engine.close(); }
+    });
+  }
+  // Signaling is back (ours or the other side's): an offer of ours sent meanwhile may have been
+  // lost, so it goes again (perfect negotiation settles two that cross); with no negotiation
+  // under way and the media still down, ICE restarts now rather than at the next retry.
+  function renegotiateAfterGap() {
+    if (!pc || !inCall || !joined) return;
+    if (pc.signalingState === "have-local-offer" && pc.localDescription) signal({ type: "offer", sdp: pc.localDescription.sdp });
+    else if (pc.signalingState === "stable" && ["connected", "completed"].indexOf(pc.iceConnectionState) < 0) restartIce();
   }
   window.huizhenCall.restartIce = restartIce;
 
@@ -295,6 +321,7 @@
     // sends comfort noise): the link is down, not weak; the stats would only repeat stale reports.
     var silent = lastRecv && got.recv.audioBytes === lastRecv.audioBytes && got.recv.videoBytes === lastRecv.videoBytes;
     reportReceiving(got.recv);
+    if (silent) checkSignaling();  // the first sign of a drop or a changed address, before ICE's own
     if (!adaptOn || !hasCamera || !adapt) return;
     if (silent) { adapt.interrupt(got.link.t); return; }
     var decision = adapt.feed(got.link);
@@ -381,13 +408,14 @@
     });
   }
 
+  // Through coturn: our end of the pair is a relay candidate, or theirs is (behind a symmetric NAT
+  // one side may reach the other's relay address straight from its own mapping).
   async function relayInUse() {
-    var stats = await pc.getStats(), pair = null, local = {};
-    stats.forEach(function (r) {
-      if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
-      if (r.type === "local-candidate") local[r.id] = r;
-    });
-    return pair && local[pair.localCandidateId] ? local[pair.localCandidateId].candidateType === "relay" : null;
+    var stats = await pc.getStats(), pair = null;
+    stats.forEach(function (r) { if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId); });
+    var local = pair && stats.get(pair.localCandidateId), remote = pair && stats.get(pair.remoteCandidateId);
+    if (!local) return null;
+    return local.candidateType === "relay" || (!!remote && remote.candidateType === "relay");
   }
 
   async function quality() {
@@ -569,6 +597,7 @@
     // The other doctor's signaling came back and they kept the call: nothing to rebuild.
     if (!inCall) return;
     if (pc && pc.connectionState === "connected") setStatus(t("Connected"), "ok");
+    renegotiateAfterGap();
   });
   socket.on("peer-left", function (data) {
     if (!inCall) return;
@@ -627,12 +656,14 @@
         return;
       }
       if (!ack.ok) { refused(ack); return; }
+      mark("resumed");
       joined = true;
       polite = ack.polite;
       iceServers = ack.ice_servers;
       try { pc.setConfiguration({ iceServers: iceServers, iceTransportPolicy: forceRelay ? "relay" : "all" }); } catch (e) { /* unchanged */ }
       sendState();
       if (!ack.peers.length) return;  // they are away too: their return sends peer-resumed or peer-joined
+      renegotiateAfterGap();
       // The kept connection must come back by itself (its ICE restart, retried every 5, 10, 20 s);
       // if it has not within 20 s, or it failed for good (the other side rebuilt theirs
       // meanwhile), set the call up anew.

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import CHROMIUM_ARGS, PASSWORD, Factory, require
-from tests.netharness import NetHarness, missing_components
+from tests.netharness import SIDES, NetHarness, missing_components
+from webapp.extensions import socketio
+from webapp.realtime import CONNECTIONS_KEY
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +56,10 @@ def net_call(app, netharness, monkeypatch) -> Iterator[SimpleNamespace]:
     """
     harness: NetHarness = netharness.harness
     harness.apply("good", nat=False)
-    for side in ("a", "b"):
+    for side, (addr, _gw) in SIDES.items():
+        harness.move(side, addr)  # a test that moved a browser leaves it on its own address
         harness.link_up(side)
+        harness.relays[side].clients.clear()
     base = harness.serve(app)
     monkeypatch.setitem(app.config, "ALLOWED_ORIGINS", [*app.config["ALLOWED_ORIGINS"], base])
     monkeypatch.setitem(app.config, "TURN_URLS", [harness.turn_url])
@@ -82,4 +87,16 @@ def net_call(app, netharness, monkeypatch) -> Iterator[SimpleNamespace]:
         for ctx in contexts:
             ctx.close()
         harness.stop_servers()
+        _forget_connections(app)
         harness.apply("good", nat=False)
+
+
+def _forget_connections(app) -> None:
+    """Disconnect the sockets the server still holds after the browsers closed theirs: one whose
+    browser moved to another address is dead but stays registered until its ping timeout (45 s),
+    and would sit in the next test's call (consult ids are reused between tests)."""
+    for namespace, table in list(app.extensions.get(CONNECTIONS_KEY, {}).items()):
+        for members in table.local_rooms().values():
+            for sid, _user, _name in members:
+                with contextlib.suppress(Exception):
+                    socketio.server.disconnect(sid, namespace=namespace)

@@ -112,6 +112,49 @@ def test_forced_relay_through_coturn_connects_when_nat_blocks_the_direct_path(ne
         time.sleep(0.2)
 
 
+CANDIDATES = """async () => {
+  const stats = await window.huizhenCall.pc().getStats(), out = {local: [], pairs: []};
+  stats.forEach(r => {
+    if (r.type === 'local-candidate') out.local.push({type: r.candidateType, address: r.address,
+                                                      related: r.relatedAddress || null});
+    if (r.type === 'candidate-pair') {
+      const l = stats.get(r.localCandidateId), rm = stats.get(r.remoteCandidateId);
+      out.pairs.push({local: l && l.candidateType, remote: rm && rm.candidateType, state: r.state});
+    }
+  });
+  return out;
+}"""
+
+
+def test_behind_a_masquerading_nat_the_call_connects_through_coturn(net_call, shots):
+    """Both browsers behind a symmetric MASQUERADE NAT, ICE free to try every path (no forced
+    relay): their host addresses cannot be reached, their server-reflexive mappings are good for
+    coturn only, and the call connects through coturn's relay."""
+    net_call.start("good", nat=True)
+    assert net_call.harness.seen_from("a") == "10.77.11.2"  # the server sees a's router, not a
+    _join(net_call)
+    for name, page in (("a", net_call.page_a), ("b", net_call.page_b)):
+        _frames_advance(page, timeout_ms=60000)
+        pair = page.evaluate(SELECTED)
+        # through coturn: a relay candidate on one end at least (a side may reach the other's relay
+        # address straight from its NAT mapping: coturn's permissions are per address)
+        assert "relay" in (pair["local_type"], pair["remote_type"]), (name, pair)
+        page.wait_for_function("() => window.huizhenCall.metrics.relayed === true", timeout=15000)
+        expect(page.locator("#call-quality")).to_contain_text("via relay")
+        cands = page.evaluate(CANDIDATES)
+        host, wan = (("10.77.1.2", "10.77.11.2") if name == "a" else ("10.77.2.2", "10.77.12.2"))
+        # the browser knows only its private address; coturn told it the NAT's
+        assert {"type": "host", "address": host, "related": None} in cands["local"], cands
+        mapped = {c["address"] for c in cands["local"] if c["type"] == "srflx"} | \
+                 {c["related"] for c in cands["local"] if c["type"] == "relay"}
+        assert mapped == {wan}, cands
+        # and no pair without a relay on one end got through
+        direct = [p for p in cands["pairs"] if "relay" not in (p["local"], p["remote"])]
+        assert direct and all(p["state"] != "succeeded" for p in direct), cands["pairs"]
+        print(name, "pairs", cands["pairs"])
+    net_call.page_b.screenshot(path=str(shots / "net-nat-b.png"))
+
+
 @pytest.mark.parametrize(("profile", "relay"), [("good", False), ("rural", True)], ids=["good-direct", "rural-relay"])
 def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots, profile, relay):
     net_call.start(profile, relay=relay)
@@ -146,6 +189,89 @@ def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots,
         # back it rejoined with resume, not as a newcomer the other side rebuilds for)
         assert same_pc, (name, statuses)
     print(f"resumed {resumed_s:.1f} s after the link came back")
+
+
+SELECTED = """async () => {
+  const pc = window.huizhenCall && window.huizhenCall.pc();
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  let out = null;
+  stats.forEach(r => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) {
+      const pair = stats.get(r.selectedCandidatePairId);
+      const local = pair && stats.get(pair.localCandidateId), remote = pair && stats.get(pair.remoteCandidateId);
+      if (local && remote) out = {local: local.address, local_type: local.candidateType,
+                                  remote: remote.address, remote_type: remote.candidateType, state: pair.state};
+    }
+  });
+  return out;
+}"""
+
+
+CALL_STATE = """() => { const c = window.huizhenCall, pc = c.pc();
+  return {ice: pc && pc.iceConnectionState, conn: pc && pc.connectionState, signaling: pc && pc.signalingState,
+          socket: c.socket.connected, restarts: c.metrics.iceRestarts || 0, at: c.metrics.at}; }"""
+
+
+@pytest.mark.parametrize(("side", "new_addr", "profile", "relay"),
+                         [("a", "10.77.1.3", "good", False), ("b", "10.77.2.3", "good", False),
+                          ("a", "10.77.1.3", "rural", True)],
+                         ids=["rural-doctor-moves", "specialist-moves", "rural-doctor-moves-rural-relay"])
+def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_call, shots, side, new_addr,
+                                                                          profile, relay):
+    """One doctor's link gets a new address mid-call (a new lease, another access point): the call
+    comes back by itself (ICE restart over a reconnected signaling socket) on the same call record
+    and the same RTCPeerConnection, and its candidate pair uses the new address. Both roles: the
+    rural doctor is the polite peer of the negotiation, the specialist the impolite one; and on the
+    rural relay path, where the move also means a new TURN allocation."""
+    net_call.start(profile, relay=relay)
+    _join(net_call)
+    pages = (("a", net_call.page_a), ("b", net_call.page_b))
+    mover, other = (net_call.page_a, net_call.page_b) if side == "a" else (net_call.page_b, net_call.page_a)
+    for _name, page in pages:
+        _frames_advance(page, timeout_ms=60000)
+    calls = _calls_of(net_call.consult)
+    assert len(calls) == 1, calls
+    before = mover.evaluate(SELECTED)
+    if relay:
+        clients = net_call.harness.relays[side].clients
+        assert before["local_type"] == "relay" and clients == {net_call.harness.addr[side]}, (before, clients)
+    else:
+        assert before["local"] == net_call.harness.addr[side] != new_addr, before
+    for _name, page in pages:
+        page.evaluate("""() => { window.netPc = window.huizhenCall.pc(); window.netStatuses = [];
+          const el = document.getElementById('call-status');
+          new MutationObserver(() => window.netStatuses.push(el.textContent)).observe(el, {childList: true,
+            characterData: true, subtree: true}); }""")
+
+    net_call.harness.move(side, new_addr)
+    moved, moved_at = time.monotonic(), time.time()
+    for name, page in pages:
+        try:
+            _frames_advance(page, by=20, timeout_ms=max(1, 30 - (time.monotonic() - moved)) * 1000)
+            expect(page.locator("#call-status")).to_have_text("Connected")
+        except AssertionError as exc:
+            told = {n: [p.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]"),
+                        p.evaluate(CALL_STATE), p.evaluate(SELECTED)] for n, p in pages}
+            raise AssertionError(f"{name} did not resume: {exc}; (same pc, statuses), state, pair {told}") from exc
+    resumed_s = time.monotonic() - moved
+    mover.screenshot(path=str(shots / f"net-moved-resumed-{side}.png"))
+    assert _calls_of(net_call.consult) == calls  # the same consult call record, no new one
+    for name, page in pages:
+        same_pc, statuses = page.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]")
+        print(f"{name}: same RTCPeerConnection {same_pc}, statuses {statuses}")
+        assert same_pc, (name, statuses)
+    # the pair in use now runs from the new address, as both sides see it
+    mover_pair, other_pair = mover.evaluate(SELECTED), other.evaluate(SELECTED)
+    if relay:  # a new allocation, from the new address (coturn sees the delay relay, which saw it)
+        assert mover_pair["local_type"] == "relay" and new_addr in net_call.harness.relays[side].clients, mover_pair
+    else:
+        assert mover_pair["local"] == new_addr and other_pair["remote"] == new_addr, (mover_pair, other_pair)
+    assert net_call.harness.seen_from(side) == new_addr
+    for name, page in pages:  # what happened when, in seconds after the move
+        at = page.evaluate("() => window.huizhenCall.metrics.at")
+        print(name, {k: round(v / 1000 - moved_at, 1) for k, v in at.items() if v / 1000 > moved_at})
+    print(f"resumed {resumed_s:.1f} s after {side}'s address changed; pairs {mover_pair}, {other_pair}")
 
 
 AUDIO_IN = """async () => {
