@@ -72,6 +72,46 @@ def require_call_party(user: User, consult: Consult) -> None:
         raise Forbidden("The call is available once the consult is accepted and until it is signed off.")
 
 
+class CallFull(DomainError):
+    """A join beyond the call's caps (CALL_MAX_SENDERS, CALL_MAX_PARTICIPANTS)."""
+
+    status = 409
+    code = "call_full"
+
+
+def _present_users(consult: Consult, user_ids: set[int]) -> list[User]:
+    return [p.user for p in policy.active_participants(consult) if p.user_id in user_ids]
+
+
+def check_caps(user: User, consult: Consult, present: set[int]) -> None:
+    """Refuse a join that would take the call past its caps: distinct people in it, and among
+    them those sending media (a receive-only trainee counts only in the first)."""
+    others = present - {user.id}
+    if user.id in present:  # already in the call (another tab, a resumed or repeated join)
+        return
+    config = current_app.config
+    total = config["CALL_MAX_PARTICIPANTS"]
+    if len(others) + 1 > total:
+        raise CallFull(N_("This call is full: %(num)s people are in it, the most it allows. "
+                          "You can join once someone leaves."), num=total)
+    if policy.allows(user, consult, Action.SEND_MEDIA):
+        senders = config["CALL_MAX_SENDERS"]
+        sending = [u for u in _present_users(consult, others) if policy.allows(u, consult, Action.SEND_MEDIA)]
+        if len(sending) + 1 > senders:
+            raise CallFull(N_("This call already has %(num)s people on camera and microphone, the most "
+                              "it allows. You can join once someone leaves."), num=senders)
+
+
+def call_people(consult: Consult, user_ids: list[int]) -> list[dict[str, Any]]:
+    """Who is in the call, for the tiles: id, name, role, and whether they may send media."""
+    people = []
+    for p in policy.active_participants(consult):
+        if p.user_id in user_ids:
+            people.append({"user_id": p.user_id, "name": p.user.full_name, "role": p.role.value,
+                           "sends": policy.allows(p.user, consult, Action.SEND_MEDIA)})
+    return people
+
+
 def sends_media(sdp: str) -> bool:
     """Whether a session description offers to send audio or video (a direction other than
     recvonly or inactive on any media section; no direction attribute means sendrecv)."""
