@@ -66,6 +66,11 @@ def _target(data: dict[str, Any]) -> int | None:
     return target
 
 
+def _announce_hands(consult: Consult) -> None:
+    """Every page in the call gets the raised hands and leaves to speak (after the commit)."""
+    emit("hands", {"hands": services.hands(consult)}, to=call_room(consult.id), namespace=NAMESPACE)
+
+
 def _call_consult(ref: Any) -> Consult:
     consult = rooms.member_consult(current_user, ref)
     if not policy.is_participant(current_user, consult):
@@ -140,7 +145,7 @@ class CallNamespace(Namespace):
                 "people": services.call_people(consult, others),
                 "polite": policy.is_polite(current_user, consult),
                 "polite_to": {str(uid): policy.is_polite(current_user, consult, uid) for uid in others},
-                "offered_to": offered_to,
+                "offered_to": offered_to, "hands": services.hands(consult),
                 "sends": policy.allows(current_user, consult, policy.Action.SEND_MEDIA)}
 
     @handler
@@ -174,8 +179,30 @@ class CallNamespace(Namespace):
         return {"ok": True, "call_id": call.id}
 
     @handler
+    def on_raise_hand(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined(data)
+        raised = data.get("raised", True)
+        if not isinstance(raised, bool):
+            raise ValidationFailed("%(name)s must be true or false.", name="raised")
+        services.raise_hand(current_user, consult, raised)
+        _announce_hands(consult)
+        return {"ok": True}
+
+    @handler
+    def on_allow_speech(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined(data)
+        allow = data.get("allow", True)
+        if not isinstance(allow, bool):
+            raise ValidationFailed("%(name)s must be true or false.", name="allow")
+        services.allow_speech(current_user, consult, data.get("user_id"), allow)
+        _announce_hands(consult)
+        return {"ok": True}
+
+    @handler
     def on_leave(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined(data)
+        if services.leave_speech(current_user, consult):
+            _announce_hands(consult)
         services.end_call(current_user, consult)
         _members().remove(request.sid)
         leave_room(call_room(consult.id))
