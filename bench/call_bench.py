@@ -185,7 +185,7 @@ def _login(browser, base: str, email: str):
     page.goto(f"{base}/login")
     page.fill("#email", email)
     page.fill("#password", "huizhen-demo")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")  # not the header's language switch
     page.wait_for_url(lambda u: "/login" not in u)
     return context, page
 
