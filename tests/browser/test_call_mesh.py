@@ -20,7 +20,9 @@ FRAMES_BY_PEER = """async () => {
   const pcs = window.huizhenCall.pcs(), out = {};
   for (const [id, pc] of Object.entries(pcs)) {
     let n = 0;
-    (await pc.getStats()).forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0; });
+    (await pc.getStats()).forEach(r => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0;
+    });
     out[id] = n;
   }
   return out;
@@ -33,7 +35,9 @@ SENT = """async () => {
   }
   return out;
 }"""
-LIVE_TILES = "() => Array.from(document.querySelectorAll('#call-remotes video')).filter(v => v.srcObject && v.videoWidth > 0).length"
+LIVE_TILES = ("() => Array.from(document.querySelectorAll('#call-remotes video'))"
+              ".filter(v => v.srcObject && v.videoWidth > 0).length")
+IN_CALL = "() => window.huizhenCall.socket.connected && document.getElementById('call').classList.contains('in-call')"
 
 
 def _signed_in(browser, base: str, email: str, width: int = 1280, height: int = 900):
@@ -92,7 +96,7 @@ def test_three_doctors_each_see_the_two_others_and_one_leaving_leaves_the_pair(a
             page.goto(team.room, timeout=60000)
         for key in ("rural", "lead", "second"):
             p[key].click("#call-join")
-            p[key].wait_for_function("() => window.huizhenCall.socket.connected && document.getElementById('call').classList.contains('in-call')")
+            p[key].wait_for_function(IN_CALL)
         for key, page in p.items():  # each sees the two others, frames advancing
             frames_advance_from_each(page, {v for k, v in ids.items() if k != key}, 10, 90000)
             page.wait_for_function(f"() => ({LIVE_TILES})() === 2", timeout=30000)

@@ -200,3 +200,21 @@ def test_a_raised_hand_reaches_the_lead_who_lets_the_trainee_speak_and_withdraws
     tr.emit("raise_hand", {"ref": consult.ref, "raised": True}, namespace="/call", callback=True)
     assert tr.emit("leave", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
     assert _events(ld, "hands")[-1]["hands"] == []
+
+
+def test_the_room_page_gives_a_trainee_the_call_receive_only_and_the_lead_the_hands(app, make):
+    requester, lead = make.rural(), make.specialist()
+    consult = make.accepted(requester, lead)
+    trainee = make.trainee(consult)
+    pages = {}
+    for who in (trainee, lead):
+        client = app.test_client()
+        login(client, who)
+        page = client.get(f"/consults/{consult.ref}/room")
+        assert page.status_code == 200
+        pages[who.id] = page.get_data(as_text=True)
+    watching, leading = pages[trainee.id], pages[lead.id]
+    assert 'data-sends="false"' in watching and "receive-only" in watching
+    assert ">Join the call to watch and listen<" in watching
+    assert 'data-can-allow="false"' in watching and 'id="call-hand"' in watching
+    assert 'data-sends="true"' in leading and 'data-can-allow="true"' in leading and ">Join call<" in leading
