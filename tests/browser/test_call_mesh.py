@@ -120,6 +120,14 @@ def test_three_doctors_each_see_the_two_others_and_one_leaving_leaves_the_pair(a
         p["lead"].reload(timeout=60000)
         for key, page in p.items():
             frames_advance_from_each(page, {v for k, v in ids.items() if k != key}, 10, 90000)
+        # an ICE restart (the network changed) restarts each of the rural doctor's two pairs, and
+        # every picture keeps coming
+        p["rural"].evaluate("() => window.huizhenCall.restartIce()")
+        assert p["rural"].evaluate("() => window.huizhenCall.metrics.iceRestarts") == 2
+        for key, page in p.items():
+            frames_advance_from_each(page, {v for k, v in ids.items() if k != key}, 10, 60000)
+        for key in ("rural", "lead", "second"):
+            expect(p[key].locator("#call-status")).to_have_text("Connected", timeout=30000)
 
 
 def test_a_trainee_watches_receive_only_raises_a_hand_and_the_lead_lets_them_speak(app, live_server, browser, shots):
