@@ -217,6 +217,10 @@ class Config:
     CALL_OPUS_DTX = _env_bool("CALL_OPUS_DTX", True)
     # ICE restart: after this long "disconnected" (at once on "failed"), then again while down.
     CALL_ICE_RESTART_GRACE_SECONDS = _env_int("CALL_ICE_RESTART_GRACE_SECONDS", 3)
+    # A call of three or more is a full mesh (one peer connection per pair): at most this many
+    # people sending camera/microphone, and this many in all (receive-only trainees included).
+    CALL_MAX_SENDERS = _env_int("CALL_MAX_SENDERS", 4)
+    CALL_MAX_PARTICIPANTS = _env_int("CALL_MAX_PARTICIPANTS", 6)
 
     # Scheduling.
     SLOT_MINUTES = _env_int("SLOT_MINUTES", 30)

@@ -1,6 +1,7 @@
 """Join-to-first-remote-frame: Huizhen's call path vs two Chromium peers connected directly in one page.
 
 Run:  .venv/bin/python -m bench.call_bench [--runs 10] [--scenario return|first] [--out docs/benchmarks.md]
+      .venv/bin/python -m bench.call_bench --mesh 2,3,4 [--runs 3] [--out docs/benchmarks.md]
 
 Both paths run in the same headless Chromium (Debian's), with fake camera and microphone, in
 the same run. The Huizhen path is the real room page: log in as the two demo doctors, the
@@ -9,6 +10,13 @@ case notes joined, signaling socket connected), clicks "Join call"; the time run
 click (getUserMedia, Socket.IO join, negotiation over /call, ICE, DTLS) to the first decoded
 remote video frame (requestVideoFrameCallback). The direct path does getUserMedia and connects
 two RTCPeerConnections in one page with no signaling server, up to the first remote frame.
+
+--mesh N,...: the call with N people (a full mesh, one connection per pair). The booked demo consult
+gets invited specialists as its extra participants; N pages open its room and click "Join call"
+one after the other; the time runs from the first click until every page has decoded a first frame
+from every other person. The direct path connects the same N people's full mesh inside one page
+(N*(N-1)/2 pairs of RTCPeerConnections, no server). Then, 10 s into the call, each page's upload
+(outbound RTP bytes over all its connections, for 5 s) in kbit/s.
 """
 
 from __future__ import annotations
@@ -54,6 +62,79 @@ DIRECT_JS = """async () => {
   a.close(); b.close(); stream.getTracks().forEach(t => t.stop()); video.remove();
   return ms;
 }"""
+
+
+MESH_DIRECT_JS = """async (n) => {
+  const t0 = performance.now();
+  const streams = [];
+  for (let i = 0; i < n; i++) {
+    streams.push(await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}, audio: true}));
+  }
+  const pcs = [], firsts = [];
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) {
+    const a = new RTCPeerConnection(), b = new RTCPeerConnection();
+    a.onicecandidate = e => e.candidate && b.addIceCandidate(e.candidate);
+    b.onicecandidate = e => e.candidate && a.addIceCandidate(e.candidate);
+    for (const [pc, from] of [[a, i], [b, j]]) {
+      const video = document.createElement('video');
+      video.muted = true; video.autoplay = true; video.playsInline = true;
+      document.body.appendChild(video);
+      firsts.push(new Promise(resolve => {
+        pc.ontrack = e => { if (video.srcObject) return; video.srcObject = e.streams[0]; video.play().catch(() => {});
+                            video.requestVideoFrameCallback(() => resolve(performance.now() - t0)); };
+      }));
+      streams[from].getTracks().forEach(t => pc.addTrack(t, streams[from]));
+    }
+    pcs.push(a, b);
+    await a.setLocalDescription(); await b.setRemoteDescription(a.localDescription);
+    await b.setLocalDescription(); await a.setRemoteDescription(b.localDescription);
+  }
+  const all = await Promise.all(firsts);
+  pcs.forEach(pc => pc.close()); streams.forEach(s => s.getTracks().forEach(t => t.stop()));
+  document.querySelectorAll('video').forEach(v => v.remove());
+  return Math.max(...all);
+}"""
+
+# Wall-clock ms of the page's join click and of its first frame from each other person.
+MESH_TIMES_JS = """() => {
+  const m = window.huizhenCall.metrics, origin = performance.timeOrigin;
+  const frames = {};
+  for (const [id, ms] of Object.entries(m.firstFrames)) frames[id] = origin + m.joinClickedAt + ms;
+  return {click: origin + m.joinClickedAt, frames: frames};
+}"""
+UPLOAD_BYTES_JS = """async () => {
+  let bytes = 0;
+  for (const pc of Object.values(window.huizhenCall.pcs())) {
+    (await pc.getStats()).forEach(r => {
+      if (r.type === 'outbound-rtp') bytes += (r.bytesSent || 0) + (r.headerBytesSent || 0);
+    });
+  }
+  return bytes;
+}"""
+EXTRA_PEOPLE = """
+import sys
+from sqlalchemy import select
+from webapp import create_app
+from webapp.auth.services import Registration, create_user
+from webapp.consults import participants
+from webapp.extensions import db
+from webapp.models import AccountStatus, Consult, ConsultStatus, Role, User
+
+app = create_app()
+with app.app_context():
+    consult = db.session.scalar(select(Consult).where(Consult.status == ConsultStatus.SCHEDULED))
+    lead = consult.specialist
+    second = db.session.scalar(select(User).where(User.email == "specialist2@demo.test"))
+    third = create_user(Registration(
+        email="specialist3@bench.test", password="huizhen-demo", full_name="Dr. Bench", role=Role.SPECIALIST,
+        facility_id=second.facility_id, licence_number="610000000000399", specialty="cardiology",
+        timezone="Asia/Shanghai"), status=AccountStatus.APPROVED)
+    db.session.commit()
+    for user in (second, third):
+        participants.invite(lead, consult.ref, user.id, "specialist")
+        participants.respond(user, consult.ref, accept=True)
+"""
+MESH_EMAILS = ("rural@demo.test", "specialist@demo.test", "specialist2@demo.test", "specialist3@bench.test")
 
 
 def _wait_http(url: str, timeout: float = 30) -> None:
@@ -104,7 +185,7 @@ def _login(browser, base: str, email: str):
     page.goto(f"{base}/login")
     page.fill("#email", email)
     page.fill("#password", "huizhen-demo")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")  # not the header's language switch
     page.wait_for_url(lambda u: "/login" not in u)
     return context, page
 
@@ -177,6 +258,76 @@ def measure(runs: int, port: int, database_url: str | None = None, server: str =
     return results
 
 
+def measure_mesh(sizes: list[int], runs: int, port: int, database_url: str | None = None,
+                 server: str = "gevent") -> dict[int, dict[str, list[float]]]:
+    """For each call size N: `runs` times, N pages join the call; the time from the first click until
+    every page has every other's first frame, the same for a direct in-page mesh, and each page's upload."""
+    results: dict[int, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = _start_server(port, Path(tmp), database_url, server)
+        base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "DATABASE_URL": database_url or f"sqlite:///{Path(tmp) / 'bench.db'}",
+               "HUIZHEN_ENV": "development", "UPLOAD_DIR": str(Path(tmp) / "uploads")}
+        subprocess.run([sys.executable, "-c", EXTRA_PEOPLE], cwd=ROOT, env=env, check=True, capture_output=True)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                logged = [_login(browser, base, email) for email in MESH_EMAILS]
+                spec = logged[1][1]
+                spec.goto(f"{base}/")
+                room_link = spec.locator(".timeline a[href^='/consults/']").first.get_attribute("href")
+                room = f"{base}{room_link}/room"
+                ctx_d = browser.new_context()
+                direct_page = ctx_d.new_page()
+                direct_page.goto(f"{base}/login")
+                for n in sizes:
+                    got: dict[str, list[float]] = {"huizhen": [], "direct": [], "upload": []}
+                    pages = [page for _ctx, page in logged[:n]]
+                    for _ in range(runs):
+                        got["direct"].append(direct_page.evaluate(MESH_DIRECT_JS, n))
+                        for page in pages:
+                            page.goto(room)
+                            page.wait_for_function("() => window.huizhenCall.socket.connected")
+                        for page in pages:
+                            page.click("#call-join")
+                        for page in pages:
+                            page.wait_for_function(
+                                f"() => Object.keys(window.huizhenCall.metrics.firstFrames).length >= {n - 1}",
+                                timeout=120000)
+                        times = [page.evaluate(MESH_TIMES_JS) for page in pages]
+                        start = min(t["click"] for t in times)
+                        got["huizhen"].append(max(max(t["frames"].values()) for t in times) - start)
+                        pages[0].wait_for_timeout(10000)
+                        before = [page.evaluate(UPLOAD_BYTES_JS) for page in pages]
+                        pages[0].wait_for_timeout(5000)
+                        after = [page.evaluate(UPLOAD_BYTES_JS) for page in pages]
+                        got["upload"] += [(a - b) * 8 / 5 / 1000 for a, b in zip(after, before, strict=True)]
+                        for page in pages:
+                            page.click("#call-leave")
+                        pages[0].wait_for_timeout(1000)
+                    results[n] = got
+                ctx_d.close()
+                for ctx, _page in logged:
+                    ctx.close()
+                browser.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return results
+
+
+def mesh_table(results: dict[int, dict[str, list[float]]], runs: int) -> str:
+    """The N-party results as a Markdown table."""
+    lines = ["| people | runs | direct in-page mesh: median ms | Huizhen: median ms (max) | ratio | "
+             "upload per person kbit/s: median (min–max) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for n, got in results.items():
+        direct, hz, up = statistics.median(got["direct"]), statistics.median(got["huizhen"]), got["upload"]
+        lines.append(f"| {n} | {runs} | {direct:.0f} | {hz:.0f} ({max(got['huizhen']):.0f}) | {hz / direct:.2f} | "
+                     f"{statistics.median(up):.0f} ({min(up):.0f}–{max(up):.0f}) |")
+    return "\n".join(lines)
+
+
 def _summary(values: list[float]) -> tuple[float, float, float]:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
@@ -197,7 +348,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="return: the specialist waits in the call while the rural doctor joins, leaves and "
                              "joins again (default); first: both join afresh for every run")
     parser.add_argument("--out", type=Path, default=None, help="append the results as Markdown to this file")
+    parser.add_argument("--mesh", default=None, help="call sizes for the N-party join, e.g. 2,3,4")
     args = parser.parse_args(argv)
+    if args.mesh:
+        sizes = [int(x) for x in args.mesh.split(",")]
+        table = mesh_table(measure_mesh(sizes, args.runs, args.port, args.database_url, args.server), args.runs)
+        print(table)
+        if args.out:
+            load = os.getloadavg()
+            with open(args.out, "a", encoding="utf-8") as fh:
+                fh.write(f"\n## The call with N people: join to every first frame, and upload — "
+                         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\nMachine: {platform.node()}, {os.cpu_count()} "
+                         f"cores, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}. Server: {args.server}. "
+                         f"Command: `.venv/bin/python -m bench.call_bench --mesh {args.mesh} --runs {args.runs}"
+                         f" --out {args.out}`\n\n{table}\n")
+        return 0
     results = measure(args.runs, args.port, args.database_url, args.server, args.scenario)
     hz, direct = _summary(results["huizhen"]), _summary(results["direct"])
     ratio = hz[0] / direct[0]

@@ -8,7 +8,8 @@ from pathlib import Path
 from webapp.consults.policy import MATRIX, Action, Stage, Standing
 
 LETTERS = {"R": Standing.REQUESTER, "L": Standing.LEAD_SPECIALIST, "S": Standing.SPECIALIST,
-           "T": Standing.TRAINEE, "C": Standing.COORDINATOR, "O": Standing.OFFERED, "I": Standing.INVITED}
+           "T": Standing.TRAINEE, "C": Standing.COORDINATOR, "O": Standing.OFFERED, "I": Standing.INVITED,
+           "P": Standing.SPEAKER}
 
 
 def test_the_published_matrix_is_the_policys():

@@ -33,6 +33,7 @@ OPEN = {S.REQUESTED, S.DECLINED}
 BEFORE_ANSWER = {S.DRAFT} | OPEN | LIVE
 PARTICIPANTS = {Standing.REQUESTER, Standing.LEAD_SPECIALIST, Standing.SPECIALIST, Standing.TRAINEE}
 MEDIA = {Standing.REQUESTER, Standing.LEAD_SPECIALIST, Standing.SPECIALIST}  # trainees receive only
+# ... unless the lead lets one speak: a speaker is a trainee too (both standings)
 
 
 def expected(standing: Standing, status: ConsultStatus, action: Action) -> bool:
@@ -61,7 +62,9 @@ def expected(standing: Standing, status: ConsultStatus, action: Action) -> bool:
         Action.OPEN_NOTES: (s in PARTICIPANTS or s == coord) and status in ROOM,
         Action.EDIT_NOTES: s in MEDIA and status in LIVE,  # trainees read the notes only
         Action.JOIN_CALL: s in PARTICIPANTS and status in LIVE,
-        Action.SEND_MEDIA: s in MEDIA and status in LIVE,
+        Action.SEND_MEDIA: (s in MEDIA or s == Standing.SPEAKER) and status in LIVE,
+        Action.RAISE_HAND: s in (Standing.TRAINEE, Standing.SPEAKER) and status in LIVE,
+        Action.ALLOW_SPEECH: s == lead and status in LIVE,
     }
     assert set(rules) == set(Action), "every action has a rule here"
     return rules[a]
@@ -140,12 +143,25 @@ def test_every_standing_every_action(app, make, status):
         users[Standing.LEAD_SPECIALIST] = world["lead_row"]
     if status in OPEN:  # the specialist holding an open offer (the cardiologist, while requested)
         users[Standing.OFFERED] = world["offered"] if status == S.DECLINED else world["lead"]
+    # a trainee the lead has let speak in the call: a trainee and a speaker
+    speaker = make.rural(facility=facility)
+    now = utcnow()
+    db.session.add(ConsultParticipant(consult_id=consult.id, user_id=speaker.id, role=ParticipantRole.TRAINEE,
+                                      added_at=now, accepted_at=now, speech_allowed_at=now))
+    db.session.commit()
+    db.session.expire_all()
+    consult = db.session.scalar(select(Consult).where(Consult.ref == consult.ref))
     stranger = make.specialist()
     wrong = []
     for standing, user in users.items():
         for action in Action:
             if policy.allows(user, consult, action) != expected(standing, status, action):
                 wrong.append((standing.value, action.value, policy.allows(user, consult, action)))
+    assert policy.standings(speaker, consult) == {Standing.TRAINEE, Standing.SPEAKER}
+    for action in Action:
+        both = expected(Standing.TRAINEE, status, action) or expected(Standing.SPEAKER, status, action)
+        if policy.allows(speaker, consult, action) != both:
+            wrong.append(("speaker", action.value, policy.allows(speaker, consult, action)))
     for action in Action:
         assert not policy.allows(stranger, consult, action), action
     assert wrong == [], wrong

@@ -58,6 +58,8 @@ ACTION_LABELS: dict[str, str] = {
     "notes.access_denied": N_("Shared notes access refused"),
     "call.joined": N_("Joined the video call"),
     "call.access_denied": N_("Video call access refused"),
+    "call.speech_allowed": N_("Trainee allowed to speak in the call"),
+    "call.speech_withdrawn": N_("Trainee's leave to speak withdrawn"),
     "audit.exported": N_("Audit log exported"),
 }
 

@@ -37,6 +37,7 @@ class Standing(enum.StrEnum):
     COORDINATOR = "coordinator"  # oversight, not a participant
     OFFERED = "offered"  # a specialist with an open offer of the request
     INVITED = "invited"  # invited as a participant, not yet accepted
+    SPEAKER = "speaker"  # a trainee the lead has let speak in the call (besides being a trainee)
 
 
 class Stage(enum.StrEnum):
@@ -83,6 +84,8 @@ class Action(enum.StrEnum):
     EDIT_NOTES = "edit_notes"
     JOIN_CALL = "join_call"
     SEND_MEDIA = "send_media"  # camera and microphone in the call
+    RAISE_HAND = "raise_hand"  # a receive-only participant asks to speak in the call
+    ALLOW_SPEECH = "allow_speech"  # let a trainee who raised a hand speak, or withdraw it
 
 
 A, S = Action, Stage
@@ -115,7 +118,8 @@ MATRIX: dict[Standing, dict[Stage, frozenset[Action]]] = {
     ),
     Standing.LEAD_SPECIALIST: _rules(
         (_ROOM, {A.VIEW, A.ENTER_ROOM, A.SEND_RECEIPT, A.OPEN_NOTES}),
-        (_LIVE, {A.ATTACH, A.SIGN, A.INVITE, A.REMOVE, A.POST, A.EDIT_NOTES, A.JOIN_CALL, A.SEND_MEDIA}),
+        (_LIVE, {A.ATTACH, A.SIGN, A.INVITE, A.REMOVE, A.POST, A.EDIT_NOTES, A.JOIN_CALL, A.SEND_MEDIA,
+                 A.ALLOW_SPEECH}),
         ({S.ACCEPTED}, {A.BOOK}),
         ({S.SCHEDULED}, {A.RESCHEDULE}),
     ),
@@ -126,7 +130,7 @@ MATRIX: dict[Standing, dict[Stage, frozenset[Action]]] = {
     ),
     Standing.TRAINEE: _rules(
         (_ROOM, {A.VIEW, A.ENTER_ROOM, A.SEND_RECEIPT, A.OPEN_NOTES}),
-        (_LIVE, {A.POST, A.JOIN_CALL}),  # receive-only: no SEND_MEDIA, notes read-only
+        (_LIVE, {A.POST, A.JOIN_CALL, A.RAISE_HAND}),  # receive-only: no SEND_MEDIA, notes read-only
     ),
     Standing.COORDINATOR: _rules(
         (_EVERY, {A.VIEW, A.SEE_MATCHING}),
@@ -137,6 +141,9 @@ MATRIX: dict[Standing, dict[Stage, frozenset[Action]]] = {
     ),
     Standing.OFFERED: _rules(({S.OPEN}, {A.VIEW})),
     Standing.INVITED: _rules((_LIVE, {A.VIEW})),
+    # The lead's grant (consult_participants.speech_allowed_at) adds this to a trainee's standing:
+    # their microphone in the call, until the lead withdraws it
+    Standing.SPEAKER: _rules((_LIVE, {A.SEND_MEDIA})),
 }
 
 # Participant roles that cannot be removed from a consult (the removable ones are invited).
@@ -180,6 +187,8 @@ def standings(user: User, consult: Consult) -> set[Standing]:
     p = participation(user, consult)
     if p is not None:
         found.add(Standing(p.role.value) if p.is_active else Standing.INVITED)
+        if p.is_active and p.role == ParticipantRole.TRAINEE and p.speech_allowed_at is not None:
+            found.add(Standing.SPEAKER)
     if user.role == Role.COORDINATOR:
         found.add(Standing.COORDINATOR)
     if pending_offer(user, consult) is not None:

@@ -357,6 +357,9 @@ class ConsultParticipant(db.Model):
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     removed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # In the call: a trainee asked to speak, and the lead let them (migration 0017; policy.SPEAKER)
+    hand_raised_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    speech_allowed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     consult: Mapped[Consult] = relationship(back_populates="participants")
     user: Mapped[User] = relationship(foreign_keys=[user_id])

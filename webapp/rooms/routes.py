@@ -23,10 +23,13 @@ def room(ref: str):
         consult = services.consult_by_ref(ref)
         return render_template("rooms/not_open.html", consult=consult, opens_at=closed.opens_at,
                                message=closed.message), closed.status
-    # static/js/call.js sends camera and microphone: only participants the policy lets send media get
-    # it (a receive-only trainee's join is accepted by the server, its client is part of the N-party call)
-    call_allowed = video_services.may_join(me(), consult) and policy.allows(me(), consult, policy.Action.SEND_MEDIA)
-    return render_template("rooms/room.html", call_allowed=call_allowed,
+    # static/js/call.js: everyone the policy lets join; a participant who may raise a hand (a
+    # trainee) joins receive-only and sends their microphone only once the lead lets them speak
+    call_allowed = video_services.may_join(me(), consult)
+    call_sends = (policy.allows(me(), consult, policy.Action.SEND_MEDIA)
+                  and not policy.allows(me(), consult, policy.Action.RAISE_HAND))
+    return render_template("rooms/room.html", call_allowed=call_allowed, call_sends=call_sends,
+                           call_can_allow=policy.allows(me(), consult, policy.Action.ALLOW_SPEECH),
                            ice_servers=video_services.ice_servers(me()) if call_allowed else [],
                            call_settings=video_services.call_settings(current_app.config),
                            polite=policy.is_polite(me(), consult), consult=consult, upload_form=AttachmentForm(),

@@ -1,4 +1,9 @@
-"""The /call Socket.IO namespace: WebRTC signaling relayed only between a consult's two doctors."""
+"""The /call Socket.IO namespace: WebRTC signaling between a consult's call participants.
+
+Two people talk over one peer connection; three or more over a full mesh, one connection per
+pair, each negotiating on its own: every signal names its target user (``to``) and is relayed
+only to that user's connections in the call.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +54,23 @@ def _vanished(consult_id: int, snap: Snapshot) -> None:
         emit("peer-left", {"user_id": user_id, "reason": "disconnected"}, to=call_room(consult_id), namespace=NAMESPACE)
 
 
+def _user_sids(consult_id: int, user_id: int) -> list[str]:
+    """The connections of one user in a consult's call (on any node), but this one."""
+    return [m.sid for m in _members().snapshot(consult_id).members if m.user_id == user_id and m.sid != request.sid]
+
+
+def _target(data: dict[str, Any]) -> int | None:
+    target = data.get("to")
+    if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target <= 0):
+        raise ValidationFailed("%(name)s must be a user id.", name="to")
+    return target
+
+
+def _announce_hands(consult: Consult) -> None:
+    """Every page in the call gets the raised hands and leaves to speak (after the commit)."""
+    emit("hands", {"hands": services.hands(consult)}, to=call_room(consult.id), namespace=NAMESPACE)
+
+
 def _call_consult(ref: Any) -> Consult:
     consult = rooms.member_consult(current_user, ref)
     if not policy.is_participant(current_user, consult):
@@ -95,30 +117,52 @@ class CallNamespace(Namespace):
                 raise ValidationFailed("The offer sent with a join must be an SDP offer.")
             offer = services.validate_signal(offer)
             services.check_media(current_user, consult, offer)
+        present = {m.user_id for m in _members().snapshot(consult.id).members if m.sid != request.sid}
+        services.check_caps(current_user, consult, present)
+        others = sorted(present - {current_user.id})
         call = services.start_call(current_user, consult, audit="call.joined")  # one commit
         previous = _members().consult_of(request.sid)
         if previous is not None and previous != consult.id:
             leave_room(call_room(previous))
         join_room(call_room(consult.id))
         _members().add(request.sid, consult.id, current_user.id)
-        emit("peer-resumed" if resume else "peer-joined", {"user_id": current_user.id, "name": current_user.full_name},
+        me = services.call_people(consult, [current_user.id])
+        # Each member's politeness towards the newcomer (perfect negotiation, per pair)
+        emit("peer-resumed" if resume else "peer-joined",
+             {"user_id": current_user.id, "name": current_user.full_name, **(me[0] if me else {}),
+              "polite_to": {str(uid): not policy.is_polite(current_user, consult, uid) for uid in others}},
              to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
-        if offer is not None:  # after peer-joined, so the other side has reset its connection
-            emit("signal", {**offer, "from": current_user.id}, to=call_room(consult.id), skip_sid=request.sid,
-                 namespace=NAMESPACE)
+        # The offer sent with a join is for a two-party call: the one other person in it takes it
+        # (after peer-joined, so they have reset their connection). With more, the joiner offers
+        # to each in turn once it knows who is there.
+        offered_to = others[0] if offer is not None and len(others) == 1 else None
+        if offered_to is not None:
+            for sid in _user_sids(consult.id, offered_to):
+                emit("signal", {**offer, "from": current_user.id, "to": offered_to}, to=sid, namespace=NAMESPACE)
         return {"ok": True, "me": current_user.id, "call_id": call.id,
                 "ice_servers": services.ice_servers(current_user),
                 "peers": _members().others(consult.id, request.sid),
-                "polite": policy.is_polite(current_user, consult)}
+                "people": services.call_people(consult, others),
+                "polite": policy.is_polite(current_user, consult),
+                "polite_to": {str(uid): policy.is_polite(current_user, consult, uid) for uid in others},
+                "offered_to": offered_to, "hands": services.hands(consult),
+                "sends": policy.allows(current_user, consult, policy.Action.SEND_MEDIA)}
 
     @handler
     def on_signal(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined(data)
         clean = services.validate_signal(data)
+        target = _target(data)
         services.check_media(current_user, consult, clean)
         clean["from"] = current_user.id
-        emit("signal", clean, to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
-        return {"ok": True}
+        if target is None:  # to everyone else in the call (a client of the two-party protocol)
+            emit("signal", clean, to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
+            return {"ok": True}
+        clean["to"] = target
+        sids = _user_sids(consult.id, target)
+        for sid in sids:
+            emit("signal", clean, to=sid, namespace=NAMESPACE)
+        return {"ok": True, "delivered": bool(sids)}
 
     @handler
     def on_state(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -135,8 +179,30 @@ class CallNamespace(Namespace):
         return {"ok": True, "call_id": call.id}
 
     @handler
+    def on_raise_hand(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined(data)
+        raised = data.get("raised", True)
+        if not isinstance(raised, bool):
+            raise ValidationFailed("%(name)s must be true or false.", name="raised")
+        services.raise_hand(current_user, consult, raised)
+        _announce_hands(consult)
+        return {"ok": True}
+
+    @handler
+    def on_allow_speech(self, data: dict[str, Any]) -> dict[str, Any]:
+        consult = self._joined(data)
+        allow = data.get("allow", True)
+        if not isinstance(allow, bool):
+            raise ValidationFailed("%(name)s must be true or false.", name="allow")
+        services.allow_speech(current_user, consult, data.get("user_id"), allow)
+        _announce_hands(consult)
+        return {"ok": True}
+
+    @handler
     def on_leave(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined(data)
+        if services.leave_speech(current_user, consult):
+            _announce_hands(consult)
         services.end_call(current_user, consult)
         _members().remove(request.sid)
         leave_room(call_room(consult.id))

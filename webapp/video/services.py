@@ -72,6 +72,90 @@ def require_call_party(user: User, consult: Consult) -> None:
         raise Forbidden("The call is available once the consult is accepted and until it is signed off.")
 
 
+class CallFull(DomainError):
+    """A join beyond the call's caps (CALL_MAX_SENDERS, CALL_MAX_PARTICIPANTS)."""
+
+    status = 409
+    code = "call_full"
+
+
+def _present_users(consult: Consult, user_ids: set[int]) -> list[User]:
+    return [p.user for p in policy.active_participants(consult) if p.user_id in user_ids]
+
+
+def check_caps(user: User, consult: Consult, present: set[int]) -> None:
+    """Refuse a join that would take the call past its caps: distinct people in it, and among
+    them those sending media (a receive-only trainee counts only in the first)."""
+    others = present - {user.id}
+    if user.id in present:  # already in the call (another tab, a resumed or repeated join)
+        return
+    config = current_app.config
+    total = config["CALL_MAX_PARTICIPANTS"]
+    if len(others) + 1 > total:
+        raise CallFull(N_("This call is full: %(num)s people are in it, the most it allows. "
+                          "You can join once someone leaves."), num=total)
+    if policy.allows(user, consult, Action.SEND_MEDIA):
+        senders = config["CALL_MAX_SENDERS"]
+        sending = [u for u in _present_users(consult, others) if policy.allows(u, consult, Action.SEND_MEDIA)]
+        if len(sending) + 1 > senders:
+            raise CallFull(N_("This call already has %(num)s people on camera and microphone, the most "
+                              "it allows. You can join once someone leaves."), num=senders)
+
+
+def call_people(consult: Consult, user_ids: list[int]) -> list[dict[str, Any]]:
+    """Who is in the call, for the tiles: id, name, role, and whether they may send media."""
+    people = []
+    for p in policy.active_participants(consult):
+        if p.user_id in user_ids:
+            people.append({"user_id": p.user_id, "name": p.user.full_name, "role": p.role.value,
+                           "sends": policy.allows(p.user, consult, Action.SEND_MEDIA)})
+    return people
+
+
+def hands(consult: Consult) -> list[dict[str, Any]]:
+    """The call's raised hands and leaves to speak, trainee by trainee (the call order)."""
+    return [{"user_id": p.user_id, "name": p.user.full_name, "raised": p.hand_raised_at is not None,
+             "allowed": p.speech_allowed_at is not None}
+            for p in policy.active_participants(consult)
+            if p.hand_raised_at is not None or p.speech_allowed_at is not None]
+
+
+def raise_hand(user: User, consult: Consult, raised: bool) -> None:
+    """A receive-only participant raises (or lowers) a hand to ask the lead to let them speak."""
+    if not policy.allows(user, consult, Action.RAISE_HAND):
+        raise Forbidden("Only a trainee in the call raises a hand.")
+    p = policy.participation(user, consult)
+    assert p is not None  # RAISE_HAND is a participant's action
+    p.hand_raised_at = utcnow() if raised else None
+    db.session.commit()
+
+
+def allow_speech(actor: User, consult: Consult, user_id: Any, allow: bool) -> None:
+    """The lead lets a trainee speak in the call (their microphone), or withdraws it."""
+    if not policy.allows(actor, consult, Action.ALLOW_SPEECH):
+        raise Forbidden("Only the lead specialist lets a trainee speak.")
+    if not isinstance(user_id, int) or isinstance(user_id, bool):
+        raise ValidationFailed("%(name)s must be a user id.", name="user_id")
+    target = policy.participation(user_id, consult)
+    if target is None or not target.is_active or not policy.allows(target.user, consult, Action.RAISE_HAND):
+        raise ValidationFailed("Only a trainee of this consult can be let to speak.")
+    target.speech_allowed_at = utcnow() if allow else None
+    target.hand_raised_at = None
+    record("call.speech_allowed" if allow else "call.speech_withdrawn", actor=actor, consult=consult,
+           target=str(target.user_id))
+    db.session.commit()
+
+
+def leave_speech(user: User, consult: Consult) -> bool:
+    """A trainee who hangs up lowers their hand and gives back their leave to speak."""
+    p = policy.participation(user, consult)
+    if p is None or (p.hand_raised_at is None and p.speech_allowed_at is None):
+        return False
+    p.hand_raised_at = p.speech_allowed_at = None
+    db.session.commit()
+    return True
+
+
 def sends_media(sdp: str) -> bool:
     """Whether a session description offers to send audio or video (a direction other than
     recvonly or inactive on any media section; no direction attribute means sendrecv)."""
