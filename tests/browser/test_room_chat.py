@@ -21,7 +21,7 @@ from tests.conftest import PASSWORD
 from webapp.extensions import db
 from webapp.models import Consult
 from webapp.rooms import events as room_events
-from webapp.rooms import services
+from webapp.rooms import send, services
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("generous_chat")]
 
@@ -269,7 +269,7 @@ def test_a_message_the_server_failed_to_store_is_retried_not_dropped(browser: Br
     rural_user = make.rural(name="Dr Ma Xiaoli")
     specialist_user = make.specialist(name="Dr Zhou Wei")
     ref = make.scheduled(rural_user, specialist_user).ref
-    real_post, failures = services.post_message_fast, []
+    real_post, failures = send.post_message_fast, []
 
     def failing_twice(*args, **kwargs):  # the send path's first step: storing the message
         if len(failures) < 2:
@@ -277,7 +277,7 @@ def test_a_message_the_server_failed_to_store_is_retried_not_dropped(browser: Br
             raise RuntimeError("database connection lost")  # the handler answers server_error (500)
         return real_post(*args, **kwargs)
 
-    monkeypatch.setattr(services, "post_message_fast", failing_twice)
+    monkeypatch.setattr(send, "post_message_fast", failing_twice)
     watch = Watch()
     rural_ctx = browser.new_context(viewport=DESKTOP, locale="en-GB")
     spec_ctx = browser.new_context(viewport=DESKTOP, locale="en-GB")
