@@ -338,7 +338,9 @@ def test_three_people_see_seen_by_n_roles_and_a_trainees_question(browser: Brows
         expect(seen.locator(".seen-count")).to_have_text("Seen by 2")
         expect(seen).to_have_attribute("title", "Seen by Dr Zhou Wei and Dr Wu Jie")
         expect(seen.locator(".seen-names")).to_have_text("Seen by Dr Zhou Wei and Dr Wu Jie")  # screen readers
-        expect(rural.locator("#people li .person-name")).to_have_text(["Dr Ma Xiaoli (you)", "Dr Zhou Wei", "Dr Wu Jie"])
+        expect(rural.locator("#people li .person-name")).to_have_text(
+            ["Dr Ma Xiaoli (you)", "Dr Zhou Wei", "Dr Wu Jie"]
+        )
         expect(rural.locator("#people li .role")).to_have_text(["Requesting doctor", "Lead specialist", "Trainee"])
 
         say(trainee, "Why not thrombolysis first?")

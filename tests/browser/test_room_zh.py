@@ -84,8 +84,10 @@ def test_two_doctors_in_chinese_see_the_rooms_words_in_chinese(browser: Browser,
             assert page.evaluate("() => document.documentElement.dataset.tz") == "Asia/Shanghai"
 
         # presence: each sees both, their own name marked in Chinese
-        expect(rural.locator("#people li .person-name")).to_have_text([zh(catalog, "%(name)s (you)", name="马晓丽"), "周伟"])
-        expect(spec.locator("#people li .person-name")).to_have_text(["马晓丽", zh(catalog, "%(name)s (you)", name="周伟")])
+        expect(rural.locator("#people li .person-name")).to_have_text(
+            [zh(catalog, "%(name)s (you)", name="马晓丽"), "周伟"])
+        expect(spec.locator("#people li .person-name")).to_have_text(
+            ["马晓丽", zh(catalog, "%(name)s (you)", name="周伟")])
 
         # typing, in Chinese
         spec.locator("#chat-input").press_sequentially("心电", delay=20)
