@@ -173,3 +173,24 @@ def test_four_real_clients_get_every_message_once_in_order_with_receipts_per_rea
     db.session.rollback()
     assert db.session.scalar(select(Message).where(Message.client_id == "second-after-removal")) is None
     assert all(m["client_id"] != "second-after-removal" for p in peers.values() for m in p.messages)
+
+
+def test_a_departure_is_announced_even_when_roles_cannot_be_read(team, sio, monkeypatch):
+    """The people list's roles come from the database; if it fails the list still goes, without them."""
+    from sqlalchemy.exc import OperationalError
+
+    from tests.rooms.test_events import events
+
+    consult, requester, lead, _second, _trainee = team
+    stays, leaves = sio(requester), sio(lead)
+    join(stays, consult.ref)
+    join(leaves, consult.ref)
+    stays.get_received(NS)
+
+    def down(*args, **kwargs):
+        raise OperationalError("SELECT", {}, Exception("database is down"))
+
+    monkeypatch.setattr(receipts, "with_roles", down)
+    leaves.disconnect(NS)
+    assert [p["people"] for p in events(stays, "presence")][-1] == [
+        {"user_id": requester.id, "name": requester.full_name, "connections": 1}]

@@ -9,8 +9,6 @@ from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..errors import ValidationFailed
-from ..extensions import db
-from ..models import Consult
 from ..presence import Snapshot, people
 from ..realtime import (
     Connections,
@@ -43,9 +41,7 @@ def presence_of(app: Flask) -> Connections:
 
 def _presence_payload(consult_id: int, snap: Snapshot) -> dict[str, Any]:
     """The room's people with their roles, and the revision they were read at (room.js ignores an older list)."""
-    consult = db.session.get(Consult, consult_id)
-    present = people(snap.members)
-    return {"people": receipts.with_roles(consult, present) if consult is not None else present, "rev": snap.rev}
+    return {"people": receipts.people_in_room(consult_id, people(snap.members)), "rev": snap.rev}
 
 
 def _announce(consult_id: int, snap: Snapshot) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..consults import policy
 from ..consults.policy import Action
@@ -66,3 +68,15 @@ def with_roles(consult: Consult, people: Iterable[dict[str, Any]]) -> list[dict[
         for uid in db.session.scalars(select(User.id).where(User.id.in_(others), User.role == Role.COORDINATOR)):
             roles[uid] = COORDINATOR
     return [{**p, "role": roles.get(p["user_id"])} for p in people]
+
+
+def people_in_room(consult_id: int, people: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The presence list with roles; without them if the database fails (a departure is still told,
+    room.js keeps the roles it knows)."""
+    try:
+        consult = db.session.get(Consult, consult_id)
+        return with_roles(consult, people) if consult is not None else people
+    except SQLAlchemyError:
+        db.session.rollback()
+        current_app.logger.warning("roles for the room's people unavailable; listing them without")
+        return people
