@@ -32,7 +32,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
 
     from tests.conftest import Factory, IsolatedSocketClient, build_app, login
-    from webapp.rooms import services
+    from webapp.rooms.state import room_state
 
     tmp = Path(tempfile.mkdtemp(prefix="resync-bench-"))
     url = PG if args.db == "postgresql" else f"sqlite:///{tmp / 'bench.db'}"
@@ -50,7 +50,7 @@ def main() -> None:
                          namespace="/room", callback=True)["ok"]
 
         def head(i: int) -> dict:
-            services._head_gate._last.clear()
+            room_state(app).head_gate.clear()
             return sock.emit("head", {"ref": ref}, namespace="/room", callback=True)
 
         def backfill(i: int) -> dict:

@@ -51,7 +51,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.notes import state as notes_state
-from webapp.rooms import services as chat_services
+from webapp.rooms import state as room_state
 from webapp.scheduling import services as scheduling
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -266,7 +266,7 @@ def app(_app: Flask) -> Iterator[Flask]:
     """The app with empty tables and a fresh rate limiter, inside an app context."""
     truncate_all(_app)
     limiter.reset()
-    chat_services._limiter.clear()  # the chat's own per-user window (rooms.services)
+    room_state.reset(_app)  # the chat's own per-user window, activity times, resync gate (rooms.state)
     ratelimit.reset(_app)  # socket event windows and refusal counters (ids are reused between tests)
     _app.extensions.pop("huizhen.chat_notices", None)  # who was told of which consult's chat (ids again)
     notes_state.reset(_app)  # live notes documents, limiters and editors by consult id (ids again)

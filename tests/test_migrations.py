@@ -151,6 +151,41 @@ def test_0016_closes_duplicate_open_calls_and_keeps_one_open_call_per_consult(em
     engine.dispose()
 
 
+def test_0018_gives_every_existing_message_its_senders_role(empty_database):
+    """Messages stored before 0018 take the role their sender holds (or last held, if removed) in the
+    consult; the trainee's question is marked as a trainee's."""
+    from sqlalchemy import text
+
+    assert _flask_db(empty_database, "upgrade", "0016").returncode == 0
+    engine = create_engine(empty_database)
+    t0 = "2026-11-01 08:00:00+00:00"
+    with engine.begin() as conn:
+        _insert_people(conn, t0, ("rural_doctor", "specialist", "specialist", "rural_doctor"))
+        conn.execute(text(
+            "INSERT INTO consults (id, ref, requester_id, specialist_id, status, urgency, chief_complaint, "
+            "history, findings, current_treatment, question, preferred_times, created_at, updated_at, "
+            "version) VALUES (1, 'ref1', 1, 2, 'scheduled', 'routine', 'c', '', '', '', '', '', :t, :t, 1)"),
+            {"t": t0})
+        for pid, uid, role, removed in ((1, 1, "requester", None), (2, 2, "lead_specialist", None),
+                                        (3, 3, "specialist", t0), (4, 4, "trainee", None)):
+            conn.execute(text(
+                "INSERT INTO consult_participants (id, consult_id, user_id, role, added_by_id, added_at, "
+                "accepted_at, removed_at) VALUES (:id, 1, :uid, :role, 1, :t, :t, :removed)"),
+                {"id": pid, "uid": uid, "role": role, "t": t0, "removed": removed})
+        for seq, uid in enumerate((1, 2, 3, 4), start=1):
+            conn.execute(text(
+                "INSERT INTO messages (id, consult_id, seq, sender_id, client_id, body, created_at) "
+                "VALUES (:seq, 1, :seq, :uid, :cid, 'text', :t)"), {"seq": seq, "uid": uid, "cid": f"c{seq:08d}",
+                                                                    "t": t0})
+    upgraded = _flask_db(empty_database, "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT sender_id, sender_role FROM messages ORDER BY seq")).all()
+    engine.dispose()
+    assert [tuple(r) for r in got] == [(1, "requester"), (2, "lead_specialist"), (3, "specialist"), (4, "trainee")]
+    _assert_matches_models(empty_database)
+
+
 def test_0019_adds_signed_opinions_to_existing_consults_and_goes_back(empty_database):
     """A consult made before opinions existed takes one after 0019 (text, author, signing time and
     hash required); downgrading past 0019 drops the table and leaves the consult as it was."""
@@ -182,7 +217,7 @@ def test_0019_adds_signed_opinions_to_existing_consults_and_goes_back(empty_data
     assert "ix_consult_opinions_consult_id" in indexes
     engine.dispose()
     _assert_matches_models(empty_database)
-    down = _flask_db(empty_database, "downgrade", "0016")
+    down = _flask_db(empty_database, "downgrade", "0018")
     assert down.returncode == 0, down.stderr
     engine = create_engine(empty_database)
     assert "consult_opinions" not in inspect(engine).get_table_names()

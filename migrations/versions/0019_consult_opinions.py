@@ -1,7 +1,7 @@
 """second specialists' signed opinions
 
 Revision ID: 0019
-Revises: 0016
+Revises: 0018
 Create Date: 2026-12-02
 
 An invited specialist's opinion is an addendum under the lead's recommendation: its text, its
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0019'
-down_revision = '0016'
+down_revision = '0018'
 branch_labels = None
 depends_on = None
 

@@ -37,6 +37,7 @@
   var pendingEls = {};       // client_id -> element
   var receipts = {};         // user id -> last read seq
   var names = {};            // user id -> name
+  var roles = {};            // user id -> role in this consult (requester, lead_specialist, …, coordinator)
   var joined = false;
   var everConnected = false;
   // this user's outbox for this consult; static/js/session.js removes other users' keys and
@@ -98,13 +99,39 @@
     }
   }
 
+  // A participant's role in words (the people list; a trainee's messages carry the label too).
+  function roleLabel(role) {
+    switch (role) {
+      case "requester": return t("Requesting doctor");
+      case "lead_specialist": return t("Lead specialist");
+      case "specialist": return t("Invited specialist");
+      case "trainee": return t("Trainee");
+      case "coordinator": return t("Coordinator");
+      default: return "";
+    }
+  }
+
+  // "A, B and C" in the page's language.
+  function nameList(list) {
+    try { return new Intl.ListFormat(HZ.lang, { style: "long", type: "conjunction" }).format(list); }
+    catch (e) { return list.join(", "); }
+  }
+
   function bubble(m, pending) {
     var li = document.createElement("li");
-    li.className = "msg" + (m.sender_id === me ? " mine" : "") + (pending ? " pending" : "");
+    var trainee = (m.sender_role || (m.sender_id === me ? roles[me] : null)) === "trainee";
+    li.className = "msg" + (m.sender_id === me ? " mine" : "") + (pending ? " pending" : "") + (trainee ? " trainee" : "");
     var meta = document.createElement("div");
     meta.className = "meta";
     var who = document.createElement("span");
     who.textContent = m.sender_id === me ? t("You") : (m.sender_name || "");
+    if (trainee) {  // a trainee's question: marked for everyone, from the role it was written in
+      var label = document.createElement("span");
+      label.className = "badge trainee-label";
+      label.textContent = t("Trainee");
+      who.appendChild(document.createTextNode(" "));
+      who.appendChild(label);
+    }
     var when = document.createElement("span");
     when.textContent = pending ? t("sending…") : fmtTime(m.created_at);
     meta.appendChild(who);
@@ -324,19 +351,41 @@
     });
   }
 
+  // Under my messages: who has read up to them. From the newest of my messages back, a message says
+  // "Seen by …" when more people have seen it than the next newer one of mine (so each reader is
+  // counted under the latest message they reached). One reader: "Seen by <name>"; more: "Seen by N",
+  // the names on hover (title) and, for screen readers and keyboard focus, in the text itself.
   function renderReceipts() {
     var others = Object.keys(receipts).filter(function (uid) { return Number(uid) !== me; });
-    list.querySelectorAll(".msg.mine .seen").forEach(function (el) { el.textContent = ""; });
-    others.forEach(function (uid) {
-      var seq = receipts[uid];
-      var mine = Array.prototype.filter.call(list.querySelectorAll(".msg.mine[data-seq]"), function (el) {
-        return Number(el.dataset.seq) <= seq;
-      });
-      if (mine.length) {
-        var el = mine[mine.length - 1].querySelector(".seen");
-        el.textContent = names[uid] ? t("Seen by %(name)s", { name: names[uid] }) : t("Seen by the other doctor");
-      }
+    var mine = list.querySelectorAll(".msg.mine[data-seq]");
+    list.querySelectorAll(".msg.mine .seen").forEach(function (el) {
+      el.textContent = ""; el.removeAttribute("title"); el.removeAttribute("tabindex");
     });
+    var shown = 0;
+    for (var i = mine.length - 1; i >= 0; i--) {
+      var seq = Number(mine[i].dataset.seq);
+      var readers = others.filter(function (uid) { return receipts[uid] >= seq; });
+      if (readers.length <= shown) continue;
+      shown = readers.length;
+      var el = mine[i].querySelector(".seen");
+      var who = readers.map(function (uid) { return names[uid] || t("another participant"); });
+      if (readers.length === 1) {
+        el.textContent = names[readers[0]] ? t("Seen by %(name)s", { name: names[readers[0]] }) : t("Seen by the other doctor");
+        continue;
+      }
+      var all = t("Seen by %(name)s", { name: nameList(who) });
+      el.title = all;
+      el.tabIndex = 0;  // focus shows the names, as hovering does
+      var count = document.createElement("span");
+      count.className = "seen-count";
+      count.setAttribute("aria-hidden", "true");
+      count.textContent = t("Seen by %(count)s", { count: readers.length });
+      var full = document.createElement("span");
+      full.className = "seen-names";
+      full.textContent = all;
+      el.appendChild(count);
+      el.appendChild(full);
+    }
   }
 
   var lastReadSent = 0;
@@ -351,10 +400,31 @@
     peopleEl.textContent = "";
     people.forEach(function (p) {
       names[p.user_id] = p.name;
+      if (p.role) roles[p.user_id] = p.role;
       var li = document.createElement("li");
       li.className = "online";
-      li.textContent = p.user_id === me ? t("%(name)s (you)", { name: p.name }) : p.name;
+      li.dataset.userId = p.user_id;
+      var name = document.createElement("span");
+      name.className = "person-name";
+      name.textContent = p.user_id === me ? t("%(name)s (you)", { name: p.name }) : p.name;
+      li.appendChild(name);
+      var role = roleLabel(p.role || roles[p.user_id]);
+      if (role) {
+        var r = document.createElement("span");
+        r.className = "role";
+        r.textContent = role;
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(r);
+      }
       peopleEl.appendChild(li);
+    });
+  }
+
+  // The consult's participants, present or not (the join's answer): names and roles of readers.
+  function takeParticipants(participants) {
+    (participants || []).forEach(function (p) {
+      if (!names[p.user_id]) names[p.user_id] = p.name;
+      roles[p.user_id] = p.role;
     });
   }
 
@@ -507,6 +577,7 @@
       joined = true;
       receipts = {};
       Object.keys(ack.receipts).forEach(function (k) { receipts[k] = ack.receipts[k]; });
+      takeParticipants(ack.participants);
       presenceRev = ack.presence_rev || 0;
       renderPeople(ack.people);
       if (everConnected) showBanner("sync", t("Connection restored. Fetching missed messages…"));
@@ -547,19 +618,32 @@
     receipts[data.user_id] = Math.max(receipts[data.user_id] || 0, data.seq);
     renderReceipts();
   });
+  // Who is typing, each for 5 s after their last signal (or until their message or "stopped" arrives).
   var typingTimers = {};
-  var typingUser = null;
+  var typers = [];           // [{id, name}] in the order they started
+  function showTyping() {
+    var who = typers.map(function (p) { return p.name; });
+    typingEl.textContent = !who.length ? "" : who.length === 1 ? t("%(name)s is typing…", { name: who[0] })
+      : t("%(names)s are typing…", { names: nameList(who) });
+  }
   function clearTyping(userId) {
-    if (userId !== undefined && userId !== typingUser) return;
-    Object.keys(typingTimers).forEach(function (k) { clearTimeout(typingTimers[k]); });
-    typingEl.textContent = "";
-    typingUser = null;
+    if (userId === undefined) {
+      Object.keys(typingTimers).forEach(function (k) { clearTimeout(typingTimers[k]); });
+      typingTimers = {};
+      typers = [];
+    } else {
+      clearTimeout(typingTimers[userId]);
+      delete typingTimers[userId];
+      typers = typers.filter(function (p) { return p.id !== userId; });
+    }
+    showTyping();
   }
   socket.on("typing", function (data) {
-    typingUser = data.typing ? data.user_id : null;
+    if (!data.typing) { clearTyping(data.user_id); return; }
     clearTimeout(typingTimers[data.user_id]);
-    typingEl.textContent = data.typing ? t("%(name)s is typing…", { name: data.name }) : "";
-    if (data.typing) typingTimers[data.user_id] = setTimeout(function () { typingEl.textContent = ""; }, 5000);
+    if (!typers.some(function (p) { return p.id === data.user_id; })) typers.push({ id: data.user_id, name: data.name });
+    showTyping();
+    typingTimers[data.user_id] = setTimeout(function () { clearTyping(data.user_id); }, 5000);
   });
 
   if (form && !readOnly) {

@@ -174,8 +174,12 @@ def test_consult_journey_in_chinese(browser: Browser, live_server, make: Factory
             page.goto(f"{base}/consults/{ref}")
             page.get_by_role("link", name=zh("Open consult room")).click()
             wait_joined(page)
-        expect(rural.locator("#people li")).to_have_text([zhjs("%(name)s (you)", name=RURAL_NAME), SPECIALIST_NAME])
-        expect(spec.locator("#people li")).to_have_text([RURAL_NAME, zhjs("%(name)s (you)", name=SPECIALIST_NAME)])
+        expect(rural.locator("#people li .person-name")).to_have_text(
+            [zhjs("%(name)s (you)", name=RURAL_NAME), SPECIALIST_NAME]
+        )
+        expect(spec.locator("#people li .person-name")).to_have_text(
+            [RURAL_NAME, zhjs("%(name)s (you)", name=SPECIALIST_NAME)]
+        )
         say(rural, "早上好，心电图已附在病历中。")
         expect(spec.locator("#messages .msg .body").last).to_have_text("早上好，心电图已附在病历中。")
         say(spec, "看到了，ST段压低。有肌钙蛋白结果吗？")

@@ -21,7 +21,7 @@ from tests.browser.test_room_chat import DESKTOP, Watch, bodies, delivered, say,
 from webapp.consults import services as consults
 from webapp.extensions import db
 from webapp.models import Consult, Message
-from webapp.rooms import services
+from webapp.rooms import send, state
 
 pytestmark = pytest.mark.browser
 
@@ -45,11 +45,11 @@ def go_offline(page: Page) -> None:
 def test_an_offline_backlog_larger_than_the_rate_limit_arrives_in_typed_order_once(
         browser: Browser, live_server, make, shots, app, monkeypatch):
     monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 3)
-    services._limiter.clear()
+    state.reset(app)  # a fresh chat limiter
     rural_user, specialist_user = make.rural(name="Dr Ma Xiaoli"), make.specialist(name="Dr Zhou Wei")
     ref = make.scheduled(rural_user, specialist_user).ref
     # the first message of the flush fails on the server (a database hiccup), once
-    real_fast, failing = services.post_message_fast, {"armed": False, "failed": []}
+    real_fast, failing = send.post_message_fast, {"armed": False, "failed": []}
 
     def fails_once(*args, **kwargs):
         if failing["armed"]:
@@ -59,17 +59,17 @@ def test_an_offline_backlog_larger_than_the_rate_limit_arrives_in_typed_order_on
         return real_fast(*args, **kwargs)
 
     # refusals by the rate limit are recorded (the real limiter decides)
-    real_check, refused = services.check_rate, []
+    real_check, refused = send.check_rate, []
 
     def recording_check(user_id, **kwargs):
         try:
             return real_check(user_id, **kwargs)
-        except services.TooManyMessages:
+        except send.TooManyMessages:
             refused.append(user_id)
             raise
 
-    monkeypatch.setattr(services, "post_message_fast", fails_once)
-    monkeypatch.setattr(services, "check_rate", recording_check)
+    monkeypatch.setattr(send, "post_message_fast", fails_once)
+    monkeypatch.setattr(send, "check_rate", recording_check)
     watch = Watch()
     rural_ctx, spec_ctx = browser.new_context(viewport=DESKTOP), browser.new_context(viewport=DESKTOP)
     for ctx in (rural_ctx, spec_ctx):
@@ -264,7 +264,7 @@ def test_a_message_stored_whose_ack_was_lost_with_the_connection_is_shown_once_a
 
     rural_user, specialist_user = make.rural(), make.specialist()
     ref = make.scheduled(rural_user, specialist_user).ref
-    real_send, dropped = services.send_message, []
+    real_send, dropped = send.send_message, []
 
     def stored_then_dropped(*args, **kwargs):
         sent = real_send(*args, **kwargs)
@@ -273,7 +273,7 @@ def test_a_message_stored_whose_ack_was_lost_with_the_connection_is_shown_once_a
             disconnect()
         return sent
 
-    monkeypatch.setattr(services, "send_message", stored_then_dropped)
+    monkeypatch.setattr(send, "send_message", stored_then_dropped)
     watch = Watch()
     context = browser.new_context(viewport=DESKTOP)
     context.set_default_timeout(20_000)

@@ -21,7 +21,7 @@ from tests.conftest import PASSWORD
 from webapp.extensions import db
 from webapp.models import Consult
 from webapp.rooms import events as room_events
-from webapp.rooms import services
+from webapp.rooms import send, services
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("generous_chat")]
 
@@ -129,8 +129,9 @@ def test_two_doctors_chat_in_the_consult_room(browser: Browser, live_server, mak
         expect(rural.locator(".empty-chat")).to_have_text("No messages yet.")
 
         # presence: each sees both names (listed by account, the rural doctor's is older)
-        expect(rural.locator("#people li")).to_have_text(["Dr Ma Xiaoli (you)", "Dr Zhou Wei"])
-        expect(spec.locator("#people li")).to_have_text(["Dr Ma Xiaoli", "Dr Zhou Wei (you)"])
+        expect(rural.locator("#people li .person-name")).to_have_text(["Dr Ma Xiaoli (you)", "Dr Zhou Wei"])
+        expect(spec.locator("#people li .person-name")).to_have_text(["Dr Ma Xiaoli", "Dr Zhou Wei (you)"])
+        expect(rural.locator("#people li .role")).to_have_text(["Requesting doctor", "Lead specialist"])
 
         # a conversation both ways, Enter sends
         say(rural, "Good morning, the ECG is attached to the case.")
@@ -198,7 +199,7 @@ def test_two_doctors_chat_in_the_consult_room(browser: Browser, live_server, mak
         spec_ctx.set_offline(True)
         expect(spec.locator("#conn-banner")).to_be_visible()
         expect(spec.locator("#conn-banner")).to_contain_text("Connection lost")
-        expect(rural.locator("#people li")).to_have_text(["Dr Ma Xiaoli (you)"])
+        expect(rural.locator("#people li .person-name")).to_have_text(["Dr Ma Xiaoli (you)"])
         expect(spec.locator("#people li.online")).to_have_count(0)  # presence unknown while cut off
         expect(spec.locator("#typing")).to_have_text("")
         say(spec, "Written while offline: please repeat the ECG in 1 hour.")
@@ -269,7 +270,7 @@ def test_a_message_the_server_failed_to_store_is_retried_not_dropped(browser: Br
     rural_user = make.rural(name="Dr Ma Xiaoli")
     specialist_user = make.specialist(name="Dr Zhou Wei")
     ref = make.scheduled(rural_user, specialist_user).ref
-    real_post, failures = services.post_message_fast, []
+    real_post, failures = send.post_message_fast, []
 
     def failing_twice(*args, **kwargs):  # the send path's first step: storing the message
         if len(failures) < 2:
@@ -277,7 +278,7 @@ def test_a_message_the_server_failed_to_store_is_retried_not_dropped(browser: Br
             raise RuntimeError("database connection lost")  # the handler answers server_error (500)
         return real_post(*args, **kwargs)
 
-    monkeypatch.setattr(services, "post_message_fast", failing_twice)
+    monkeypatch.setattr(send, "post_message_fast", failing_twice)
     watch = Watch()
     rural_ctx = browser.new_context(viewport=DESKTOP, locale="en-GB")
     spec_ctx = browser.new_context(viewport=DESKTOP, locale="en-GB")
@@ -302,3 +303,67 @@ def test_a_message_the_server_failed_to_store_is_retried_not_dropped(browser: Br
     finally:
         rural_ctx.close()
         spec_ctx.close()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_three_people_see_seen_by_n_roles_and_a_trainees_question(browser: Browser, live_server, make, shots):
+    """The requester, the lead and a trainee in one room: the requester's message shows "Seen by" the
+    lead, then "Seen by 2" once the trainee has read it (the names on hover and focus); the people list
+    shows roles; the trainee's question carries its "Trainee" label everywhere; two typing are named."""
+    base = live_server.url
+    rural_user = make.rural(name="Dr Ma Xiaoli")
+    specialist_user = make.specialist(name="Dr Zhou Wei")
+    consult = make.scheduled(rural_user, specialist_user, chief_complaint="Sudden weakness of the left arm")
+    trainee_user = make.trainee(consult, name="Dr Wu Jie")
+    ref = consult.ref
+    watch = Watch()
+    contexts = [browser.new_context(viewport=DESKTOP, locale="en-GB"),
+                browser.new_context(viewport=DESKTOP, locale="en-GB"),
+                browser.new_context(viewport=PHONE, locale="en-GB", is_mobile=True, has_touch=True)]
+    for ctx in contexts:
+        ctx.set_default_timeout(20_000)
+    rural, lead, trainee = (watch.page(ctx, who) for ctx, who in zip(contexts, ("rural", "lead", "trainee"),
+                                                                       strict=True))
+    try:
+        sign_in_and_open_room(rural, base, rural_user.email, ref)
+        sign_in_and_open_room(lead, base, specialist_user.email, ref)
+        say(rural, "Onset 2 hours ago, NIHSS 7.")
+        seen = rural.locator("#messages .msg.mine .seen").last
+        expect(seen).to_have_text("Seen by Dr Zhou Wei")  # one reader: the two-party wording
+
+        sign_in_and_open_room(trainee, base, trainee_user.email, ref)
+        expect(bodies(trainee)).to_have_text(["Onset 2 hours ago, NIHSS 7."])
+        expect(seen.locator(".seen-count")).to_have_text("Seen by 2")
+        expect(seen).to_have_attribute("title", "Seen by Dr Zhou Wei and Dr Wu Jie")
+        expect(seen.locator(".seen-names")).to_have_text("Seen by Dr Zhou Wei and Dr Wu Jie")  # screen readers
+        expect(rural.locator("#people li .person-name")).to_have_text(
+            ["Dr Ma Xiaoli (you)", "Dr Zhou Wei", "Dr Wu Jie"]
+        )
+        expect(rural.locator("#people li .role")).to_have_text(["Requesting doctor", "Lead specialist", "Trainee"])
+
+        say(trainee, "Why not thrombolysis first?")
+        for page in (rural, lead, trainee):
+            question = page.locator("#messages .msg").last
+            expect(question.locator(".body")).to_have_text("Why not thrombolysis first?")
+            expect(question.locator(".trainee-label")).to_have_text("Trainee")
+        expect(rural.locator("#messages .msg").first.locator(".trainee-label")).to_have_count(0)
+
+        # two people typing at once are both named
+        lead.get_by_role("textbox", name="Message").press_sequentially("Bec", delay=20)
+        trainee.get_by_role("textbox", name="Message").press_sequentially("And", delay=20)
+        expect(rural.locator("#typing")).to_have_text("Dr Zhou Wei and Dr Wu Jie are typing…")
+
+        seen.focus()  # keyboard focus shows the names as hovering does
+        expect(seen.locator(".seen-names")).to_be_visible()
+        expect(seen.locator(".seen-count")).to_be_hidden()
+        rural.screenshot(path=str(shots / "room-many-rural.png"), full_page=True)
+        trainee.screenshot(path=str(shots / "room-many-trainee-phone.png"), full_page=True)
+        rural.set_viewport_size(PHONE)
+        rural.locator("#room-tab-chat").click()
+        rural.screenshot(path=str(shots / "room-many-rural-phone.png"), full_page=True)
+        assert watch.problems == []
+    finally:
+        for ctx in contexts:
+            ctx.close()

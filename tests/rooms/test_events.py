@@ -121,7 +121,7 @@ def test_logout_disconnects_the_open_socket_at_once(app, make, sio):
     assert not rural_sock.is_connected(NS), "the signed-out user's socket is closed by the server"
     assert send(specialist_sock, consult.ref, "after-logout-2")["ok"] is True
     assert [p["people"] for p in events(specialist_sock, "presence")][-1] == [
-        {"user_id": specialist.id, "name": specialist.full_name, "connections": 1}]
+        {"user_id": specialist.id, "name": specialist.full_name, "connections": 1, "role": "lead_specialist"}]
 
 
 def test_a_suspended_account_is_refused_on_its_next_send(make, room):
@@ -546,14 +546,14 @@ def test_presence_lists_both_parties_and_updates_on_leave(room):
     join(rural_sock, consult.ref)
     rural_sock.get_received(NS)
     ack = join(specialist_sock, consult.ref)
-    both = [{"user_id": rural.id, "name": rural.full_name, "connections": 1},
-            {"user_id": specialist.id, "name": specialist.full_name, "connections": 1}]
+    both = [{"user_id": rural.id, "name": rural.full_name, "connections": 1, "role": "requester"},
+            {"user_id": specialist.id, "name": specialist.full_name, "connections": 1, "role": "lead_specialist"}]
     assert ack["people"] == sorted(both, key=lambda p: p["user_id"])
     assert events(rural_sock, "presence")[-1]["people"] == ack["people"]
 
     specialist_sock.disconnect(NS)
     assert events(rural_sock, "presence")[-1]["people"] == [
-        {"user_id": rural.id, "name": rural.full_name, "connections": 1}]
+        {"user_id": rural.id, "name": rural.full_name, "connections": 1, "role": "requester"}]
 
 
 def test_typing_reaches_the_other_party_only(room):

@@ -24,7 +24,7 @@ from webapp.auth import sessions
 from webapp.extensions import db, socketio
 from webapp.models import AuditEvent
 from webapp.realtime import SERVER_KEY
-from webapp.rooms import services
+from webapp.rooms import history
 
 NAMESPACES = ("/room", "/notes", "/call")
 
@@ -90,7 +90,7 @@ def test_head_gives_the_latest_stored_seq_to_joined_parties_only_and_is_rate_lim
     rural, specialist = make.rural(), make.specialist()
     consult = make.scheduled(rural, specialist)
     writer, reader = sio(rural), sio(specialist)
-    monkeypatch.setattr(services, "HEAD_MIN_GAP", 0)
+    monkeypatch.setattr(history, "HEAD_MIN_GAP", 0)
     early = reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True)
     assert_error(early, 422, "invalid_input")  # not joined on this connection
     join(writer, consult.ref)
@@ -99,9 +99,9 @@ def test_head_gives_the_latest_stored_seq_to_joined_parties_only_and_is_rate_lim
     for i in range(3):
         sent = send(writer, consult.ref, f"head-{i:03d}", f"m{i}")
         assert sent["ok"], sent
-    monkeypatch.setattr(services, "HEAD_MIN_GAP", 3600)  # asked again too soon
+    monkeypatch.setattr(history, "HEAD_MIN_GAP", 3600)  # asked again too soon
     assert_error(reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True), 429, "rate_limited")
-    monkeypatch.setattr(services, "HEAD_MIN_GAP", 0)
+    monkeypatch.setattr(history, "HEAD_MIN_GAP", 0)
     audited = db.session.scalar(select(func.count()).select_from(AuditEvent))
     assert reader.emit("head", {"ref": consult.ref}, namespace=NS, callback=True) == {"ok": True, "last_seq": 3}
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == audited  # no audit row
@@ -242,7 +242,7 @@ def test_every_stored_message_reaches_a_reader_on_another_node_while_redis_is_do
 
 
 def test_head_after_logout_is_refused_though_it_skips_loading_the_user(app, make, sio, monkeypatch):
-    monkeypatch.setattr(services, "HEAD_MIN_GAP", 0)
+    monkeypatch.setattr(history, "HEAD_MIN_GAP", 0)
     rural, specialist = make.rural(), make.specialist()
     consult = make.scheduled(rural, specialist)
     browser = app.test_client()

@@ -30,7 +30,7 @@ from webapp.models import (
     UserSession,
     utcnow,
 )
-from webapp.rooms import services
+from webapp.rooms import services, state, throttle
 from webapp.rooms.services import TooManyMessages, enter_room, mark_read, messages_after, post_message
 
 pytestmark = pytest.mark.usefixtures("generous_chat")
@@ -277,7 +277,7 @@ def test_parties_entering_are_audited_and_member_checks_are_not(pair):
 def test_too_many_messages_per_second_are_refused(app, pair, monkeypatch):
     rural, specialist, consult = pair
     monkeypatch.setitem(app.config, "CHAT_MESSAGES_PER_SECOND", 3)
-    services._limiter.clear()  # a fresh moving window, whatever earlier tests sent
+    state.reset(app)  # a fresh moving window, whatever earlier tests sent
     for i in range(3):
         post_message(rural, consult, f"burst-{i:05d}", f"burst {i}")
     with pytest.raises(TooManyMessages) as refused:
@@ -298,7 +298,7 @@ def test_the_rate_limiter_being_down_does_not_lose_messages(app, pair, monkeypat
         def hit(self, *a, **kw):
             raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(services, "_rate_limiter", lambda: Broken())
+    monkeypatch.setattr(throttle, "chat_limiter", lambda: Broken())
     assert post_message(rural, consult, "limiter-down-1", "still stored").created
 
 
@@ -745,8 +745,8 @@ def limiter_storage(request, app, monkeypatch) -> str:
         except redis.RedisError:
             require(False, f"Redis is not reachable at {uri}")
     monkeypatch.setitem(app.config, "RATELIMIT_STORAGE_URI", uri)
-    services._limiter.clear()
-    limiter = services._rate_limiter()
+    state.reset(app)
+    limiter = throttle.chat_limiter()
     if request.param == "redis":
         limiter.storage.reset()  # windows left by an earlier run for the same user ids
     return uri

@@ -275,6 +275,16 @@ def is_participant_sql(consult_id: Any, user_id: Any, roles: Iterable[Participan
     return exists().where(*_active(consult_id, user_id, roles))
 
 
+def role_sql(consult_id: Any, user_id: Any) -> ColumnElement[Any]:
+    """A scalar subquery: user_id's role as an active participant of consult_id (NULL if none)."""
+    return select(ConsultParticipant.role).where(*_active(consult_id, user_id, None)).limit(1).scalar_subquery()
+
+
+def roles_in(consult: Consult) -> dict[int, ParticipantRole]:
+    """The active participants' user id -> role (for the room's people list and receipts)."""
+    return {p.user_id: p.role for p in active_participants(consult)}
+
+
 def roles_for(action: Action, stage: Stage) -> tuple[ParticipantRole, ...]:
     """The participant roles allowed the action at that stage (from MATRIX)."""
     return tuple(r for r in ParticipantRole if action in MATRIX[Standing(r.value)][stage])

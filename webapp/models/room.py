@@ -9,7 +9,8 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, LargeBinary, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .types import UTCDateTime, utcnow
+from .consult import ParticipantRole
+from .types import UTCDateTime, str_enum, utcnow
 
 if TYPE_CHECKING:
     from .consult import Attachment
@@ -46,6 +47,9 @@ class Message(db.Model):
     body: Mapped[str] = mapped_column(Text, default="")
     attachment_id: Mapped[int | None] = mapped_column(ForeignKey("attachments.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # the sender's participant role when writing it (a trainee's question stays marked as one);
+    # None for messages stored before migration 0018 could tell
+    sender_role: Mapped[ParticipantRole | None] = mapped_column(str_enum(ParticipantRole))
 
     sender: Mapped[User] = relationship()
     attachment: Mapped[Attachment | None] = relationship()

@@ -1,4 +1,4 @@
-"""The /room Socket.IO namespace: thin handlers over rooms.services, membership checked on every event."""
+"""The /room Socket.IO namespace: thin handlers over the rooms package, membership checked on every event."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from ..realtime import (
     require_user,
 )
 from ..sessionbus import register_namespace
-from . import services
+from . import access, history, receipts, send
+from .wire import to_wire
 
 NAMESPACE = "/room"
 
@@ -38,14 +39,14 @@ def presence_of(app: Flask) -> Connections:
     return table
 
 
-def _presence_payload(snap: Snapshot) -> dict[str, Any]:
-    """The room's people and the revision they were read at (room.js ignores an older list)."""
-    return {"people": people(snap.members), "rev": snap.rev}
+def _presence_payload(consult_id: int, snap: Snapshot) -> dict[str, Any]:
+    """The room's people with their roles, and the revision they were read at (room.js ignores an older list)."""
+    return {"people": receipts.people_in_room(consult_id, people(snap.members)), "rev": snap.rev}
 
 
 def _announce(consult_id: int, snap: Snapshot) -> None:
     """A room changed without an event here (a node died, Redis was refilled): tell its members."""
-    emit("presence", _presence_payload(snap), to=room_name(consult_id), namespace=NAMESPACE)
+    emit("presence", _presence_payload(consult_id, snap), to=room_name(consult_id), namespace=NAMESPACE)
 
 
 def _presence() -> Connections:
@@ -59,7 +60,7 @@ def _in_room(consult_id: int) -> set[int]:
 
 # A connection joined to a consult it may no longer enter is disconnected at once (sessionbus).
 register_namespace(NAMESPACE, joined=lambda app, sid: connections(NAMESPACE, app).consult_of(sid),
-                   entitled=services.can_enter)
+                   entitled=access.can_enter)
 
 
 class RoomNamespace(Namespace):
@@ -72,11 +73,11 @@ class RoomNamespace(Namespace):
         forget_connection(NAMESPACE)
         left = _presence().remove(request.sid)
         if left is not None:
-            emit("presence", _presence_payload(_presence().snapshot(left[0])), to=room_name(left[0]),
+            emit("presence", _presence_payload(left[0], _presence().snapshot(left[0])), to=room_name(left[0]),
                  namespace=NAMESPACE)
 
     def _joined_consult(self, data: dict[str, Any]):
-        consult = services.member_consult(current_user, data.get("ref"))
+        consult = access.member_consult(current_user, data.get("ref"))
         if _presence().consult_of(request.sid) != consult.id:
             raise ValidationFailed("Join the room before sending to it.")
         return consult
@@ -86,47 +87,48 @@ class RoomNamespace(Namespace):
         joined = _presence().entry(request.sid)
         # a connection joining its own room again (a retry) does not announce the user again
         again = joined is not None and joined.ref == data.get("ref")
-        consult = services.enter_room(current_user, data.get("ref"), present=None if again else _in_room)
+        consult = access.enter_room(current_user, data.get("ref"), present=None if again else _in_room)
         previous = _presence().consult_of(request.sid)
         if previous is not None and previous != consult.id:
             leave_room(room_name(previous))
         join_room(room_name(consult.id))
         _presence().add(request.sid, consult.id, current_user.id, current_user.full_name, consult.ref)
-        backlog = services.join_backlog(consult, data.get("after_seq", 0))
-        present = _presence_payload(_presence().snapshot(consult.id))  # every node's members
+        backlog = history.join_backlog(consult, data.get("after_seq", 0))
+        present = _presence_payload(consult.id, _presence().snapshot(consult.id))  # every node's members
         emit("presence", present, to=room_name(consult.id), namespace=NAMESPACE)
         return {
             "ok": True,
             "me": current_user.id,
-            "messages": [services.to_wire(m) for m in backlog.messages],
+            "messages": [to_wire(m) for m in backlog.messages],
             "has_more": backlog.has_more,  # older messages exist: page back with "history"
             "more": backlog.more,  # newer messages exist: page forward with "backfill"
             "last_seq": backlog.last_seq,
-            "receipts": {str(k): v for k, v in services.read_receipts(consult).items()},
+            "receipts": {str(k): v for k, v in receipts.read_receipts(consult).items()},
+            "participants": receipts.participants(consult),  # names and roles of readers not in the room
             "people": present["people"],
             "presence_rev": present["rev"],
-            "read_only": consult.status in services.CLOSED,
+            "read_only": consult.status in access.CLOSED,
         }
 
-    def _sender(self, data: dict[str, Any]) -> services.Sender | None:
+    def _sender(self, data: dict[str, Any]) -> send.Sender | None:
         """Who sends on this connection, from its joined room and its session key (checked by the store)."""
         joined, token = _presence().entry(request.sid), session.get("_user_id")
         if joined is None or not isinstance(token, str) or data.get("ref") != joined.ref:
             return None
-        return services.Sender(joined.user_id, token, joined.name, joined.consult_id)
+        return send.Sender(joined.user_id, token, joined.name, joined.consult_id)
 
     def _resolve(self, data: dict[str, Any]) -> tuple[Any, Any]:
         require_user()
         return current_user, self._joined_consult(data)
 
-    @handler(authenticate=False)  # the store proves the session (services.post_message_fast)
+    @handler(authenticate=False)  # the store proves the session (send.post_message_fast)
     def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
         try:
-            sent = services.send_message(self._sender(data), lambda: self._resolve(data),
+            sent = send.send_message(self._sender(data), lambda: self._resolve(data),
                                          data.get("client_id"), data.get("body"), data.get("attachment_id"),
                                          client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"),
                                          present=_in_room)
-        except services.OutOfOrder as refused:  # the client renumbers its outbox after this
+        except send.OutOfOrder as refused:  # the client renumbers its outbox after this
             return {**error_ack(refused), "last_client_seq": refused.last_client_seq}
         if sent.created:  # emitted after the commit; a retried send is not broadcast twice
             emit("message", sent.wire, to=room_name(sent.consult_id), namespace=NAMESPACE)
@@ -135,21 +137,21 @@ class RoomNamespace(Namespace):
     @handler
     def on_backfill(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined_consult(data)
-        page = services.messages_page_after(consult, data.get("after_seq", 0))
-        return {"ok": True, "messages": [services.to_wire(m) for m in page.messages], "more": page.more,
-                "last_seq": services.last_seq(consult)}
+        page = history.messages_page_after(consult, data.get("after_seq", 0))
+        return {"ok": True, "messages": [to_wire(m) for m in page.messages], "more": page.more,
+                "last_seq": history.last_seq(consult)}
 
-    @handler(authenticate=False)  # the statement proves the session (services.head)
+    @handler(authenticate=False)  # the statement proves the session (history.head)
     def on_head(self, data: dict[str, Any]) -> dict[str, Any]:
         """The resync check (every RESYNC_SECONDS, and when the page comes back): the latest stored seq."""
-        seq = services.head(self._sender(data), lambda: self._resolve(data), request.sid)
+        seq = history.head(self._sender(data), lambda: self._resolve(data), request.sid)
         return {"ok": True, "last_seq": seq}
 
     @handler
     def on_history(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined_consult(data)
-        page = services.messages_before(consult, data.get("before_seq"))
-        return {"ok": True, "messages": [services.to_wire(m) for m in page.messages], "has_more": page.more}
+        page = history.messages_before(consult, data.get("before_seq"))
+        return {"ok": True, "messages": [to_wire(m) for m in page.messages], "has_more": page.more}
 
     @handler
     def on_typing(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +164,7 @@ class RoomNamespace(Namespace):
     @handler
     def on_read(self, data: dict[str, Any]) -> dict[str, Any]:
         consult = self._joined_consult(data)
-        seq = services.mark_read(current_user, consult, data.get("seq"))
+        seq = receipts.mark_read(current_user, consult, data.get("seq"))
         emit("read", {"user_id": current_user.id, "seq": seq},
              to=room_name(consult.id), namespace=NAMESPACE)
         return {"ok": True, "seq": seq}

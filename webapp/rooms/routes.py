@@ -9,7 +9,7 @@ from ..consults import policy
 from ..consults.forms import AttachmentForm
 from ..models import Role
 from ..video import services as video_services
-from . import services
+from . import access
 
 bp = Blueprint("rooms", __name__, url_prefix="/consults")
 
@@ -18,9 +18,9 @@ bp = Blueprint("rooms", __name__, url_prefix="/consults")
 @role_required(Role.RURAL_DOCTOR, Role.SPECIALIST, Role.COORDINATOR)
 def room(ref: str):
     try:
-        consult = services.enter_room(me(), ref)
-    except services.RoomNotOpen as closed:
-        consult = services.consult_by_ref(ref)
+        consult = access.enter_room(me(), ref)
+    except access.RoomNotOpen as closed:
+        consult = access.consult_by_ref(ref)
         return render_template("rooms/not_open.html", consult=consult, opens_at=closed.opens_at,
                                message=closed.message), closed.status
     # static/js/call.js: everyone the policy lets join; a participant who may raise a hand (a
@@ -33,5 +33,5 @@ def room(ref: str):
                            ice_servers=video_services.ice_servers(me()) if call_allowed else [],
                            call_settings=video_services.call_settings(current_app.config),
                            polite=policy.is_polite(me(), consult), consult=consult, upload_form=AttachmentForm(),
-                           read_only=consult.status in services.CLOSED,
+                           read_only=consult.status in access.CLOSED,
                            can_post=policy.allows(me(), consult, policy.Action.POST))
