@@ -75,3 +75,50 @@ def test_simultaneous_joins_share_one_call_on_postgresql(race_pg_app):
 
 def test_simultaneous_joins_share_one_call_on_sqlite(race_sqlite_app):
     _race_rounds(race_sqlite_app)
+
+
+# --- two Join clicks at once, over real sockets: one of the two offers ------------------------------
+
+JOIN_ROUNDS = 12
+
+
+def test_simultaneous_joins_over_real_sockets_leave_exactly_one_doctor_offering(app, live_server):
+    """Two joins handled at the same moment (one server thread per WebSocket) are taken in turn: in
+    every round exactly one of the two acks names the other doctor (that one offers to them), so
+    the call cannot wait forever with each side waiting for the other's offer."""
+    import socketio
+
+    from tests.conftest import cookie_header, http_session
+
+    make = Factory()
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    ref = consult.ref
+    clients = []
+    for user in (rural, specialist):
+        sio = socketio.Client(reconnection=False)
+        sio.connect(live_server.url, namespaces=["/call"], transports=["websocket"], wait_timeout=10,
+                    headers={"Cookie": cookie_header(http_session(live_server.url, user.email))})
+        clients.append(sio)
+    try:
+        for _ in range(JOIN_ROUNDS):
+            barrier = threading.Barrier(2)
+            acks: list[dict] = [{}, {}]
+
+            def join(i: int, barrier: threading.Barrier = barrier, acks: list[dict] = acks) -> None:
+                barrier.wait()
+                acks[i] = clients[i].call("join", {"ref": ref}, namespace="/call", timeout=30)
+
+            threads = [threading.Thread(target=join, args=(i,)) for i in (0, 1)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(40)
+            assert all(a.get("ok") for a in acks), acks
+            seen = sorted(len(a["peers"]) for a in acks)
+            assert seen == [0, 1], acks  # one joined first (nobody there), the other saw them
+            for i in (0, 1):
+                assert clients[i].call("leave", {"ref": ref}, namespace="/call", timeout=30)["ok"]
+    finally:
+        for sio in clients:
+            sio.disconnect()

@@ -7,15 +7,17 @@ only to that user's connections in the call.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
 from ..audit.services import record_refusal
 from ..consults import policy
 from ..errors import NotFound, ValidationFailed
+from ..extensions import db
 from ..models import Consult
 from ..presence import Snapshot
 from ..realtime import Connections, accept_connection, connections, emit, forget_connection, handler
@@ -29,6 +31,24 @@ NAMESPACE = "/call"
 def call_room(consult_id: int) -> str:
     """The Socket.IO room of one consult's call."""
     return f"call:{consult_id}"
+
+
+JOIN_LOCKS_KEY = "huizhen.call_join_locks"
+JOIN_LOCK_STRIPES = 64
+
+
+def _join_lock(consult_id: int) -> threading.Lock:
+    """The lock that makes one consult's joins one after the other in this process (striped).
+
+    Two joins handled at once (one thread per WebSocket) could each see the call empty, each
+    wait for the other to offer, and the call would never connect; in turn, the later one sees the
+    earlier one and offers to it.
+    """
+    app = current_app._get_current_object()
+    locks = app.extensions.get(JOIN_LOCKS_KEY)
+    if locks is None:
+        locks = app.extensions.setdefault(JOIN_LOCKS_KEY, [threading.Lock() for _ in range(JOIN_LOCK_STRIPES)])
+    return locks[consult_id % len(locks)]
 
 
 def _members() -> Connections:
@@ -117,36 +137,41 @@ class CallNamespace(Namespace):
                 raise ValidationFailed("The offer sent with a join must be an SDP offer.")
             offer = services.validate_signal(offer)
             services.check_media(current_user, consult, offer)
-        present = {m.user_id for m in _members().snapshot(consult.id).members if m.sid != request.sid}
-        services.check_caps(current_user, consult, present)
-        others = sorted(present - {current_user.id})
-        call = services.start_call(current_user, consult, audit="call.joined")  # one commit
-        previous = _members().consult_of(request.sid)
-        if previous is not None and previous != consult.id:
-            leave_room(call_room(previous))
-        join_room(call_room(consult.id))
-        _members().add(request.sid, consult.id, current_user.id)
-        me = services.call_people(consult, [current_user.id])
-        # Each member's politeness towards the newcomer (perfect negotiation, per pair)
-        emit("peer-resumed" if resume else "peer-joined",
-             {"user_id": current_user.id, "name": current_user.full_name, **(me[0] if me else {}),
-              "polite_to": {str(uid): not policy.is_polite(current_user, consult, uid) for uid in others}},
-             to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
-        # The offer sent with a join is for a two-party call: the one other person in it takes it
-        # (after peer-joined, so they have reset their connection). With more, the joiner offers
-        # to each in turn once it knows who is there.
-        offered_to = others[0] if offer is not None and len(others) == 1 else None
-        if offered_to is not None:
-            for sid in _user_sids(consult.id, offered_to):
-                emit("signal", {**offer, "from": current_user.id, "to": offered_to}, to=sid, namespace=NAMESPACE)
-        return {"ok": True, "me": current_user.id, "call_id": call.id,
-                "ice_servers": services.ice_servers(current_user),
-                "peers": _members().others(consult.id, request.sid),
-                "people": services.call_people(consult, others),
-                "polite": policy.is_polite(current_user, consult),
-                "polite_to": {str(uid): policy.is_polite(current_user, consult, uid) for uid in others},
-                "offered_to": offered_to, "hands": services.hands(consult),
-                "sends": policy.allows(current_user, consult, policy.Action.SEND_MEDIA)}
+        # No database transaction is held while waiting for the turn: on SQLite the write lock is
+        # taken at BEGIN, and the join holding the turn needs it to commit the call record.
+        turn = _join_lock(consult.id)  # (read before the commit expires the consult)
+        db.session.commit()
+        with turn:  # who is there, who offers and the announcement, in one turn
+            present = {m.user_id for m in _members().snapshot(consult.id).members if m.sid != request.sid}
+            services.check_caps(current_user, consult, present)
+            others = sorted(present - {current_user.id})
+            call = services.start_call(current_user, consult, audit="call.joined")  # one commit
+            previous = _members().consult_of(request.sid)
+            if previous is not None and previous != consult.id:
+                leave_room(call_room(previous))
+            join_room(call_room(consult.id))
+            _members().add(request.sid, consult.id, current_user.id)
+            me = services.call_people(consult, [current_user.id])
+            # Each member's politeness towards the newcomer (perfect negotiation, per pair)
+            emit("peer-resumed" if resume else "peer-joined",
+                 {"user_id": current_user.id, "name": current_user.full_name, **(me[0] if me else {}),
+                  "polite_to": {str(uid): not policy.is_polite(current_user, consult, uid) for uid in others}},
+                 to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
+            # The offer sent with a join is for a two-party call: the one other person in it takes it
+            # (after peer-joined, so they have reset their connection). With more, the joiner offers
+            # to each in turn once it knows who is there.
+            offered_to = others[0] if offer is not None and len(others) == 1 else None
+            if offered_to is not None:
+                for sid in _user_sids(consult.id, offered_to):
+                    emit("signal", {**offer, "from": current_user.id, "to": offered_to}, to=sid, namespace=NAMESPACE)
+            return {"ok": True, "me": current_user.id, "call_id": call.id,
+                    "ice_servers": services.ice_servers(current_user),
+                    "peers": _members().others(consult.id, request.sid),
+                    "people": services.call_people(consult, others),
+                    "polite": policy.is_polite(current_user, consult),
+                    "polite_to": {str(uid): policy.is_polite(current_user, consult, uid) for uid in others},
+                    "offered_to": offered_to, "hands": services.hands(consult),
+                    "sends": policy.allows(current_user, consult, policy.Action.SEND_MEDIA)}
 
     @handler
     def on_signal(self, data: dict[str, Any]) -> dict[str, Any]:
