@@ -355,6 +355,15 @@ def test_three_people_see_seen_by_n_roles_and_a_trainees_question(browser: Brows
         trainee.get_by_role("textbox", name="Message").press_sequentially("And", delay=20)
         expect(rural.locator("#typing")).to_have_text("Dr Zhou Wei and Dr Wu Jie are typing…")
 
+        # the trainee reads the notes live but cannot type in them
+        trainee.locator("#room-tab-notes").click()
+        expect(trainee.locator("textarea[data-section=assessment]")).to_be_visible()
+        expect(trainee.locator("textarea[data-section=assessment]")).not_to_be_editable()
+        lead.locator("textarea[data-section=assessment]").click()
+        lead.keyboard.type("Likely right MCA stroke.", delay=5)
+        expect(trainee.locator("textarea[data-section=assessment]")).to_have_value("Likely right MCA stroke.")
+        trainee.locator("#room-tab-chat").click()
+
         seen.focus()  # keyboard focus shows the names as hovering does
         expect(seen.locator(".seen-names")).to_be_visible()
         expect(seen.locator(".seen-count")).to_be_hidden()

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from tests.conftest import IsolatedSocketClient, login
 from webapp.consults import policy
 from webapp.extensions import db
-from webapp.models import AuditEvent, Consult
+from webapp.models import AuditEvent, CallSession, Consult
 
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 SENDING = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 111\r\na=sendrecv\r\n"
@@ -87,6 +87,27 @@ def test_three_in_a_call_signal_pairwise_and_each_pair_knows_who_is_polite(call_
     assert r.emit("signal", {"ref": consult.ref, "type": "candidate", "candidate": candidate, "to": second.id},
                   namespace="/call", callback=True)["ok"]
     assert _events(s, "signal")[0]["candidate"] == candidate and _events(ld, "signal") == []
+
+
+def test_the_call_record_stays_open_while_two_others_still_talk_and_closes_with_the_pair(call_client, team):
+    consult, requester, lead, second, _trainee = team
+    r, ld, s = call_client(requester), call_client(lead), call_client(second)
+    for c in (r, ld, s):
+        assert _join(c, consult)["ok"]
+
+    def open_calls() -> list[CallSession]:
+        db.session.expire_all()
+        return list(db.session.scalars(select(CallSession).where(CallSession.consult_id == consult.id,
+                                                                 CallSession.ended_at.is_(None))))
+
+    first = open_calls()
+    assert len(first) == 1
+    assert s.emit("leave", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
+    assert [c.id for c in open_calls()] == [first[0].id]  # the requester and the lead talk on
+    assert ld.emit("leave", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
+    assert open_calls() == []  # the requester waits alone: the call ended, as a two-party call does
+    ended = db.session.get(CallSession, first[0].id)
+    assert ended.ended_at is not None
 
 
 def test_a_signal_to_someone_not_in_the_call_is_not_delivered_and_a_bad_target_is_refused(call_client, team):

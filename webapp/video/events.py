@@ -228,8 +228,11 @@ class CallNamespace(Namespace):
         consult = self._joined(data)
         if services.leave_speech(current_user, consult):
             _announce_hands(consult)
-        services.end_call(current_user, consult)
         _members().remove(request.sid)
+        # The call goes on while two others are still talking to each other (a mesh call); with
+        # one left, waiting alone, it ended as a two-party call does
+        staying = {uid for uid in _members().others(consult.id, request.sid) if uid != current_user.id}
+        services.end_call(current_user, consult, others_stay=len(staying) >= 2)
         leave_room(call_room(consult.id))
         emit("peer-left", {"user_id": current_user.id, "reason": "hung_up"}, to=call_room(consult.id),
              namespace=NAMESPACE)

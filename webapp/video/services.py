@@ -314,12 +314,13 @@ def record_stats(user: User, consult: Consult, data: dict[str, Any]) -> CallSess
     return call
 
 
-def end_call(user: User, consult: Consult) -> CallSession | None:
-    """Close the open call record when a party hangs up."""
+def end_call(user: User, consult: Consult, *, others_stay: bool = False) -> CallSession | None:
+    """Close the open call record when a participant hangs up, unless others_stay (two or more
+    others are still talking in it: a mesh call goes on)."""
     call = db.session.scalar(
         select(CallSession).where(CallSession.consult_id == consult.id, CallSession.ended_at.is_(None))
     )
-    if call is None or not policy.is_participant(user, consult):
+    if call is None or others_stay or not policy.is_participant(user, consult):
         return None
     call.ended_at = utcnow()
     db.session.commit()
