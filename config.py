@@ -43,6 +43,8 @@ DEFAULT_EVENT_LIMITS: dict[str, str] = {
     "/call state": "30 per 10 seconds",
     "/call stats": "10 per 10 seconds",
     "/call leave": "60 per minute",
+    "/call raise_hand": "10 per 10 seconds",  # each changed hand is a commit and a message to the whole call
+    "/call allow_speech": "20 per 10 seconds",
 }
 
 

@@ -271,6 +271,7 @@
       giveTile(peer);
       var stream = e.streams[0] || new MediaStream([e.track]);
       if (peer.video.srcObject !== stream) peer.video.srcObject = stream;
+      gateAudio(peer);
       playRemote(peer.video);
       watchFirstFrame(peer);
     };
@@ -287,6 +288,7 @@
     };
     pc.onconnectionstatechange = function () {
       if (pc.connectionState === "connected") {
+        peer.away = false; clearTimeout(peer.returnTimer);
         mark("connected");
         if (peerList().every(function (p) { return p.pc.connectionState === "connected"; })) setStatus(t("Connected"), "ok");
         if (!peer.reportedConnected) {
@@ -312,6 +314,7 @@
     held.forEach(function (payload) { payload.to = id; socket.emit("signal", payload); });
   }
   function forget(peer) {
+    clearTimeout(peer.returnTimer);
     closePc(peer.pc);
     dropTile(peer);
     if (peer.id !== null && peers[peer.id] === peer) delete peers[peer.id];
@@ -331,7 +334,7 @@
   // Someone joins (or came back with a new page): they offer, we answer on a fresh connection.
   function peerArrived(id, info) {
     var peer = peers[id];
-    if (peer) { build(peer, false); describe(peer, info); return peer; }
+    if (peer) { peer.away = false; clearTimeout(peer.returnTimer); build(peer, false); describe(peer, info); return peer; }
     // A spare that has not negotiated yet is ready to answer as it is: building a new one would
     // hold the page up just as the offer arrives.
     if (spare && !spare.pc.localDescription && !spare.pc.remoteDescription && spare.pc.signalingState === "stable") {
@@ -778,9 +781,23 @@
     root.classList.remove("in-call");
     joinBtn.disabled = false;
     showHands([]);
+    speaking = false; root.classList.remove("speaking");
+    if (micTrack) { micTrack.stop(); micTrack = null; }
     setStatus(t("You left the call."));
   }
 
+  // Someone whose connection dropped has this long to come back (their page resumes or rejoins);
+  // then their connection goes, as if they had hung up, so that the others' calls no longer wait
+  // on them.
+  var RETURN_GRACE_MS = 60000;
+  function awaitReturn(peer) {
+    var pc = peer.pc;
+    peer.away = pc.connectionState !== "connected";  // their media may still flow (only signaling went)
+    clearTimeout(peer.returnTimer);
+    peer.returnTimer = setTimeout(function () {
+      if (inCall && peers[peer.id] === peer && peer.pc === pc && pc.connectionState !== "connected") peerGone(peer);
+    }, RETURN_GRACE_MS);
+  }
   // Someone hung up: their connection goes; alone again, a fresh one waits for the next to join.
   function peerGone(peer) {
     var name = peer.name;
@@ -835,16 +852,19 @@
     if (!inCall) return;
     var peer = data && peers[data.user_id];
     if (peer && peer.pc.connectionState === "connected" && anyConnected()) setStatus(t("Connected"), "ok");
-    if (peer) renegotiateAfterGap(peer);
+    if (peer) { peer.away = false; clearTimeout(peer.returnTimer); renegotiateAfterGap(peer); }
   });
   socket.on("peer-left", function (data) {
     if (!inCall) return;
     var peer = data && peers[data.user_id];
-    if (data && data.reason === "hung_up") {
+    // Hung up, or removed from the consult (their connection is closed at once: nothing more of
+    // the call reaches them)
+    if (data && (data.reason === "hung_up" || data.reason === "removed")) {
       if (peer) peerGone(peer);
       else if (!peerList().length) { showUnmute(); setStatus(t("The other doctor left the call. You can wait here; they can rejoin.")); }
       return;
     }
+    if (peer) awaitReturn(peer);
     if (peer && peer.video) peer.video.classList.remove("live");
     if (peer) { peer.state = {}; showPeerStates(); }
     setStatus(peerList().length > 1 && peer ? t("%(name)s's connection dropped — waiting for them to come back…", { name: peer.name })
@@ -930,7 +950,9 @@
       // meanwhile), set the call up anew.
       setTimeout(function () {
         if (!inCall || !joined) return;
-        var stuck = kept.some(function (k) { return peers[k[0].id] === k[0] && k[0].pc === k[1] && k[1].connectionState !== "connected"; });
+        var stuck = kept.some(function (k) {
+          return peers[k[0].id] === k[0] && k[0].pc === k[1] && k[1].connectionState !== "connected" && !k[0].away;
+        });
         if (stuck) { joined = false; sendJoin(); }
       }, 20000);
     });
@@ -1009,7 +1031,19 @@
   // "Withdraw"; a trainee allowed to speak adds their microphone to each connection (audio only),
   // and takes it away again when the lead withdraws it.
   var canAllow = root.dataset.canAllow === "true", speaking = false, handRaised = false, micTrack = null;
+  var mayTalk = {};  // user id -> true: the trainees the lead has let speak
+  // A trainee's sound is played only while the lead lets them speak: each page enforces it on what
+  // it receives, so a trainee's page that kept its microphone on after a withdrawal is not heard.
+  function gateAudio(peer) {
+    if (peer.role !== "trainee" || !peer.pc) return;
+    peer.pc.getReceivers().forEach(function (r) {
+      if (r.track && r.track.kind === "audio") r.track.enabled = !!mayTalk[peer.id];
+    });
+  }
   function showHands(hands) {
+    mayTalk = {};
+    hands.forEach(function (h) { if (h.allowed) mayTalk[h.user_id] = true; });
+    peerList().forEach(gateAudio);
     if (handsEl) {
       handsEl.textContent = "";
       hands.forEach(function (h) {

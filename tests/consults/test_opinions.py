@@ -90,6 +90,15 @@ def test_an_opinion_never_changes_a_further_one_is_a_new_addendum(world):
     assert not opinions.verify(db.session.get(ConsultOpinion, first_id))
 
 
+def test_the_same_opinion_sent_twice_is_signed_once(world):
+    c, second = world["consult"], world["second"]
+    first = opinions.add_opinion(second, c.ref, "Agree: CT angiography first.")
+    again = opinions.add_opinion(second, c.ref, "  Agree: CT angiography first.  ")  # a double click, a resent form
+    assert again.id == first.id
+    assert db.session.scalars(select(ConsultOpinion)).all() == [first]
+    assert len(db.session.scalars(select(AuditEvent).where(AuditEvent.action == "opinion.signed")).all()) == 1
+
+
 def test_the_recommendation_is_signed_by_the_same_mechanism(world):
     c, lead = world["consult"], world["lead"]
     sign_recommendation(lead, c)

@@ -239,3 +239,78 @@ def test_the_room_page_gives_a_trainee_the_call_receive_only_and_the_lead_the_ha
     assert ">Join the call to watch and listen<" in watching
     assert 'data-can-allow="false"' in watching and 'id="call-hand"' in watching
     assert 'data-sends="true"' in leading and 'data-can-allow="true"' in leading and ">Join call<" in leading
+
+
+def test_a_removed_participant_leaves_the_call_as_removed_and_the_others_close_to_them(call_client, team):
+    """Removal closes the removed person's call socket; the others hear "removed" (their pages close
+    the connection to them at once), not "disconnected" (which waits for a return)."""
+    import time
+
+    from webapp.consults import participants
+
+    consult, requester, lead, second, _trainee = team
+    r, ld, s = call_client(requester), call_client(lead), call_client(second)
+    for c in (r, ld, s):
+        assert _join(c, consult)["ok"]
+    r.get_received("/call")
+    participants.remove(requester, consult.ref, second.id)
+    deadline = time.monotonic() + 10  # the re-check runs as a background task, off the request
+    left = []
+    while not left and time.monotonic() < deadline:
+        left = [e for e in _events(r, "peer-left") if e["user_id"] == second.id]
+        time.sleep(0.05)
+    assert left == [{"user_id": second.id, "reason": "removed"}]
+    assert not s.is_connected("/call")
+
+
+def test_a_trainees_leave_to_speak_ends_with_their_connection_and_with_the_call(call_client, team):
+    consult, requester, lead, _second, trainee = team
+    r, ld, tr = call_client(requester), call_client(lead), call_client(trainee)
+    for c in (r, ld, tr):
+        assert _join(c, consult)["ok"]
+    assert ld.emit("allow_speech", {"ref": consult.ref, "user_id": trainee.id, "allow": True},
+                   namespace="/call", callback=True)["ok"]
+    ld.get_received("/call")
+    tr.disconnect("/call")  # a closed tab: no hang-up
+    got = ld.get_received("/call")
+    assert [e["args"][0] for e in got if e["name"] == "hands"][-1]["hands"] == []
+    assert [e["args"][0] for e in got if e["name"] == "peer-left"] == [{"user_id": trainee.id,
+                                                                         "reason": "disconnected"}]
+    assert not policy.allows(trainee, _fresh(consult), policy.Action.SEND_MEDIA)
+
+    # a hand raised in one call is not carried into the next call
+    tr2 = call_client(trainee)
+    assert _join(tr2, consult)["ok"]
+    assert tr2.emit("raise_hand", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
+    for c in (r, ld, tr2):
+        assert c.emit("leave", {"ref": consult.ref}, namespace="/call", callback=True)["ok"]
+    assert _join(call_client(requester), consult)["ok"]  # a new call record
+    assert _fresh(consult).participants and all(
+        p.hand_raised_at is None and p.speech_allowed_at is None for p in _fresh(consult).participants)
+
+
+def test_only_a_trainee_in_the_call_is_let_to_speak_and_a_speaker_counts_as_a_sender(app, monkeypatch,
+                                                                                       call_client, team):
+    consult, requester, lead, second, trainee = team
+    ld = call_client(lead)
+    assert _join(ld, consult)["ok"]
+    ack = ld.emit("allow_speech", {"ref": consult.ref, "user_id": trainee.id, "allow": True},
+                  namespace="/call", callback=True)
+    assert ack["ok"] is False and ack["status"] == 422 and "in the call" in ack["message"]
+    monkeypatch.setitem(app.config, "CALL_MAX_SENDERS", 3)
+    for u in (requester, second, trainee):
+        assert _join(call_client(u), consult)["ok"]
+    ack = ld.emit("allow_speech", {"ref": consult.ref, "user_id": trainee.id, "allow": True},
+                  namespace="/call", callback=True)
+    assert ack["ok"] is False and ack["error"] == "call_full"  # three already send
+
+
+def test_a_hand_raised_twice_is_announced_once(call_client, team):
+    consult, _requester, lead, _second, trainee = team
+    ld, tr = call_client(lead), call_client(trainee)
+    for c in (ld, tr):
+        assert _join(c, consult)["ok"]
+    ld.get_received("/call")
+    for _ in range(3):
+        assert tr.emit("raise_hand", {"ref": consult.ref, "raised": True}, namespace="/call", callback=True)["ok"]
+    assert len(_events(ld, "hands")) == 1

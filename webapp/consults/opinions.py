@@ -19,7 +19,8 @@ MAX_LENGTH = 10_000  # characters of one opinion
 
 
 def add_opinion(author: User, ref: str, text: str) -> ConsultOpinion:
-    """An invited specialist writes and signs an opinion on the consult (immutable once signed)."""
+    """An invited specialist writes and signs an opinion on the consult (immutable once signed; the
+    same text again from the same author returns the one already signed)."""
     consult = check_visible(author, ref, "add_opinion", lock=True)
     if not policy.allows(author, consult, Action.ADD_OPINION):
         raise Forbidden("Only an invited specialist adds a signed opinion, while the consult is open "
@@ -30,6 +31,11 @@ def add_opinion(author: User, ref: str, text: str) -> ConsultOpinion:
     if len(text) > MAX_LENGTH:
         raise ValidationFailed("An opinion is at most %(max)s characters.", fields={"text": "too_long"},
                                max=MAX_LENGTH)
+    # The same text sent again (a double click, a resent form) is the opinion already signed: an
+    # addendum can never be taken back, so a duplicate would stay on the record for good
+    for earlier in consult.opinions:
+        if earlier.author_id == author.id and earlier.text == text:
+            return earlier
     opinion = ConsultOpinion(consult=consult, consult_id=consult.id, author=author, author_id=author.id, text=text)
     signing.sign(opinion, actor=author, consult=consult, event="opinion.signed",
                  detail={"role": policy.role_of(author, consult).value})

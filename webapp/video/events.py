@@ -7,6 +7,7 @@ only to that user's connections in the call.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..audit.services import record_refusal
 from ..consults import policy
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db
-from ..models import Consult
+from ..models import Consult, User
 from ..presence import Snapshot
 from ..realtime import Connections, accept_connection, connections, emit, forget_connection, handler
 from ..rooms import services as rooms
@@ -26,6 +27,7 @@ from ..sessionbus import register_namespace
 from . import services
 
 NAMESPACE = "/call"
+log = logging.getLogger(__name__)
 
 
 def call_room(consult_id: int) -> str:
@@ -71,7 +73,26 @@ def call_members(app: Flask) -> Connections:
 def _vanished(consult_id: int, snap: Snapshot) -> None:
     present = {m.user_id for m in snap.members}
     for user_id in sorted({m.user_id for m in snap.vanished} - present):
-        emit("peer-left", {"user_id": user_id, "reason": "disconnected"}, to=call_room(consult_id), namespace=NAMESPACE)
+        emit("peer-left", {"user_id": user_id, "reason": _gone(consult_id, user_id)}, to=call_room(consult_id),
+             namespace=NAMESPACE)
+
+
+def _gone(consult_id: int, user_id: int) -> str:
+    """Why someone's last connection to a call went: "removed" when they may no longer join it
+    (the others close their connection to them at once: no more of the patient's audio and video
+    reaches them), else "disconnected" (they may come back; a trainee's raised hand and leave to
+    speak are given back either way)."""
+    try:
+        user, consult = db.session.get(User, user_id), db.session.get(Consult, consult_id)
+        if user is None or consult is None or not services.may_join(user, consult):
+            return "removed"
+        if services.leave_speech(user, consult):
+            _announce_hands(consult)
+        return "disconnected"
+    except Exception:  # the database is away: the others keep waiting for them, as before
+        db.session.rollback()
+        log.exception("could not tell why user %s left the call of consult %s", user_id, consult_id)
+        return "disconnected"
 
 
 def _user_sids(consult_id: int, user_id: int) -> list[str]:
@@ -112,8 +133,8 @@ class CallNamespace(Namespace):
         # A socket that already came back (a resumed join on a new connection) may be seen to go
         # only now, after its ping timeout: its user is still in the call, so nobody left
         if left is not None and left[1] not in _members().others(left[0], request.sid):
-            emit("peer-left", {"user_id": left[1], "reason": "disconnected"}, to=call_room(left[0]),
-                 namespace=NAMESPACE)
+            emit("peer-left", {"user_id": left[1], "reason": _gone(left[0], left[1])},
+                 to=call_room(left[0]), namespace=NAMESPACE)
 
     def _joined(self, data: dict[str, Any]) -> Consult:
         consult = _call_consult(data.get("ref"))
@@ -209,8 +230,8 @@ class CallNamespace(Namespace):
         raised = data.get("raised", True)
         if not isinstance(raised, bool):
             raise ValidationFailed("%(name)s must be true or false.", name="raised")
-        services.raise_hand(current_user, consult, raised)
-        _announce_hands(consult)
+        if services.raise_hand(current_user, consult, raised):
+            _announce_hands(consult)
         return {"ok": True}
 
     @handler
@@ -219,7 +240,8 @@ class CallNamespace(Namespace):
         allow = data.get("allow", True)
         if not isinstance(allow, bool):
             raise ValidationFailed("%(name)s must be true or false.", name="allow")
-        services.allow_speech(current_user, consult, data.get("user_id"), allow)
+        present = {m.user_id for m in _members().snapshot(consult.id).members}
+        services.allow_speech(current_user, consult, data.get("user_id"), allow, present)
         _announce_hands(consult)
         return {"ok": True}
 

@@ -120,18 +120,23 @@ def hands(consult: Consult) -> list[dict[str, Any]]:
             if p.hand_raised_at is not None or p.speech_allowed_at is not None]
 
 
-def raise_hand(user: User, consult: Consult, raised: bool) -> None:
-    """A receive-only participant raises (or lowers) a hand to ask the lead to let them speak."""
+def raise_hand(user: User, consult: Consult, raised: bool) -> bool:
+    """A receive-only participant raises (or lowers) a hand to ask the lead to let them speak;
+    whether that changed anything (a hand raised twice is one hand)."""
     if not policy.allows(user, consult, Action.RAISE_HAND):
         raise Forbidden("Only a trainee in the call raises a hand.")
     p = policy.participation(user, consult)
     assert p is not None  # RAISE_HAND is a participant's action
+    if (p.hand_raised_at is not None) == raised:
+        return False
     p.hand_raised_at = utcnow() if raised else None
     db.session.commit()
+    return True
 
 
-def allow_speech(actor: User, consult: Consult, user_id: Any, allow: bool) -> None:
-    """The lead lets a trainee speak in the call (their microphone), or withdraws it."""
+def allow_speech(actor: User, consult: Consult, user_id: Any, allow: bool, present: set[int]) -> None:
+    """The lead lets a trainee in the call speak (their microphone), or withdraws it; a trainee
+    let to speak counts as a sender against CALL_MAX_SENDERS (present: the users in the call)."""
     if not policy.allows(actor, consult, Action.ALLOW_SPEECH):
         raise Forbidden("Only the lead specialist lets a trainee speak.")
     if not isinstance(user_id, int) or isinstance(user_id, bool):
@@ -139,6 +144,14 @@ def allow_speech(actor: User, consult: Consult, user_id: Any, allow: bool) -> No
     target = policy.participation(user_id, consult)
     if target is None or not target.is_active or not policy.allows(target.user, consult, Action.RAISE_HAND):
         raise ValidationFailed("Only a trainee of this consult can be let to speak.")
+    if allow and user_id not in present:
+        raise ValidationFailed("Only a trainee in the call can be let to speak.")
+    if allow and target.speech_allowed_at is None:
+        senders = current_app.config["CALL_MAX_SENDERS"]
+        sending = [u for u in _present_users(consult, present) if policy.allows(u, consult, Action.SEND_MEDIA)]
+        if len(sending) + 1 > senders:
+            raise CallFull(N_("This call already has %(num)s people on camera and microphone, the most "
+                              "it allows. You can join once someone leaves."), num=senders)
     target.speech_allowed_at = utcnow() if allow else None
     target.hand_raised_at = None
     record("call.speech_allowed" if allow else "call.speech_withdrawn", actor=actor, consult=consult,
@@ -147,7 +160,8 @@ def allow_speech(actor: User, consult: Consult, user_id: Any, allow: bool) -> No
 
 
 def leave_speech(user: User, consult: Consult) -> bool:
-    """A trainee who hangs up lowers their hand and gives back their leave to speak."""
+    """A trainee who hangs up (or whose last connection to the call goes) lowers their hand and
+    gives back their leave to speak."""
     p = policy.participation(user, consult)
     if p is None or (p.hand_raised_at is None and p.speech_allowed_at is None):
         return False
@@ -270,6 +284,9 @@ def start_call(user: User, consult: Consult, *, audit: str | None = None) -> Cal
             call = _open_call(consult)
             if call is None:
                 raise
+    if created:  # a new call: raised hands and leaves to speak of an earlier one do not carry over
+        for p in consult.participants:
+            p.hand_raised_at = p.speech_allowed_at = None
     if audit:
         record(audit, actor=user, consult=consult)
     if created or audit:
