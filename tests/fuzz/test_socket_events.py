@@ -114,7 +114,7 @@ EVENTS = [("/room", e) for e in ("join", "send", "backfill", "typing", "read")] 
 def joined(app, make, party_socket, monkeypatch):
     """A scheduled consult with an attachment; both doctors joined on the namespace under test."""
     notes.forget()
-    notes._limiters.clear()
+    notes.reset_rate_limits()
     monkeypatch.setitem(app.config, "NOTES_UPDATES_PER_SECOND", 100_000)
     # The fuzz rejoins after every join/leave example: event rate limits (proved in
     # tests/rooms/test_flood_limits.py) would refuse the rejoin, which is not what is fuzzed here.
