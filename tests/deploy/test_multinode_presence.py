@@ -117,7 +117,9 @@ def test_call_join_on_one_node_hands_the_offer_to_the_party_waiting_on_the_other
         # call.js keeps the connection that made this offer only when the ack names the waiting peer
         assert joined["ok"] and joined["peers"] == [a_id], joined
         assert a.wait_for("peer-joined")["user_id"] == b_id
-        assert a.wait_for("signal", lambda s: s["type"] == "offer") == {"type": "offer", "sdp": OFFER, "from": b_id}
+        assert joined["offered_to"] == a_id  # the join's offer went to the one other person (mesh: by `to`)
+        assert a.wait_for("signal", lambda s: s["type"] == "offer") == {"type": "offer", "sdp": OFFER, "from": b_id,
+                                                                       "to": a_id}
         assert a.call("signal", {"ref": ref, "type": "answer", "sdp": ANSWER})["ok"]
         assert b.wait_for("signal", lambda s: s["type"] == "answer")["from"] == a_id
         assert a.call("state", {"ref": ref, "muted": True})["ok"]
