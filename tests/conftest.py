@@ -181,16 +181,31 @@ def race_sqlite_app(_race_sqlite_app: Flask) -> Iterator[Flask]:
     yield from emptied(_race_sqlite_app)
 
 
-def truncate_all(app: Flask) -> None:
-    """Empty every table between tests (the schema stays)."""
+def truncate_all(app: Flask, attempts: int = 5) -> None:
+    """Empty every table between tests (the schema stays).
+
+    On PostgreSQL a server still serving the previous test's pages (a cluster's nodes) may hold a
+    table that TRUNCATE waits for while it waits for another: PostgreSQL then ends one side with
+    "deadlock detected", and the truncate is tried again.
+    """
+    from sqlalchemy.exc import OperationalError
+
     with app.app_context():
         tables = [t.name for t in reversed(db.metadata.sorted_tables)]
-        with db.engine.begin() as conn:
-            if db.engine.dialect.name == "postgresql":
-                conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
-            else:
-                for t in tables:
-                    conn.execute(text(f'DELETE FROM "{t}"'))
+        for attempt in range(attempts):
+            try:
+                with db.engine.begin() as conn:
+                    if db.engine.dialect.name == "postgresql":
+                        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
+                                          + " RESTART IDENTITY CASCADE"))
+                    else:
+                        for t in tables:
+                            conn.execute(text(f'DELETE FROM "{t}"'))
+                return
+            except OperationalError as exc:
+                if "deadlock detected" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture(scope="session")
