@@ -697,6 +697,7 @@
     // and the others would set up the call twice.
     if (!socket.connected) return;
     forgetAll();
+    early = [];
     var offered = pending = makePeer(null, null, false);
     wantRemoteMedia(offered.pc);
     var offer = null;
@@ -739,6 +740,8 @@
         if (info[id].sends !== false) giveTile(peer);
       });
       if (!peerList().length) waitWithSpare();
+      var overtaken = early; early = [];
+      overtaken.forEach(function (msg) { if (peers[msg.from]) onSignal(msg); });
       configureAll();
       sendState();
       if (!anyConnected()) setStatus(others.length ? t("Connecting…") : t("Waiting for the other doctor to join…"));
@@ -810,10 +813,15 @@
     }
   }
 
-  socket.on("signal", async function (msg) {
+  // Signals that came before our join's ack from someone it will name: the answer to the offer
+  // sent with the join (and its candidates) can overtake the ack; they wait for it.
+  var early = [];
+  socket.on("signal", onSignal);
+  async function onSignal(msg) {
     if (!inCall) return;
     var peer = msg.from !== undefined ? peers[msg.from] : primary();
     if (!peer) {
+      if (msg.type !== "offer" && msg.from !== undefined && pending && !joined) { early.push(msg); return; }
       if (msg.type !== "offer" || msg.from === undefined || !localStream) return;
       peer = peerArrived(msg.from, null);  // an offer from someone we had not been told of
     }
@@ -836,7 +844,7 @@
         peerGone(peer);
       }
     } catch (e) { console.warn("signal handling failed", e); }
-  });
+  }
   socket.on("peer-joined", function (data) {
     if (!inCall || !localStream) return;
     var info = { name: data.name, role: data.role, sends: data.sends };
