@@ -35,8 +35,9 @@ def netharness(browser) -> Iterator[SimpleNamespace]:
         atexit.unregister(harness.stop)
 
 
-def _signed_in(browser, base: str, email: str):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def signed_in(browser, base: str, email: str, width: int = 1280, height: int = 900):
+    """A new context of the browser, at that viewport, with a page signed in through the form."""
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.goto(f"{base}/login", timeout=60000)
     page.fill("#email", email)
@@ -71,9 +72,9 @@ def net_call(app, netharness, monkeypatch) -> Iterator[SimpleNamespace]:
     consult = make.scheduled(rural, specialist)
     contexts = []
     try:
-        ctx_a, page_a = _signed_in(netharness.browsers["a"], base, rural.email)
+        ctx_a, page_a = signed_in(netharness.browsers["a"], base, rural.email)
         contexts.append(ctx_a)
-        ctx_b, page_b = _signed_in(netharness.browsers["b"], base, specialist.email)
+        ctx_b, page_b = signed_in(netharness.browsers["b"], base, specialist.email)
         contexts.append(ctx_b)
 
         def start(profile: str = "good", *, nat: bool = False, relay: bool = False) -> None:

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import PASSWORD, Factory
+from tests.browser.conftest import signed_in
+from tests.conftest import Factory
 
 pytestmark = pytest.mark.browser
 
@@ -40,17 +41,6 @@ LIVE_TILES = ("() => Array.from(document.querySelectorAll('#call-remotes video')
 IN_CALL = "() => window.huizhenCall.socket.connected && document.getElementById('call').classList.contains('in-call')"
 
 
-def _signed_in(browser, base: str, email: str, width: int = 1280, height: int = 900):
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.goto(f"{base}/login", timeout=60000)
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url, timeout=60000)
-    return context, page
-
-
 @contextmanager
 def _team(browser, live_server, *, trainee_too: bool = False) -> Iterator[SimpleNamespace]:
     make = Factory()
@@ -64,7 +54,7 @@ def _team(browser, live_server, *, trainee_too: bool = False) -> Iterator[Simple
     contexts, pages = [], {}
     try:
         for key, user, width in people:
-            ctx, page = _signed_in(browser, live_server.url, user.email, width, 844 if width == 390 else 900)
+            ctx, page = signed_in(browser, live_server.url, user.email, width, 844 if width == 390 else 900)
             contexts.append(ctx)
             pages[key] = page
         yield SimpleNamespace(room=f"{live_server.url}/consults/{consult.ref}/room", pages=pages, rural=rural,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import IsolatedSocketClient, free_port, login
 
 
 def udp_free(port: int) -> bool:
@@ -77,3 +77,22 @@ def fresh_media_worker() -> Iterator[MediaWorker]:
     against no other test's quota."""
     with run_media_worker() as worker:
         yield worker
+
+
+@pytest.fixture
+def call_client(app):
+    """connect(user): a /call test client signed in as the user (none: not signed in), closed after."""
+    made = []
+
+    def connect(user=None):
+        flask_client = app.test_client()
+        if user is not None:
+            login(flask_client, user)
+        client = IsolatedSocketClient(app, flask_client, "/call")
+        made.append(client)
+        return client
+
+    yield connect
+    for client in made:
+        if client.is_connected("/call"):
+            client.disconnect("/call")

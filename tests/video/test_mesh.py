@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import IsolatedSocketClient, login
+from tests.conftest import login
 from webapp.consults import policy
 from webapp.extensions import db
 from webapp.models import AuditEvent, CallSession, Consult
@@ -14,23 +14,6 @@ from webapp.models import AuditEvent, CallSession, Consult
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 SENDING = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 111\r\na=sendrecv\r\n"
 RECEIVING = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 111\r\na=recvonly\r\n"
-
-
-@pytest.fixture
-def call_client(app):
-    made = []
-
-    def connect(user):
-        flask_client = app.test_client()
-        login(flask_client, user)
-        client = IsolatedSocketClient(app, flask_client, "/call")
-        made.append(client)
-        return client
-
-    yield connect
-    for client in made:
-        if client.is_connected("/call"):
-            client.disconnect("/call")
 
 
 @pytest.fixture

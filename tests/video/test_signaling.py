@@ -5,29 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import IsolatedSocketClient, login
 from webapp.extensions import db
 from webapp.models import AuditEvent, CallSession
 
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
-
-
-@pytest.fixture
-def call_client(app):
-    made = []
-
-    def connect(user=None):
-        flask_client = app.test_client()
-        if user is not None:
-            login(flask_client, user)
-        client = IsolatedSocketClient(app, flask_client, "/call")
-        made.append(client)
-        return client
-
-    yield connect
-    for client in made:
-        if client.is_connected("/call"):
-            client.disconnect("/call")
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from babel.lists import format_list
 from sqlalchemy import select
@@ -38,6 +39,7 @@ from ..models import (
 from ..notifications.services import notify
 from ..scheduling import services as scheduling
 from ..sessionbus import recheck_consult
+from ..validation import text_problem
 from . import hooks, policy, signing
 from .matching import eligible_specialists
 from .policy import Action
@@ -119,6 +121,18 @@ def by_ref(ref: str, *, lock: bool = False) -> Consult:
         query = query.with_for_update()
     consult = db.session.scalar(query)
     if consult is None:
+        raise NotFound("No such consult.")
+    return consult
+
+
+def consult_for(user: User, ref: Any, may: Callable[[User, Consult], bool], refusal: str) -> Consult:
+    """The consult a socket event or page names by reference, if may(user, consult); else NotFound,
+    the refusal audited under `refusal` (a hidden consult and an unknown reference look the same)."""
+    if not isinstance(ref, str) or not ref or len(ref) > 32 or text_problem(ref):
+        raise ValidationFailed("A consult reference is required.")
+    consult = by_ref(ref)
+    if not may(user, consult):
+        record_refusal(refusal, actor=user, consult=consult)
         raise NotFound("No such consult.")
     return consult
 

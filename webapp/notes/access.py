@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
-from ..audit.services import record_now, record_refusal
+from ..audit.services import record_now
 from ..consults import policy
 from ..consults.policy import Action
-from ..errors import NotFound, ValidationFailed
+from ..consults.services import consult_for
 from ..extensions import db
 from ..models import Consult, User
-from ..validation import text_problem
 
 
 def can_open(user: User, consult: Consult) -> bool:
@@ -32,14 +29,7 @@ def may_ever_edit(user: User, consult: Consult) -> bool:
 
 def open_notes(user: User, ref: Any, *, audit: str | None = "notes.opened") -> Consult:
     """The consult whose notes the user may read; a refusal is audited and looks like 404."""
-    if not isinstance(ref, str) or not ref or len(ref) > 32 or text_problem(ref):
-        raise ValidationFailed("A consult reference is required.")
-    consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
-    if consult is None:
-        raise NotFound("No such consult.")
-    if not can_open(user, consult):
-        record_refusal("notes.access_denied", actor=user, consult=consult)
-        raise NotFound("No such consult.")
+    consult = consult_for(user, ref, can_open, "notes.access_denied")
     if audit:
         record_now(audit, actor=user, consult=consult)
     return consult

@@ -9,17 +9,17 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import bindparam, exists, or_, select
 
-from ..audit.services import record_now, record_refusal
+from ..audit.services import record_now
 from ..consults import policy
 from ..consults.policy import Action
-from ..errors import Forbidden, NotFound, ValidationFailed
+from ..consults.services import consult_for
+from ..errors import Forbidden, NotFound
 from ..extensions import db
 from ..i18n import translate
 from ..models import AccountStatus, Consult, ConsultStatus, ParticipantRole, User, UserSession
 from ..models.types import utcnow
 from ..notifications import services as notifications
 from ..timefmt import format_local
-from ..validation import text_problem
 
 CLOSED = (ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
 OPEN_ROOM = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED, ConsultStatus.COMPLETED, ConsultStatus.CANCELLED)
@@ -72,14 +72,7 @@ def enter_room(user: User, ref: Any, *, audit: bool = True,
     present(consult_id): who is in the room; near the booked time the parties away from it are
     told that this user is waiting, in the transaction that audits the entry.
     """
-    if not isinstance(ref, str) or not ref or len(ref) > 32 or text_problem(ref):
-        raise ValidationFailed("A consult reference is required.")
-    consult = db.session.scalar(select(Consult).where(Consult.ref == ref))
-    if consult is None:
-        raise NotFound("No such consult.")
-    if not can_enter(user, consult):
-        record_refusal("room.access_denied", actor=user, consult=consult)
-        raise NotFound("No such consult.")
+    consult = consult_for(user, ref, can_enter, "room.access_denied")
     check_open(user, consult)
     if audit:
         if present is not None:
