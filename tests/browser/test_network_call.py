@@ -155,6 +155,9 @@ def test_behind_a_masquerading_nat_the_call_connects_through_coturn(net_call, sh
     net_call.page_b.screenshot(path=str(shots / "net-nat-b.png"))
 
 
+CONNECTED_AGAIN = re.compile(r"^(Connected|Connection recovered — video back on)$")
+
+
 @pytest.mark.parametrize(("profile", "relay"), [("good", False), ("rural", True)], ids=["good-direct", "rural-relay"])
 def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots, profile, relay):
     net_call.start(profile, relay=relay)
@@ -174,7 +177,11 @@ def test_a_15_second_drop_resumes_the_same_call_without_a_click(net_call, shots,
     for name, page in (("a", net_call.page_a), ("b", net_call.page_b)):
         try:
             _frames_advance(page, by=20, timeout_ms=45000)
-            expect(page.locator("#call-status")).to_have_text("Connected")
+            # connected, told in words: "Connected", or — when the bandwidth estimate climbed back
+            # slower than the adaptation's quiet window after the drop (a loaded machine), and the
+            # side went audio-only for a moment — "Connection recovered — video back on"
+            expect(page.locator("#call-status")).to_have_text(CONNECTED_AGAIN)
+            expect(page.locator("#call-status")).to_have_class(re.compile(r"\bok\b"))
         except AssertionError as exc:  # say what the doctors were told on the way
             told = {n: p.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]")
                     for n, p in (("a", net_call.page_a), ("b", net_call.page_b))}
@@ -249,7 +256,8 @@ def test_a_link_that_changes_address_resumes_the_same_call_without_a_click(net_c
     for name, page in pages:
         try:
             _frames_advance(page, by=20, timeout_ms=max(1, 30 - (time.monotonic() - moved)) * 1000)
-            expect(page.locator("#call-status")).to_have_text("Connected")
+            expect(page.locator("#call-status")).to_have_text(CONNECTED_AGAIN)  # as after a drop
+            expect(page.locator("#call-status")).to_have_class(re.compile(r"\bok\b"))
         except AssertionError as exc:
             told = {n: [p.evaluate("() => [window.huizhenCall.pc() === window.netPc, window.netStatuses]"),
                         p.evaluate(CALL_STATE), p.evaluate(SELECTED)] for n, p in pages}
