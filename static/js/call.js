@@ -1139,7 +1139,15 @@
 
   joinBtn.addEventListener("click", join);
   leaveBtn.addEventListener("click", hangUp);
-  window.addEventListener("online", function () { if (peerList().length && inCall) { setStatus(t("Network back — reconnecting…"), "warn"); restartIce(null); } });
+  // The browser says the network is back: restart ICE on the connections that are not connected
+  // yet (one that already came back by itself keeps its "Connected": no stale "reconnecting").
+  window.addEventListener("online", function () {
+    if (!inCall) return;
+    var down = peerList().filter(function (p) { return p.pc && p.pc.connectionState !== "connected"; });
+    if (!down.length) return;
+    setStatus(t("Network back — reconnecting…"), "warn");
+    down.forEach(restartIce);
+  });
   // A new address (another network, a new carrier NAT mapping): the old candidate pair is gone.
   if (navigator.connection && navigator.connection.addEventListener) {
     navigator.connection.addEventListener("change", function () { if (inCall && joined) restartIce(null); });
