@@ -443,6 +443,15 @@ def make(app) -> Factory:
     return Factory()
 
 
+@pytest.fixture
+def team(make: Factory) -> tuple[Consult, User, User, User, User]:
+    """A booked consult with its requester, lead, a second specialist and a trainee (who accepted)."""
+    requester, lead = make.rural(), make.specialist()
+    consult = make.scheduled(requester, lead)
+    second, trainee = make.second_specialist(consult), make.trainee(consult)
+    return consult, requester, lead, second, trainee
+
+
 # --- HTTP helpers ---------------------------------------------------------------------------------
 
 CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')

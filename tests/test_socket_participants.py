@@ -20,15 +20,6 @@ SENDING = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/
 RECEIVING = SENDING.replace("a=sendrecv", "a=recvonly") + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n"
 
 
-@pytest.fixture
-def team(make):
-    """A scheduled consult with a second specialist and a trainee who accepted their invitations."""
-    requester, lead = make.rural(), make.specialist()
-    consult = make.scheduled(requester, lead)
-    second, trainee = make.second_specialist(consult), make.trainee(consult)
-    return consult, requester, lead, second, trainee
-
-
 def ack_of(client, ns: str, event: str, data: dict) -> dict:
     ack = client.emit(event, data, namespace=ns, callback=True)
     assert isinstance(ack, dict), ack

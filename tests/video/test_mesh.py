@@ -3,7 +3,6 @@ politeness per pair, the caps on senders and people, and a trainee's raised hand
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import select
 
 from tests.conftest import login
@@ -14,15 +13,6 @@ from webapp.models import AuditEvent, CallSession, Consult
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 SENDING = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 111\r\na=sendrecv\r\n"
 RECEIVING = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 111\r\na=recvonly\r\n"
-
-
-@pytest.fixture
-def team(make):
-    """A booked consult with its requester, lead, a second specialist and a trainee."""
-    requester, lead = make.rural(), make.specialist()
-    consult = make.scheduled(requester, lead)
-    second, trainee = make.second_specialist(consult), make.trainee(consult)
-    return consult, requester, lead, second, trainee
 
 
 def _events(client, name):
