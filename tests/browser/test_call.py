@@ -71,7 +71,7 @@ def test_two_doctors_see_each_other_mute_hang_up_rejoin_and_reload(app, live_ser
         rural_page.screenshot(path=str(shots / "call-00-room.png"), full_page=True)
         spec_page.goto(room)
         rural_page.click("#call-join")
-        expect(rural_page.locator("#call-status")).to_contain_text("Waiting for the other doctor")
+        expect(rural_page.locator("#call-status")).to_contain_text("Waiting for the other doctor", timeout=20_000)
         spec_page.click("#call-join")
 
         for page in (rural_page, spec_page):  # each sees the other's camera, frames advancing
@@ -135,7 +135,7 @@ def test_a_join_clicked_while_the_signaling_socket_is_down_is_sent_once_when_it_
         consult, rural = call.consult, call.rural
         spec_page.goto(room)
         spec_page.click("#call-join")
-        expect(spec_page.locator("#call-status")).to_contain_text("Waiting for the other doctor")
+        expect(spec_page.locator("#call-status")).to_contain_text("Waiting for the other doctor", timeout=20_000)
         rural_page.goto(room)
         rural_page.wait_for_function("() => window.huizhenCall.socket.connected")
         rural_page.evaluate("() => window.huizhenCall.socket.disconnect()")
