@@ -119,3 +119,21 @@ def test_a_withdrawal_redis_missed_is_made_by_the_next_heartbeat(redis_url):
     assert [p["connections"] for p in b.people(7)] == [2]  # Redis still has it (the node is alive)
     store_a.beat()
     assert [p["connections"] for p in b.people(7)] == [1]
+
+
+def test_a_rooms_local_members_are_indexed_through_joins_moves_and_leaves():
+    """The send path reads one room's members per message: the per-consult index must follow every change."""
+    table = Connections("/room")
+    for i in range(200):  # many rooms: a room's members never include another room's
+        table.add(f"s{i}", consult_id=i % 100, user_id=i, name=f"Dr {i}")
+    assert sorted(m.sid for m in table.local_members(7)) == ["s107", "s7"]
+    table.add("s7", consult_id=8, user_id=7, name="Dr 7")  # moved to another room
+    assert [m.sid for m in table.local_members(7)] == ["s107"]
+    assert sorted(m.sid for m in table.local_members(8)) == ["s108", "s7", "s8"]
+    table.remove("s107")
+    assert table.local_members(7) == [] and 7 not in table._by_consult  # an emptied room leaves no entry
+    assert table.snapshot(8).members == table.local_members(8)
+    assert {c: sorted(s for s, _, _ in v) for c, v in table.local_rooms().items() if c in (7, 8)} == {
+        8: ["s108", "s7", "s8"]}
+    table.remove("no-such-sid")
+    assert len(table.sids()) == 199

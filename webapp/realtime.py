@@ -53,14 +53,21 @@ class Connections:
         self._app = app
         self._lock = threading.Lock()
         self._by_sid: dict[str, Entry] = {}
+        # consult id -> {sid: entry}: a room's local members without walking every connection
+        # (the chat send path asks for one room's members on every message)
+        self._by_consult: dict[int, dict[str, Entry]] = {}
         self._listeners: list[Listener] = []
         if shared is not None:
             shared.watch(self)
 
     def add(self, sid: str, consult_id: int, user_id: int, name: str = "", ref: str = "") -> None:
+        entry = Entry(consult_id, user_id, name, ref)
         with self._lock:
             previous = self._by_sid.get(sid)
-            self._by_sid[sid] = Entry(consult_id, user_id, name, ref)
+            if previous is not None:
+                self._unindex(sid, previous)
+            self._by_sid[sid] = entry
+            self._by_consult.setdefault(consult_id, {})[sid] = entry
         if self.shared is not None:
             if previous is not None and previous.consult_id != consult_id:  # it moved to another room
                 self.shared.remove(self.namespace, previous.consult_id, sid)
@@ -69,9 +76,18 @@ class Connections:
     def remove(self, sid: str) -> Entry | None:
         with self._lock:
             entry = self._by_sid.pop(sid, None)
+            if entry is not None:
+                self._unindex(sid, entry)
         if entry is not None and self.shared is not None:
             self.shared.remove(self.namespace, entry.consult_id, sid)
         return entry
+
+    def _unindex(self, sid: str, entry: Entry) -> None:
+        room = self._by_consult.get(entry.consult_id)
+        if room is not None:
+            room.pop(sid, None)
+            if not room:
+                del self._by_consult[entry.consult_id]
 
     def entry(self, sid: str) -> Entry | None:
         """The connection's room and user, if it has joined one."""
@@ -96,14 +112,19 @@ class Connections:
                 rooms.setdefault(e.consult_id, []).append((sid, e.user_id, e.name))
             return rooms
 
+    def local_members(self, consult_id: int) -> list[Member]:
+        """This process's connections in one consult's room (indexed: no walk over every connection)."""
+        with self._lock:
+            room = self._by_consult.get(consult_id)
+            return [Member(sid, e.user_id, e.name) for sid, e in room.items()] if room else []
+
     def snapshot(self, consult_id: int) -> Snapshot:
         """The room's connections across the cluster (or in this process only, rev None, without Redis)."""
         if self.shared is not None:
             snap = self.shared.snapshot(self.namespace, consult_id)
             if snap is not None:
                 return snap
-        members = [Member(sid, uid, name) for sid, uid, name in self.local_rooms().get(consult_id, [])]
-        return Snapshot(members, None, [])
+        return Snapshot(self.local_members(consult_id), None, [])
 
     def people(self, consult_id: int) -> list[dict[str, Any]]:
         """The users connected to a consult's room, each with their number of connections."""
