@@ -120,6 +120,10 @@ class Config:
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
 
     # Consult-room chat.
+    # Long-running servers: freeze the start-up objects out of the garbage collector and collect
+    # the young generation less often (webapp/gctune.py); production turns it on.
+    GC_FREEZE_AT_START = _env_bool("GC_FREEZE_AT_START", False)
+    GC_THRESHOLDS = os.environ.get("GC_THRESHOLDS", "10000,20,20")
     CHAT_MAX_CHARS = _env_int("CHAT_MAX_CHARS", 4000)
     CHAT_MESSAGES_PER_SECOND = _env_int("CHAT_MESSAGES_PER_SECOND", 5)
     CHAT_PAGE_SIZE = _env_int("CHAT_PAGE_SIZE", 100)  # messages per history page (join, backfill, older)
@@ -272,6 +276,7 @@ class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "gevent")
+    GC_FREEZE_AT_START = _env_bool("GC_FREEZE_AT_START", True)
     # One gevent worker serves every socket event concurrently: with SQLAlchemy's default pool
     # (5 + 10 overflow) bursts kept opening and closing PostgreSQL connections (bench/chat_bench.py).
     SQLALCHEMY_ENGINE_OPTIONS: dict = {

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 
 import pytest
 
-from config import ProductionConfig
+from config import BASE_DIR, ProductionConfig
 from tests.auth.test_http_auth import GOOD_PRODUCTION, production_env  # noqa: F401  (fixture)
-from webapp import HSTS, create_app
+from webapp import HSTS, create_app, gctune
 from webapp.configcheck import origin_problem, secret_key_bits, secret_key_problem
+from webapp.gctune import parse_thresholds, settle_garbage_collector
 
 GUESSABLE_KEYS = [
     "abcdefghij" * 4, "password1234567890password1234567890", "password" + "1234567890" * 3,
@@ -86,3 +90,42 @@ def test_production_responses_carry_hsts(production_app):
 
 def test_development_and_tests_send_no_hsts(client):
     assert "Strict-Transport-Security" not in client.get("/login").headers  # plain-HTTP localhost stays usable
+
+
+def test_production_settles_the_garbage_collector_in_its_own_process(tmp_path):
+    """A production worker freezes its start-up objects and sets GC_THRESHOLDS (run in a child: it is process-wide)."""
+    script = (
+        "import gc\n"
+        "from config import ProductionConfig\n"
+        "from webapp import create_app\n"
+        "create_app(ProductionConfig, {{'SECRET_KEY': {!r}, 'SOCKETIO_ASYNC_MODE': 'threading',\n"
+        "  'SQLALCHEMY_DATABASE_URI': 'sqlite:///{}', 'ALLOWED_ORIGINS': ['https://huizhen.example.cn'],\n"
+        "  'RATELIMIT_STORAGE_URI': 'memory://', 'REDIS_URL': ''}})\n"
+        "print(gc.get_threshold(), gc.get_freeze_count() > 10000)\n"
+    ).format(secrets.token_urlsafe(48), tmp_path / "gc.db")
+    env = {**os.environ, "GC_FREEZE_AT_START": "1", "GC_THRESHOLDS": "7000,15,12", "HUIZHEN_ALLOW_SQLITE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=BASE_DIR, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "(7000, 15, 12) True"
+
+
+def test_tests_and_development_leave_the_collector_alone(production_app):
+    assert production_app.config["GC_FREEZE_AT_START"] is False  # tests/__init__.py: never freeze the test process
+    assert settle_garbage_collector(production_app) is False
+
+
+@pytest.mark.parametrize("value", ["10000,20", "a,b,c", "-1,10,10", "", "10000,20,20,5"])
+def test_bad_gc_thresholds_are_refused(production_env, value):  # noqa: F811
+    with pytest.raises(ValueError):
+        parse_thresholds(value)
+    with pytest.raises(RuntimeError) as info:
+        create_app(ProductionConfig, {**GOOD_PRODUCTION, "GC_THRESHOLDS": value})
+    assert "GC_THRESHOLDS" in str(info.value)
+
+
+def test_long_collections_are_written_to_stderr(capfd, monkeypatch):
+    monkeypatch.setattr(gctune, "LONG_COLLECTION_MS", 0.0)
+    gctune._report_long_collections("start", {"generation": 2})
+    gctune._report_long_collections("stop", {"generation": 2, "collected": 3})
+    assert "huizhen gc: generation 2 collection took" in capfd.readouterr().err

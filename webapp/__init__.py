@@ -65,6 +65,9 @@ def create_app(config: type[Config] | None = None, overrides: dict[str, Any] | N
     from .templating import register_templating
 
     register_templating(app)
+    from .gctune import settle_garbage_collector
+
+    settle_garbage_collector(app)  # last: what start-up built is frozen out of the collector
     return app
 
 
@@ -125,6 +128,12 @@ def check_production_config(app: Flask) -> None:
         os.path.basename(sys.argv[0]) == "flask" and "run" in sys.argv[1:]
     ):
         problems.append("the Werkzeug development server ('flask run') is not for production")
+    from .gctune import parse_thresholds
+
+    try:
+        parse_thresholds(app.config.get("GC_THRESHOLDS", "10000,20,20"))
+    except ValueError as exc:
+        problems.append(str(exc))
     if problems:
         raise RuntimeError("Refusing to start in production: " + "; ".join(problems) + ".")
 
