@@ -224,3 +224,38 @@ def test_0019_adds_signed_opinions_to_existing_consults_and_goes_back(empty_data
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM consults")).scalars().all() == ["completed"]
     engine.dispose()
+
+
+def test_0020_gives_every_existing_consult_its_chat_counter_and_goes_back(empty_database):
+    """Consults made before 0020 get a room_counters row (a consult with messages keeps its own);
+    downgrading removes only the empty counters 0020 made."""
+    from sqlalchemy import text
+
+    assert _flask_db(empty_database, "upgrade", "0019").returncode == 0
+    engine = create_engine(empty_database)
+    t0 = "2026-11-01 08:00:00+00:00"
+    with engine.begin() as conn:
+        _insert_people(conn, t0, ("rural_doctor", "specialist"))
+        for cid in (1, 2, 3):
+            conn.execute(text(
+                "INSERT INTO consults (id, ref, requester_id, specialist_id, status, urgency, chief_complaint, "
+                "history, findings, current_treatment, question, preferred_times, created_at, updated_at, "
+                "version) VALUES (:id, :ref, 1, 2, 'scheduled', 'routine', 'c', '', '', '', '', '', :t, :t, 1)"),
+                {"id": cid, "ref": f"ref{cid}", "t": t0})
+        conn.execute(text("INSERT INTO room_counters (consult_id, last_seq) VALUES (2, 1)"))
+        conn.execute(text("INSERT INTO messages (id, consult_id, seq, sender_id, client_id, body, created_at) "
+                          "VALUES (1, 2, 1, 1, 'c00000001', 'text', :t)"), {"t": t0})
+    upgraded = _flask_db(empty_database, "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT consult_id, last_seq FROM room_counters ORDER BY consult_id")).all()
+    assert [tuple(r) for r in got] == [(1, 0), (2, 1), (3, 0)]
+    engine.dispose()
+    _assert_matches_models(empty_database)
+    down = _flask_db(empty_database, "downgrade", "0019")
+    assert down.returncode == 0, down.stderr
+    engine = create_engine(empty_database)
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT consult_id, last_seq FROM room_counters")).all()
+    engine.dispose()
+    assert [tuple(r) for r in got] == [(2, 1)]

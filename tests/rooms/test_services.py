@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 import redis
 from PIL import Image
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from tests.conftest import require
 from webapp.auth import services as accounts
@@ -558,6 +558,14 @@ def counter_of(consult) -> int | None:
     return db.session.scalar(select(RoomCounter.last_seq).where(RoomCounter.consult_id == consult.id))
 
 
+def test_a_new_consult_comes_with_its_chat_counter_and_its_first_message_is_fast(make, pair):
+    rural, _specialist, consult = pair
+    assert counter_of(make.draft(rural)) == 0  # made in the transaction that creates the consult
+    assert counter_of(consult) == 0
+    fast = services.post_message_fast(sender_of(rural, consult), "fast-0001", "first of the room")
+    assert fast.wire is not None and fast.wire["seq"] == 1 and counter_of(consult) == 1
+
+
 def test_the_fast_path_stores_the_next_message_as_post_message_would(pair):
     rural, specialist, consult = pair
     post_message(rural, consult, "slow-0001", "first")  # the first message creates the counter
@@ -598,8 +606,10 @@ def test_the_fast_path_stores_nothing_and_takes_no_number_when_it_cannot_prove_t
         user = make.specialist()
     elif case == "closed":
         consults.cancel(rural, consult.ref, "transferred")
-    elif case == "no_counter_yet":
+    elif case == "no_counter_yet":  # a consult from before migration 0020 that never had a message
         consult = make.scheduled(rural, specialist)
+        db.session.execute(delete(RoomCounter).where(RoomCounter.consult_id == consult.id))
+        db.session.commit()
     before = counter_of(consult)
     fast = services.post_message_fast(sender_of(user, consult, token), client_id, "hello")
     assert fast.wire is None and fast.rate_charged is True
@@ -623,10 +633,11 @@ def test_send_message_takes_the_fast_path_and_asks_for_the_user_and_consult_only
         resolved.append("full path")
         return rural, consult
 
-    first = services.send_message(sender_of(rural, consult), resolve, "send-0001", "first")  # no counter yet
-    assert (first.wire["seq"], first.consult_id, first.created, resolved) == (1, consult.id, True, ["full path"])
+    # the counter row came with the consult: the room's very first message is fast too
+    first = services.send_message(sender_of(rural, consult), resolve, "send-0001", "first")
+    assert (first.wire["seq"], first.consult_id, first.created, resolved) == (1, consult.id, True, [])
     second = services.send_message(sender_of(rural, consult), resolve, "send-0002", "second")
-    assert (second.wire["seq"], second.created, resolved) == (2, True, ["full path"])  # fast: no load
+    assert (second.wire["seq"], second.created, resolved) == (2, True, [])  # fast: no load
     # each message counted once: the limit of 2 per second is reached, not passed
     with pytest.raises(TooManyMessages):
         services.send_message(sender_of(rural, consult), resolve, "send-0003", "third")

@@ -31,6 +31,7 @@ from ..models import (
     ParticipantRole,
     Recommendation,
     Role,
+    RoomCounter,
     Sex,
     Urgency,
     User,
@@ -228,6 +229,8 @@ def _add_draft(requester: User, consult: Consult) -> None:
     consult.participants.append(ConsultParticipant(
         user=requester, user_id=requester.id, role=ParticipantRole.REQUESTER, added_by=requester, added_at=now,
         accepted_at=now))
+    # the chat's counter comes with the consult: its first message takes the one-statement fast path
+    db.session.add(RoomCounter(consult_id=consult.id, last_seq=0))
     record("consult.created", actor=requester, consult=consult)
 
 
