@@ -613,6 +613,22 @@ def row(r: dict[str, Any]) -> str:
     return " | ".join(cells(r)) + ("  (" + "; ".join(extra) + ")" if extra else "")
 
 
+def cpu_per_message_ms(r: dict[str, Any]) -> float:
+    """Server CPU (ms of one core) per message sent in the step, the open sockets' upkeep included."""
+    sent_per_s = r["sent"] / r["duration"]
+    return 10 * r["server_cpu_pct"] / sent_per_s if sent_per_s else float("nan")
+
+
+def goals(r: dict[str, Any], bare: dict[str, Any]) -> str:
+    """Issue 15's chat goals against the bare relay of the same run: p99 <= 2x bare + 10 ms, CPU <= 1.3x."""
+    p99_goal = 2 * bare["p99_ms"] + 10
+    cpu, cpu_bare = cpu_per_message_ms(r), cpu_per_message_ms(bare)
+    ratio = cpu / cpu_bare if cpu_bare else float("nan")
+    return (f"goal p99 <= {p99_goal:.1f} ms: {r['p99_ms']:.1f} ms ({'met' if r['p99_ms'] <= p99_goal else 'not met'}); "
+            f"CPU per message {cpu:.2f} vs bare {cpu_bare:.2f} ms = {ratio:.2f}x "
+            f"(goal <= 1.3x: {'met' if ratio <= 1.3 else 'not met'})")
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in results]
@@ -627,6 +643,7 @@ def table(results: list[dict[str, Any]]) -> str:
                           f"{r['delivered_per_s']:.0f}/{bare['delivered_per_s']:.0f} = "
                           f"{r['delivered_per_s'] / bare['delivered_per_s']:.2f}; p99 {r['p99_ms']:.1f} vs "
                           f"{bare['p99_ms']:.1f} ms")
+            ratios.append("    " + goals(r, bare))
     return "\n".join(lines + [""] + ratios)
 
 
