@@ -126,6 +126,9 @@ class Config:
     GC_THRESHOLDS = os.environ.get("GC_THRESHOLDS", "10000,20,20")
     CHAT_MAX_CHARS = _env_int("CHAT_MAX_CHARS", 4000)
     CHAT_MESSAGES_PER_SECOND = _env_int("CHAT_MESSAGES_PER_SECOND", 5)
+    # PostgreSQL: the chat's send path has its own autocommit pool without pre-ping (webapp/hotdb.py)
+    CHAT_HOT_POOL_SIZE = _env_int("CHAT_HOT_POOL_SIZE", 10)
+    CHAT_HOT_POOL_OVERFLOW = _env_int("CHAT_HOT_POOL_OVERFLOW", 10)
     CHAT_PAGE_SIZE = _env_int("CHAT_PAGE_SIZE", 100)  # messages per history page (join, backfill, older)
     # Messages that waited in a browser's outbox (a reconnect flush) are charged here first.
     CHAT_REPLAYS_PER_MINUTE = _env_int("CHAT_REPLAYS_PER_MINUTE", 120)

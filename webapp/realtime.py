@@ -36,6 +36,7 @@ class Entry(NamedTuple):
     user_id: int
     name: str = ""
     ref: str = ""
+    token: str = ""  # the login token of the connection's session cookie (fixed at connect)
 
 
 class Connections:
@@ -60,8 +61,8 @@ class Connections:
         if shared is not None:
             shared.watch(self)
 
-    def add(self, sid: str, consult_id: int, user_id: int, name: str = "", ref: str = "") -> None:
-        entry = Entry(consult_id, user_id, name, ref)
+    def add(self, sid: str, consult_id: int, user_id: int, name: str = "", ref: str = "", token: str = "") -> None:
+        entry = Entry(consult_id, user_id, name, ref, token)
         with self._lock:
             previous = self._by_sid.get(sid)
             if previous is not None:
@@ -324,7 +325,8 @@ def _user_key(authenticated: bool) -> str:
     return ratelimit.hashed(str(session.get("_user_id") or request.sid))
 
 
-def handler(fn: Callable | None = None, *, remove_session: bool = False, authenticate: bool = True) -> Callable:
+def handler(fn: Callable | None = None, *, remove_session: bool = False, authenticate: bool = True,
+            counted: bool = False) -> Callable:
     """Validate the payload, run the handler, and turn every failure into an error ack.
 
     The user is loaded afresh for every event (a suspended or signed-out account is refused at
@@ -335,19 +337,23 @@ def handler(fn: Callable | None = None, *, remove_session: bool = False, authent
 
     Each event kind is rate-limited per connection (before any database work) and per user
     (ratelimit.check_event): over the limit the ack is rate_limited and nothing is relayed.
+    counted: the event was already counted against those limits (the chat's lean send path,
+    rooms/events.py, hands over what it could not finish).
     """
     if fn is None:
-        return lambda f: handler(f, remove_session=remove_session, authenticate=authenticate)
+        return lambda f: handler(f, remove_session=remove_session, authenticate=authenticate, counted=counted)
 
     event = fn.__name__.removeprefix("on_")
 
     @wraps(fn)
     def wrapped(self, data: Any = None, *extra: Any) -> dict[str, Any]:
         try:
-            ratelimit.check_event(self.namespace, event, sid=request.sid)  # before any database work
+            if not counted:
+                ratelimit.check_event(self.namespace, event, sid=request.sid)  # before any database work
             if authenticate:
                 require_user()
-            ratelimit.check_event(self.namespace, event, user=_user_key(authenticate))
+            if not counted:
+                ratelimit.check_event(self.namespace, event, user=_user_key(authenticate))
             if extra or not isinstance(data, dict):  # extra arguments would be a TypeError, no ack
                 raise ValidationFailed("The payload must be a JSON object.")
             check_payload(data)  # no NUL, lone surrogate, non-finite or oversized number anywhere

@@ -584,3 +584,52 @@ def test_read_receipts_reach_the_room_and_only_move_forward(room):
     assert events(rural_sock, "read") == [{"user_id": specialist.id, "seq": 3}]
     # a later join carries the receipts
     assert join(rural_sock, consult.ref)["receipts"] == {str(specialist.id): 3}
+
+
+def _counting_request_contexts(app, monkeypatch) -> list[int]:
+    pushed: list[int] = []
+    real = app.request_context
+
+    def counting(environ):
+        pushed.append(1)
+        return real(environ)
+
+    monkeypatch.setattr(app, "request_context", counting)
+    return pushed
+
+
+def test_a_plain_message_is_stored_and_relayed_without_a_request_context(app, room, monkeypatch):
+    """The lean send path: an app context only (no session decoding, no user loaded) for a plain
+    text message; anything else (here an attachment the fast path cannot take) the ordinary way."""
+    _, _, consult, rural_sock, specialist_sock = room
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    specialist_sock.get_received(NS)
+    pushed = _counting_request_contexts(app, monkeypatch)
+    ack = send(rural_sock, consult.ref, "lean-00001", "Troponin pending")
+    assert ack["ok"] is True and ack["duplicate"] is False and ack["message"]["seq"] == 1
+    assert pushed == []  # no request context for the whole send
+    assert [m["body"] for m in events(specialist_sock, "message")] == ["Troponin pending"]
+    retry = send(rural_sock, consult.ref, "lean-00001", "Troponin pending")  # undecided: the full path answers
+    assert retry["duplicate"] is True and retry["message"]["id"] == ack["message"]["id"] and pushed
+    assert events(specialist_sock, "message") == []  # a retry is not relayed twice
+    pushed.clear()
+    refused = send(rural_sock, consult.ref, "lean-00002", "with a file", attachment_id=999)
+    assert_error(refused, 422, "invalid_input")
+    assert pushed  # the ordinary handler, in a request context
+    assert message_count() == 1
+
+
+def test_a_send_refused_by_the_lean_path_is_answered_in_the_senders_language(app, room, monkeypatch):
+    rural, _, consult, rural_sock, specialist_sock = room
+    rural.locale = "zh_CN"
+    db.session.commit()
+    monkeypatch.setitem(app.config, "SOCKET_RATE_LIMITS", {**app.config["SOCKET_RATE_LIMITS"],
+                                                           "/room send": "1 per minute"})
+    join(rural_sock, consult.ref)
+    join(specialist_sock, consult.ref)
+    assert send(rural_sock, consult.ref, "zh-000001", "第一条")["ok"] is True
+    refused = send(rural_sock, consult.ref, "zh-000002", "第二条")
+    assert_error(refused, 429, "rate_limited")
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in refused["message"]), refused  # in Chinese
+    assert message_count() == 1

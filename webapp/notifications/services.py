@@ -12,6 +12,7 @@ from flask import current_app, has_app_context, has_request_context
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
+from .. import hotdb
 from ..consults import policy
 from ..errors import NotFound, ValidationFailed
 from ..extensions import db
@@ -193,8 +194,13 @@ class ChatNotices:
                 self._parties.clear()
             # a connection of its own, closed at once: the chat's fast path opens its own write
             # transaction next, which a read left open in the session would block on SQLite
-            with db.engine.connect() as conn:
-                ids = frozenset(conn.execute(policy.participant_ids(consult_id)).scalars())
+            engine = hotdb.hot_engine()
+            if engine is not None:  # PostgreSQL: one autocommit round trip (no ping, no BEGIN)
+                ids, _ = hotdb.run(engine, lambda conn: frozenset(
+                    conn.execute(policy.participant_ids(consult_id)).scalars()))
+            else:
+                with db.engine.connect() as conn:
+                    ids = frozenset(conn.execute(policy.participant_ids(consult_id)).scalars())
             known = self._parties[consult_id] = (now, ids)
         return known[1]
 

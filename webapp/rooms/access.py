@@ -96,9 +96,10 @@ def member_consult(user: User, ref: Any) -> Consult:
 
 def party_guard(cid: Any, uid: Any, statuses: Any, action: Action) -> tuple[Any, ...]:
     """SQL conditions proving, without loading anything, that user uid on the session whose key hash
-    is bound as :key_hash (open, not idle since :cutoff) is an approved active participant of consult
+    is bound as :session_hash (open, not idle since :cutoff) is an approved active participant of consult
     cid, in a role the policy allows the action, and the consult is in one of the statuses. Shared
-    by the send fast path and the resync check."""
+    by the send fast path and the resync check. (No bound name is a column's: SQLAlchemy would
+    take such a parameter as a SET value of an UPDATE in the same statement.)"""
     stages = {policy.STAGE_OF[s] for s in statuses}
     roles = set.intersection(*(set(policy.roles_for(action, stage)) for stage in stages))
     return (
@@ -108,7 +109,7 @@ def party_guard(cid: Any, uid: Any, statuses: Any, action: Action) -> tuple[Any,
         policy.is_participant_sql(cid, uid, None if roles == set(ParticipantRole) else roles),
         exists().where(User.id == uid, User.status == AccountStatus.APPROVED),
         # the sender's server-side session is open and not idle (auth.sessions)
-        exists().where(UserSession.key_hash == bindparam("key_hash", type_=UserSession.key_hash.type),
+        exists().where(UserSession.key_hash == bindparam("session_hash", type_=UserSession.key_hash.type),
                        UserSession.user_id == uid, UserSession.ended_at.is_(None),
                        UserSession.last_seen_at >= bindparam("cutoff", type_=UserSession.last_seen_at.type)),
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, request, session
 from flask_login import current_user
 from flask_socketio import Namespace, join_room, leave_room
 
-from ..errors import ValidationFailed
+from ..errors import DomainError, ValidationFailed
 from ..presence import Snapshot, people
 from ..realtime import (
     Connections,
@@ -25,6 +26,15 @@ from . import access, history, receipts, send
 from .wire import to_wire
 
 NAMESPACE = "/room"
+log = logging.getLogger(__name__)
+
+
+def _counted(fn: Any) -> Any:
+    """handler(counted=True) around fn, named as the send event (its limits were already counted)."""
+    def send_counted(self: Any, data: Any) -> Any:
+        return fn(self, data)
+
+    return handler(send_counted, authenticate=False, counted=True)
 
 
 def room_name(consult_id: int) -> str:
@@ -92,7 +102,9 @@ class RoomNamespace(Namespace):
         if previous is not None and previous != consult.id:
             leave_room(room_name(previous))
         join_room(room_name(consult.id))
-        _presence().add(request.sid, consult.id, current_user.id, current_user.full_name, consult.ref)
+        token = session.get("_user_id")  # kept for the lean send path (no session decoding per message)
+        _presence().add(request.sid, consult.id, current_user.id, current_user.full_name, consult.ref,
+                        token if isinstance(token, str) else "")
         backlog = history.join_backlog(consult, data.get("after_seq", 0))
         present = _presence_payload(consult.id, _presence().snapshot(consult.id))  # every node's members
         emit("presence", present, to=room_name(consult.id), namespace=NAMESPACE)
@@ -121,13 +133,56 @@ class RoomNamespace(Namespace):
         require_user()
         return current_user, self._joined_consult(data)
 
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        """Every event goes through Flask-SocketIO (a request context, the session, the handler),
+        except a chat message the lean path can store by itself (see _send_lean)."""
+        if event == "send" and len(args) == 2 and self.socketio is not None:
+            return self._send_lean(*args)
+        return super().trigger_event(event, *args)
+
+    def _send_lean(self, sid: str, data: Any) -> Any:
+        """The chat's hot path with an app context only: no request context, no session cookie
+        decoding, no user loaded (each cost more than the statement that stores the message).
+
+        It takes only what it can finish: a plain text message on a connection that joined this
+        room, whose payload passes the handler's checks and that owes nobody a notification.
+        Anything else goes the ordinary way (on_send) before anything is counted; a refusal
+        counted here is answered in a request context (the ack speaks the user's language), and
+        a message the fast path left undecided goes to the full path without being counted again.
+        """
+        environ = self.socketio.server.get_environ(sid, namespace=self.namespace)
+        if not environ:
+            return super().trigger_event("send", sid, data)
+        with environ["flask.app"].app_context():
+            try:
+                sender, tried = send.send_lean(connections(NAMESPACE).entry(sid), data, sid, NAMESPACE, _in_room)
+            except DomainError as refused:  # counted and refused: the ack in the user's language
+                return self.socketio._handle_event(lambda *_, exc=refused: error_ack(exc), "send", self.namespace,
+                                                   sid, data)
+            except Exception:
+                log.exception("the lean chat send failed; the ordinary path answers")
+                sender, tried = None, None
+            if sender is None:
+                return super().trigger_event("send", sid, data)
+            if tried.wire is not None:
+                emit("message", tried.wire, to=room_name(sender.consult_id), namespace=NAMESPACE)
+                return {"ok": True, "message": tried.wire, "duplicate": False}
+        return self.socketio._handle_event(self._send_counted, "send", self.namespace, sid, data, tried)
+
     @handler(authenticate=False)  # the store proves the session (send.post_message_fast)
     def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
+        return self._store_and_relay(data)
+
+    def _send_counted(self, data: dict[str, Any], tried: send.FastPost) -> dict[str, Any]:
+        """The full path for a send the lean path counted and tried (not counted or tried again)."""
+        return _counted(lambda ns, payload: ns._store_and_relay(payload, tried))(self, data)
+
+    def _store_and_relay(self, data: dict[str, Any], tried: send.FastPost | None = None) -> dict[str, Any]:
         try:
             sent = send.send_message(self._sender(data), lambda: self._resolve(data),
-                                         data.get("client_id"), data.get("body"), data.get("attachment_id"),
-                                         client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"),
-                                         present=_in_room)
+                                     data.get("client_id"), data.get("body"), data.get("attachment_id"),
+                                     client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"),
+                                     present=_in_room, tried=tried)
         except send.OutOfOrder as refused:  # the client renumbers its outbox after this
             return {**error_ack(refused), "last_client_seq": refused.last_client_seq}
         if sent.created:  # emitted after the commit; a retried send is not broadcast twice

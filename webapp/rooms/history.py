@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import Executable, bindparam, select
 
+from .. import hotdb
 from ..auth import sessions
 from ..consults.policy import Action
 from ..errors import ValidationFailed
@@ -117,10 +118,15 @@ def head(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], con
     if not room_state().head_gate.allow(connection, HEAD_MIN_GAP):
         raise TooManyMessages("Checking for new messages too often; wait a moment.")
     if sender is not None:
-        params = {"cid": sender.consult_id, "uid": sender.user_id, "key_hash": sessions.hash_key(sender.session_key),
-                  "cutoff": sessions.idle_cutoff(utcnow())}
-        with db.engine.connect() as conn:
-            seq = conn.execute(_head_statement(db.engine.dialect.name), params).scalar()
+        params = {"cid": sender.consult_id, "uid": sender.user_id,
+                  "session_hash": sessions.hash_key(sender.session_key), "cutoff": sessions.idle_cutoff(utcnow())}
+        statement = _head_statement(db.engine.dialect.name)
+        engine = hotdb.hot_engine()
+        if engine is not None:  # PostgreSQL: one round trip on the autocommit pool (no ping, no BEGIN)
+            seq, _ = hotdb.run(engine, lambda conn: conn.execute(statement, params).scalar())
+        else:
+            with db.engine.connect() as conn:
+                seq = conn.execute(statement, params).scalar()
         if seq is not None:
             return seq
     return last_seq(resolve()[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -13,8 +15,9 @@ from flask import current_app
 from sqlalchemy import Executable, Integer, bindparam, cast, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from .. import hotdb, ratelimit
 from ..auth import sessions
 from ..consults import policy
 from ..consults.policy import Action
@@ -24,12 +27,14 @@ from ..i18n import N_
 from ..models import Attachment, Consult, Message, ParticipantRole, RoomCounter, User, UserSession
 from ..models.types import utcnow
 from ..notifications import services as notifications
-from ..validation import clean_int, text_problem
+from ..realtime import Entry
+from ..validation import check_payload, clean_int, text_problem
 from .access import CLOSED, WRITABLE, party_guard
 from .state import room_state
 from .throttle import TooManyMessages, check_rate
 from .wire import to_wire
 
+log = logging.getLogger(__name__)
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 MAX_CLIENT_SEQ = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
@@ -252,44 +257,99 @@ class FastPost:
 
     wire: dict[str, Any] | None
     rate_charged: bool = False
+    # the statement ran twice (its first connection died): a message found stored may be this
+    # send's own first attempt, so it is announced to the room rather than taken as a duplicate
+    retried: bool = False
 
 
-def _claim_statements(dialect: str) -> tuple[Executable, ...]:
+def _claim_statements(dialect: str, touch: bool = False) -> tuple[Executable, ...]:
     """The guarded statements of the chat fast path, built once per dialect and app (room_state)."""
-    return room_state().statement("claim", dialect, _build_claim)
+    if dialect == "postgresql":
+        return room_state().statement("claim+touch" if touch else "claim", dialect,
+                                      lambda _: (_build_pg_send(touch),))
+    return room_state().statement("claim", dialect, _build_sqlite_claim)
 
 
-def _build_claim(dialect: str) -> tuple[Executable, ...]:
-    counters, messages = RoomCounter.__table__, Message.__table__
-    cid, uid = bindparam("cid", type_=counters.c.consult_id.type), bindparam("uid", type_=messages.c.sender_id.type)
-    guard = (
+def _guard(cid: Any, uid: Any) -> tuple[Any, ...]:
+    messages = Message.__table__
+    return (
         *party_guard(cid, uid, WRITABLE, Action.POST),
         # the sender's order: no stored message of theirs numbered as high (a NULL cseq passes)
         ~exists().where(messages.c.consult_id == cid, messages.c.sender_id == uid,
                         messages.c.client_seq >= bindparam("cseq", type_=Integer())),
     )
-    claim = (update(counters).where(counters.c.consult_id == cid, *guard)
+
+
+COLUMNS = ["consult_id", "seq", "sender_id", "client_id", "body", "created_at", "client_seq", "sender_role"]
+
+
+def _values(cid: Any, uid: Any, seq: Any) -> list[Any]:
+    messages = Message.__table__
+    return [cid, seq, uid, bindparam("client_id", type_=messages.c.client_id.type),
+            bindparam("body", type_=messages.c.body.type),
+            bindparam("sent_at", type_=messages.c.created_at.type),
+            cast(bindparam("cseq", type_=Integer()), Integer()),  # typed even when NULL
+            policy.role_sql(cid, uid)]  # the role it is written in (a trainee's question is marked)
+
+
+def _build_pg_send(touch: bool) -> Executable:
+    """One statement that is its own transaction (autocommit, webapp/hotdb.py), gap-free.
+
+    current: the counter row, locked, only if the guard proves the send; stored: the message
+    numbered last_seq + 1, skipped if the sender's client id is taken (a retry); bumped: the
+    counter moved to the stored number, only if a message was stored, so a refused or retried
+    send leaves no gap; touch (about once a minute): the session's activity, only with a message.
+    """
+    counters, messages, user_sessions = RoomCounter.__table__, Message.__table__, UserSession.__table__
+    cid, uid = bindparam("cid", type_=counters.c.consult_id.type), bindparam("uid", type_=messages.c.sender_id.type)
+    current = (select(counters.c.consult_id, counters.c.last_seq)
+               .where(counters.c.consult_id == cid, *_guard(cid, uid)).with_for_update().cte("current"))
+    stored = (pg_insert(messages)
+              .from_select(COLUMNS, select(*_values(cid, uid, current.c.last_seq + 1)).select_from(current))
+              .on_conflict_do_nothing(index_elements=["consult_id", "sender_id", "client_id"])
+              .returning(messages.c.id, messages.c.consult_id, messages.c.seq, messages.c.sender_role)
+              ).cte("stored")
+    bumped = (update(counters).where(counters.c.consult_id == stored.c.consult_id)
+              .values(last_seq=stored.c.seq).returning(counters.c.last_seq)).cte("bumped")
+    statement = select(stored.c.id, stored.c.seq, stored.c.sender_role).add_cte(bumped)
+    if touch:  # guarded like the send: an ended or idle session is not revived
+        touched = (update(user_sessions)
+                   .where(user_sessions.c.key_hash == bindparam("session_hash", type_=user_sessions.c.key_hash.type),
+                          user_sessions.c.ended_at.is_(None),
+                          user_sessions.c.last_seen_at >= bindparam("cutoff", type_=user_sessions.c.last_seen_at.type),
+                          exists(select(stored.c.id)))
+                   .values(last_seen_at=bindparam("seen_at", type_=user_sessions.c.last_seen_at.type))
+                   .returning(user_sessions.c.id)).cte("touched")
+        statement = statement.add_cte(touched)
+    return statement
+
+
+def _build_sqlite_claim(dialect: str) -> tuple[Executable, ...]:
+    """SQLite has no data-modifying CTE: the guarded counter UPDATE, then the INSERT (one transaction)."""
+    counters, messages = RoomCounter.__table__, Message.__table__
+    cid, uid = bindparam("cid", type_=counters.c.consult_id.type), bindparam("uid", type_=messages.c.sender_id.type)
+    claim = (update(counters).where(counters.c.consult_id == cid, *_guard(cid, uid))
              .values(last_seq=counters.c.last_seq + 1).returning(counters.c.last_seq))
-    columns = ["consult_id", "seq", "sender_id", "client_id", "body", "created_at", "client_seq", "sender_role"]
-    values = [cid, None, uid, bindparam("client_id", type_=messages.c.client_id.type),
-              bindparam("body", type_=messages.c.body.type),
-              bindparam("created_at", type_=messages.c.created_at.type),
-              cast(bindparam("cseq", type_=Integer()), Integer()),  # typed even when NULL
-              policy.role_sql(cid, uid)]  # the role it is written in (a trainee's question is marked)
-    if dialect == "postgresql":  # one statement: the counter UPDATE feeds the INSERT through a CTE
-        claimed = claim.cte("claim")
-        values[1] = claimed.c.last_seq
-        stmt = (pg_insert(messages).from_select(columns, select(*values))
-                .on_conflict_do_nothing(index_elements=["consult_id", "sender_id", "client_id"])
-                .returning(messages.c.id, messages.c.seq, messages.c.sender_role))
-        statements: tuple[Executable, ...] = (stmt,)
-    else:  # SQLite has no data-modifying CTE: the guarded UPDATE, then the INSERT
-        values[1] = bindparam("seq", type_=messages.c.seq.type)
-        stmt = (sqlite_insert(messages).values(dict(zip(columns, values, strict=True)))
-                .on_conflict_do_nothing(index_elements=["consult_id", "sender_id", "client_id"])
-                .returning(messages.c.id, messages.c.seq, messages.c.sender_role))
-        statements = (claim, stmt)
-    return statements
+    stmt = (sqlite_insert(messages)
+            .values(dict(zip(COLUMNS, _values(cid, uid, bindparam("seq", type_=messages.c.seq.type)), strict=True)))
+            .on_conflict_do_nothing(index_elements=["consult_id", "sender_id", "client_id"])
+            .returning(messages.c.id, messages.c.seq, messages.c.sender_role))
+    return claim, stmt
+
+
+def _sqlite_send(params: dict[str, Any], touch: bool) -> Any:
+    """The fast path on SQLite: the guarded counter UPDATE and the INSERT in one short transaction."""
+    claim, store = _claim_statements("sqlite")
+    with db.engine.connect() as conn, conn.begin() as tx:
+        if touch:  # guarded like the claim: an ended or idle session is not revived
+            conn.execute(update(UserSession).where(
+                UserSession.key_hash == params["session_hash"], UserSession.ended_at.is_(None),
+                UserSession.last_seen_at >= params["cutoff"]).values(last_seen_at=params["sent_at"]))
+        params["seq"] = conn.execute(claim, params).scalar()
+        row = conn.execute(store, params).first() if params["seq"] is not None else None
+        if row is None:  # refused, retried or no counter yet: the UPDATE (if any) is undone
+            tx.rollback()
+        return row
 
 
 def _activity_due(key_hash: str) -> bool:
@@ -326,31 +386,58 @@ def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: 
         return undecided  # post_message refuses it, or recognises a retry
     created_at = utcnow()
     key_hash = sessions.hash_key(sender.session_key)
-    params = {"cid": sender.consult_id, "uid": sender.user_id, "key_hash": key_hash,
+    # no parameter is named like a column (see access.party_guard)
+    params = {"cid": sender.consult_id, "uid": sender.user_id, "session_hash": key_hash,
               "cutoff": sessions.idle_cutoff(created_at),
-              "client_id": client_id, "body": body, "created_at": created_at, "cseq": client_seq}
-    engine = db.engine
-    dialect = engine.dialect.name
-    statements = _claim_statements(dialect)
+              "client_id": client_id, "body": body, "sent_at": created_at, "cseq": client_seq}
     touch = _activity_due(key_hash)
-    with engine.connect() as conn, conn.begin() as tx:
-        if touch:  # guarded like the claim: an ended or idle session is not revived
-            conn.execute(update(UserSession).where(
-                UserSession.key_hash == key_hash, UserSession.ended_at.is_(None),
-                UserSession.last_seen_at >= params["cutoff"]).values(last_seen_at=created_at))
-        if dialect == "postgresql":
-            row = conn.execute(statements[0], params).first()
-        else:
-            claim, store = statements
-            params["seq"] = conn.execute(claim, params).scalar()
-            row = conn.execute(store, params).first() if params["seq"] is not None else None
-        if row is None:  # refused, retried or no counter yet: the UPDATE (if any) is undone
-            tx.rollback()
+    engine = hotdb.hot_engine()
+    if engine is not None:  # PostgreSQL: one statement, its own transaction, one round trip
+        params["seen_at"] = created_at
+        statement = _claim_statements("postgresql", touch)[0]
+        try:
+            row, again = hotdb.run(engine, lambda conn: conn.execute(statement, params).first())
+        except DBAPIError:  # the database failed: post_message gives the answer (or the error)
+            log.warning("the chat fast path could not store a message; the full path takes it", exc_info=True)
             return FastPost(None, rate_charged=True)
-    message_id, seq, role = row
+        if row is None:  # refused or retried: nothing stored, no number taken
+            return FastPost(None, rate_charged=True, retried=again)
+    else:
+        row = _sqlite_send(params, touch)
+        if row is None:
+            return FastPost(None, rate_charged=True)
+    message_id, seq, role = row[0], row[1], row[2]
     return FastPost({"id": message_id, "seq": seq, "client_id": client_id, "sender_id": sender.user_id,
                      "sender_name": sender.name, "sender_role": role.value if role is not None else None,
                      "body": body, "created_at": created_at.isoformat()}, rate_charged=True)
+
+
+def send_lean(entry: Entry | None, data: Any, sid: str, namespace: str,
+              present: Callable[[int], Iterable[int]]) -> tuple[Sender | None, FastPost | None]:
+    """The lean send path's part in an app context: (sender, fast path outcome), or (None, None).
+
+    (None, None) before anything is counted: not a plain text message on a connection joined to
+    this room, a payload the event handler would refuse, or a message that may owe someone a
+    notification; the ordinary handler then answers it. Otherwise the event is counted against
+    the connection's and the user's limits (a refusal raises, as in realtime.handler) and the
+    fast path runs once; its outcome is the caller's to relay or to hand to the full path.
+    """
+    if (entry is None or not entry.token or not isinstance(data, dict) or data.get("ref") != entry.ref
+            or data.get("attachment_id") is not None):
+        return None, None
+    try:
+        check_payload(data)
+    except ValidationFailed:
+        return None, None
+    if len(json.dumps(data, default=str)) > current_app.config["SOCKET_MAX_PAYLOAD_BYTES"]:
+        return None, None
+    if notifications.chat_notices().may_be_due(entry.consult_id, entry.user_id, present(entry.consult_id)):
+        return None, None
+    ratelimit.check_event(namespace, "send", sid=sid)  # as realtime.handler counts every event
+    ratelimit.check_event(namespace, "send", user=ratelimit.hashed(entry.token))
+    sender = Sender(entry.user_id, entry.token, entry.name, entry.consult_id)
+    return sender, post_message_fast(sender, data.get("client_id"), data.get("body"), None,
+                                     client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"))
 
 
 @dataclass(frozen=True)
@@ -364,7 +451,7 @@ class Sent:
 
 def send_message(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], client_id: Any,
                  body: Any, attachment_id: Any = None, *, client_seq: Any = None, waited_ms: Any = None,
-                 present: Callable[[int], Iterable[int]] | None = None) -> Sent:
+                 present: Callable[[int], Iterable[int]] | None = None, tried: FastPost | None = None) -> Sent:
     """Store a chat message, by the fast path when it can; created is False for an idempotent retry.
 
     A sender known from a joined connection takes the fast path; anything it cannot decide goes
@@ -373,20 +460,25 @@ def send_message(sender: Sender | None, resolve: Callable[[], tuple[User, Consul
     waited_ms keep the sender's order and tell a replay from a new message (see post_message).
     present(consult_id): the user ids in the room; a message that may owe a party away from the
     room a notification takes post_message, which writes it in the message's transaction.
+    tried: the fast path already ran for this send (the lean path, rooms/events.py) and left it
+    undecided; it is not run again.
     """
-    charged = False
-    if sender is not None and not (present is not None and notifications.chat_notices().may_be_due(
+    charged = retried = False
+    if tried is not None:
+        charged, retried = tried.rate_charged, tried.retried
+    elif sender is not None and not (present is not None and notifications.chat_notices().may_be_due(
             sender.consult_id, sender.user_id, present(sender.consult_id))):
         fast = post_message_fast(sender, client_id, body, attachment_id, client_seq=client_seq, waited_ms=waited_ms)
         if fast.wire is not None:
             return Sent(fast.wire, sender.consult_id, True)
-        charged = fast.rate_charged
+        charged, retried = fast.rate_charged, fast.retried
     user, consult = resolve()
     in_room = (lambda: present(consult.id)) if present is not None else None
     with loaded_after_commit():  # the wire form below is built from what was just written
         posted = post_message(user, consult, client_id, body, attachment_id, rate_charged=charged,
                               client_seq=client_seq, waited_ms=waited_ms, present=in_room)
-    return Sent(to_wire(posted.message), consult.id, posted.created)
+    # found stored after a retried statement: perhaps this send's own first attempt, never announced
+    return Sent(to_wire(posted.message), consult.id, posted.created or retried)
 
 
 
