@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 from flask import Flask, current_app
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 log = logging.getLogger(__name__)
 BUS_KEY = "huizhen.sessionbus"
@@ -141,8 +142,9 @@ class Bus:
             return []
         with self.app.app_context():
             try:
-                consults = {c.id: c for c in db.session.scalars(
-                    select(Consult).where(Consult.id.in_(sorted({cid for _, cid in joined}))))}
+                consults = {c.id: c for c in db.session.scalars(  # participants in one more query, not one per consult
+                    select(Consult).where(Consult.id.in_(sorted({cid for _, cid in joined})))
+                    .options(selectinload(Consult.participants)))}
                 users = {u.id: u for u in db.session.scalars(
                     select(User).where(User.id.in_(sorted({c.user_id for c, _ in joined}))))}
                 return [conn for conn, cid in joined

@@ -308,3 +308,26 @@ def test_a_booked_time_is_shown_in_the_recipients_zone(make):
     text = texts.title("consult.booked", {"by": "Dr. Zhang", "starts_at": "2026-12-02T01:30:00+00:00"},
                        "Asia/Shanghai")
     assert text == "Consultation booked by Dr. Zhang for Wed 02 Dec 2026, 09:30 CST (Asia/Shanghai)"
+
+
+def test_the_chat_party_cache_refreshes_rooms_near_their_time_in_one_read(app, make, monkeypatch):
+    """Hundreds of rooms each re-reading their parties every PARTIES_TTL cost a round trip per
+    message at low rates: a read refreshes every room past half its time in the same statement."""
+    rural, spec = make.rural(), make.specialist()
+    consults_ = [make.accepted(rural, spec) for _ in range(3)]
+    known = notifications.chat_notices()
+    reads: list[list[int]] = []
+    real_read = known._read
+    monkeypatch.setattr(known, "_read", lambda ids: reads.append(sorted(ids)) or real_read(ids))
+    clock = [1000.0]
+    monkeypatch.setattr(notifications.time, "monotonic", lambda: clock[0])
+    for c in consults_:
+        assert known.parties(c.id) == {rural.id, spec.id}
+    assert len(reads) == 3
+    clock[0] += known.PARTIES_TTL / 2 + 1  # all three past half their time, none expired
+    assert known.parties(consults_[0].id) == {rural.id, spec.id} and len(reads) == 3  # still fresh: no read
+    clock[0] += known.PARTIES_TTL / 2  # the first expired: one read refreshes all three
+    trainee = make.trainee(consults_[2])
+    assert known.parties(consults_[0].id) == {rural.id, spec.id}
+    assert reads[3:] == [sorted(c.id for c in consults_)]
+    assert known.parties(consults_[2].id) == {rural.id, spec.id, trainee.id} and len(reads) == 4

@@ -301,6 +301,13 @@ def participant_ids(consult_id: int) -> Any:
     return select(p.user_id).where(p.consult_id == consult_id, p.accepted_at.is_not(None), p.removed_at.is_(None))
 
 
+def participant_pairs(consult_ids: Iterable[int]) -> Any:
+    """A select of (consult id, user id) of the users taking part now in any of these consults."""
+    p = ConsultParticipant
+    return select(p.consult_id, p.user_id).where(p.consult_id.in_(list(consult_ids)), p.accepted_at.is_not(None),
+                                                 p.removed_at.is_(None))
+
+
 # --- the named checks the services and templates use -------------------------------------------------
 
 
