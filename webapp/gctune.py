@@ -40,8 +40,8 @@ def _report_long_collections(phase: str, info: dict) -> None:
         return
     took_ms = (time.perf_counter() - _started.pop()) * 1000
     if took_ms >= LONG_COLLECTION_MS:
-        line = (f"huizhen gc: generation {info.get('generation')} collection took {took_ms:.0f} ms "
-                f"({info.get('collected', 0)} collected)\n")
+        line = (f"huizhen gc: {time.strftime('%Y-%m-%d %H:%M:%S')} generation {info.get('generation')} collection "
+                f"took {took_ms:.0f} ms ({info.get('collected', 0)} collected)\n")
         with contextlib.suppress(OSError, ValueError):
             os.write(sys.stderr.fileno(), line.encode())
 
