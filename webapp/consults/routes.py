@@ -460,7 +460,11 @@ def _slot_json(ref: str, form, missing: str, act, done: str):
     try:
         act(form, when)
     except DomainError:
-        db.session.rollback()  # the consult's row lock and the slot's claim end here, not at teardown
+        # The refusal's language is chosen now, from the signed-in user's row: the rollback (which
+        # ends the consult's row lock and the slot's claim at once) expires that row, and reading it
+        # again for the message would cost a loser one more query.
+        current_locale()
+        db.session.rollback()
         raise
     flash(translate(done), "success")  # shown on the consult page the script goes to
     return jsonify({"ok": True, "redirect": url_for(".view", ref=ref)})
