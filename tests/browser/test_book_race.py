@@ -93,3 +93,25 @@ def test_the_second_doctor_is_told_at_once_and_offered_the_times_still_open(app,
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_no_answer_is_said_and_the_button_comes_back(browser, live_server, make, shots):
+    specialist = make.specialist()
+    make.availability(specialist, (8, 18))
+    doctor = make.rural()
+    ref = make.accepted(doctor, specialist).ref
+    context, page = _doctor_page(browser, live_server.url, doctor.email, ref, 1280)
+    try:
+        page.route(f"**/consults/{ref}/book",
+                   lambda route: route.abort() if route.request.method == "POST" else route.continue_())
+        page.evaluate("window.notReloaded = true")
+        page.locator("ul.slots input[name=slot]").nth(1).check()
+        page.locator(BOOK).click()
+        expect(page.locator("#slot-status .flash.error")).to_have_text(
+            "No answer from Huizhen: the connection may be down. Check it and try again.")
+        expect(page.locator(BOOK)).to_be_enabled()
+        assert page.evaluate("window.notReloaded") is True
+        page.screenshot(path=str(shots / "book-race-no-answer-1280.png"), full_page=False)
+        assert page.errors == []
+    finally:
+        context.close()
