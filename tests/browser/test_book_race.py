@@ -23,7 +23,7 @@ BOOKED = "The consultation time is booked."
 BOOK = "form[data-slot-form] button[type=submit]"
 
 
-def _doctor_page(browser, base: str, email: str, ref: str, width: int):
+def _doctor_page(browser, base: str, email: str, ref: str, width: int, path: str = "book"):
     context = browser.new_context(viewport={"width": width, "height": 900 if width > 600 else 844})
     context.set_default_timeout(20_000)
     page = context.new_page()
@@ -36,7 +36,7 @@ def _doctor_page(browser, base: str, email: str, ref: str, width: int):
     page.fill("#password", PASSWORD)
     page.click("main button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
-    page.goto(f"{base}/consults/{ref}/book")
+    page.goto(f"{base}/consults/{ref}/{path}")
     expect(page.locator("form[data-slot-form] ul.slots")).to_be_visible()
     return context, page
 
@@ -115,3 +115,38 @@ def test_no_answer_is_said_and_the_button_comes_back(browser, live_server, make,
         assert page.errors == []
     finally:
         context.close()
+
+
+def test_moving_to_a_time_just_taken_keeps_the_typed_reason(browser, live_server, make, shots):
+    """The reschedule page shares the script: the refusal is said, the list rewritten, the reason kept."""
+    specialist = make.specialist()
+    make.availability(specialist, (8, 18))
+    doctor, other = make.rural(), make.rural()
+    ref = make.scheduled(doctor, specialist).ref
+    other_ref = make.accepted(other, specialist).ref
+    context, page = _doctor_page(browser, live_server.url, doctor.email, ref, 1280, path="reschedule")
+    other_context, other_page = _doctor_page(browser, live_server.url, other.email, other_ref, 1280)
+    try:
+        values = page.locator("ul.slots input[name=slot]").evaluate_all("els => els.map(e => e.value)")
+        taken = values[2]
+        other_page.locator(f'input[name=slot][value="{taken}"]').check()  # the other doctor takes it first
+        other_page.locator(BOOK).click()
+        other_page.wait_for_url(f"**/consults/{other_ref}")
+
+        page.evaluate("window.notReloaded = true")
+        page.locator(f'input[name=slot][value="{taken}"]').check()
+        page.get_by_label("Reason").fill("The clinic's ultrasound day moved.")
+        page.get_by_role("button", name="Move to this time").click()
+        expect(page.locator("#slot-status .flash.error")).to_have_text(TAKEN)
+        expect(page.locator(f'input[name=slot][value="{taken}"]')).to_have_count(0)
+        expect(page.get_by_label("Reason")).to_have_value("The clinic's ultrasound day moved.")
+        assert page.evaluate("window.notReloaded") is True
+        page.screenshot(path=str(shots / "book-race-reschedule-refused-1280.png"), full_page=False)
+        page.locator(f'input[name=slot][value="{values[4]}"]').check()
+        page.get_by_role("button", name="Move to this time").click()
+        page.wait_for_url(f"**/consults/{ref}")
+        expect(page.locator(".flash.success")).to_have_text("The consultation has a new time.")
+        assert page.errors == [] and other_page.errors == []
+    finally:
+        context.close()
+        other_context.close()
