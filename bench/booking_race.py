@@ -13,6 +13,12 @@ common release to each response. Exactly one may win (302 to the consult); every
 checked after each round. The next round's slot is the next free one, booked by the N consults
 still without a time.
 
+`--mode form` posts the page's form as a browser without JavaScript does (302 for the winner, the
+409 page for the losers); `--mode json` posts as the page's script does (static/js/book.js: fetch with
+Accept: application/json and the token in X-CSRFToken; 200 {"ok", "redirect"} for the winner, a 409
+JSON refusal for the losers); `--mode form,json` (the default) runs `--rounds` rounds of each on the
+same server, one mode after the other, and prints both.
+
 Prints per round and overall p50 / p95 / p99 / max of the winner and of the losers (`--json FILE`
 keeps every number). Before the booking rounds, the same clients each GET /healthz at once, as many
 rounds: the floor one worker sets for N simultaneous requests that do almost nothing. After them,
@@ -200,7 +206,27 @@ async def floor(base: str, clients: list[Client]) -> list[float]:
     return times
 
 
-async def race(base: str, clients: list[Client], slot: str) -> list[dict[str, Any]]:
+WON = {"form": 302, "json": 200}  # the winner's status per mode
+MODES = {"form": "the form, no script", "json": "book.js: fetch, Accept: application/json, X-CSRFToken"}
+
+
+def book_request(base: str, c: Client, slot: str, mode: str) -> dict[str, Any]:
+    """The booking POST as the page sends it: its form (no script), or book.js's fetch (JSON)."""
+    request: dict[str, Any] = {"url": f"{base}/consults/{c.ref}/book", "allow_redirects": False,
+                               "data": {"slot": slot, "csrf_token": c.token}}
+    if mode == "json":
+        request["headers"] = {"Accept": "application/json", "X-CSRFToken": c.token}
+    return request
+
+
+def just_booked(body: str) -> bool:
+    """Whether a refusal says the slot was just taken (English or Chinese, a page or JSON)."""
+    if body.startswith("{"):
+        body = json.loads(body).get("message", "")
+    return "just been booked" in body or "该时间刚被另一会诊预约" in body
+
+
+async def race(base: str, clients: list[Client], slot: str, mode: str) -> list[dict[str, Any]]:
     """All clients POST the same slot at once; (status, ms since release) each."""
     release = asyncio.Event()
     results: list[dict[str, Any]] = []
@@ -208,11 +234,10 @@ async def race(base: str, clients: list[Client], slot: str) -> list[dict[str, An
 
     async def one(c: Client) -> None:
         await release.wait()
-        async with c.http.post(f"{base}/consults/{c.ref}/book", allow_redirects=False,
-                               data={"slot": slot, "csrf_token": c.token}) as r:
+        async with c.http.post(**book_request(base, c, slot, mode)) as r:
             body = await r.text()
             results.append({"ref": c.ref, "status": r.status, "ms": (time.perf_counter() - t0) * 1000,
-                            "just_booked": "just been booked" in body or "该时间刚被另一会诊预约" in body})
+                            "just_booked": just_booked(body)})
 
     tasks = [asyncio.create_task(one(c)) for c in clients]
     await asyncio.sleep(0.2)  # every task waits on the event
@@ -252,38 +277,43 @@ async def run(args: argparse.Namespace, base: str, db_url: str, made: list[tuple
         await asyncio.gather(*(warm(base, c) for c in clients))
         floors.append(await floor(base, clients[:args.clients]))
         await asyncio.sleep(args.pause)
-    rounds = []
+    by_mode: dict[str, dict[str, Any]] = {}
     pg = postgres_pids()
-    cpu0, pg0 = tree_cpu(server_pids), tree_cpu(pg)
-    for n, slot in enumerate(slots):
-        if args.warmup_gets:  # every client's keep-alive connection open and warm before the race
-            await asyncio.gather(*(warm(base, c) for c in clients if not c.booked))
-        racers = [c for c in clients if not c.booked][:args.clients]
-        results = await race(base, racers, slot)
-        for r in results:
-            if r["status"] == 302:
-                next(c for c in racers if c.ref == r["ref"]).booked = True
-        db = check_round(db_url, [c.ref for c in racers], slot)
-        winners = [r for r in results if r["status"] == 302]
-        losers = [r for r in results if r["status"] != 302]
-        ok = (len(winners) == 1 and len(db["holders"]) == 1 and db["holders"][0] == winners[0]["ref"]
-              and all(r["status"] == 409 and r["just_booked"] for r in losers)
-              and db["statuses"].get("ConsultStatus.SCHEDULED", db["statuses"].get("scheduled", 0)) <= n + 1)
-        rounds.append({"slot": slot, "results": results, "db": db, "correct": ok,
-                       "winner": summary([r["ms"] for r in winners]),
-                       "losers": summary([r["ms"] for r in losers]),
-                       "statuses": sorted({r["status"] for r in results})})
-        await asyncio.sleep(args.pause)
-    cpu, pgcpu = tree_cpu(server_pids) - cpu0, tree_cpu(pg) - pg0
-    # The cost of one request alone: a loser's POST (a taken slot) and GET /healthz, one at a time.
+    booked = 0
+    for m, mode in enumerate(args.modes):
+        rounds = []
+        cpu0, pg0 = tree_cpu(server_pids), tree_cpu(pg)
+        for slot in slots[m * args.rounds:(m + 1) * args.rounds]:
+            if args.warmup_gets:  # every client's keep-alive connection open and warm before the race
+                await asyncio.gather(*(warm(base, c) for c in clients if not c.booked))
+            racers = [c for c in clients if not c.booked][:args.clients]
+            results = await race(base, racers, slot, mode)
+            for r in results:
+                if r["status"] == WON[mode]:
+                    next(c for c in racers if c.ref == r["ref"]).booked = True
+            booked += 1
+            db = check_round(db_url, [c.ref for c in racers], slot)
+            winners = [r for r in results if r["status"] == WON[mode]]
+            losers = [r for r in results if r["status"] != WON[mode]]
+            ok = (len(winners) == 1 and len(db["holders"]) == 1 and db["holders"][0] == winners[0]["ref"]
+                  and all(r["status"] == 409 and r["just_booked"] for r in losers)
+                  and db["statuses"].get("ConsultStatus.SCHEDULED", db["statuses"].get("scheduled", 0)) <= booked)
+            rounds.append({"slot": slot, "results": results, "db": db, "correct": ok,
+                           "winner": summary([r["ms"] for r in winners]),
+                           "losers": summary([r["ms"] for r in losers]),
+                           "statuses": sorted({r["status"] for r in results})})
+            await asyncio.sleep(args.pause)
+        by_mode[mode] = {"rounds": rounds, "server_cpu_s": tree_cpu(server_pids) - cpu0,
+                         "postgres_cpu_s": tree_cpu(pg) - pg0}
+    # The cost of one request alone: a loser's POST (a taken slot) in each mode and GET /healthz, one at a time.
     loser = next(c for c in clients if not c.booked)
     cost = {}
-    for name, method, url, data in (
-            ("loser POST", "post", f"{base}/consults/{loser.ref}/book", {"slot": slots[0], "csrf_token": loser.token}),
-            ("GET /healthz", "get", f"{base}/healthz", None)):
+    requests = [(f"loser POST ({mode})", "post", book_request(base, loser, slots[0], mode)) for mode in args.modes]
+    requests.append(("GET /healthz", "get", {"url": f"{base}/healthz"}))
+    for name, method, request in requests:
         before, t = tree_cpu(server_pids), time.perf_counter()
         for _ in range(args.serial):
-            async with getattr(loser.http, method)(url, data=data, allow_redirects=False) as r:
+            async with getattr(loser.http, method)(**request) as r:
                 await r.read()
         cost[name] = {"cpu_ms": (tree_cpu(server_pids) - before) * 1000 / args.serial,
                       "wall_ms": (time.perf_counter() - t) * 1000 / args.serial}
@@ -292,8 +322,7 @@ async def run(args: argparse.Namespace, base: str, db_url: str, made: list[tuple
         spy.wait(timeout=60)
     for c in clients:
         await c.http.close()
-    return {"rounds": rounds, "floor_ms": [x for f in floors for x in f], "serial": cost, "server_cpu_s": cpu,
-            "postgres_cpu_s": pgcpu}
+    return {"modes": by_mode, "floor_ms": [x for f in floors for x in f], "serial": cost}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,13 +338,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serial", type=int, default=50, help="requests for the one-at-a-time cost")
     parser.add_argument("--json")
     parser.add_argument("--profile", help="directory for a py-spy folded profile of the server")
+    parser.add_argument("--mode", default="form,json",
+                        help="form (the page without script), json (book.js's fetch), or both: form,json")
     args = parser.parse_args(argv)
+    args.modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    if not args.modes or any(m not in WON for m in args.modes):
+        parser.error("--mode takes form, json or form,json")
 
     workdir = Path(tempfile.mkdtemp(prefix="booking-race-"))
     db_url = database_url(args.db, workdir, args.db_name)
     t = time.time()
-    spec_id, made = prepare(db_url, args.clients + args.rounds - 1)
-    slots = free_slots(db_url, int(spec_id), args.rounds)
+    races = args.rounds * len(args.modes)
+    spec_id, made = prepare(db_url, args.clients + races - 1)
+    slots = free_slots(db_url, int(spec_id), races)
     print(f"world: 1 specialist, {len(made)} accepted consults in {time.time() - t:.1f} s; db {args.db}")
     # each doctor's browser keeps its connection from loading the booking page (gunicorn's default 2 s
     # keep-alive would close it between rounds)
@@ -327,24 +362,27 @@ def main(argv: list[str] | None = None) -> int:
         load1 = os.getloadavg()
     finally:
         stop_server(server)
-    rows = out["rounds"]
+    floor = summary(out["floor_ms"])
     print(f"\n{args.clients} concurrent POST /consults/<ref>/book of one slot, gunicorn gevent "
-          f"x{args.workers}, {args.db}; ms from the common release (p50 / p95 / p99 / max)\n")
-    print("| round | correct | statuses | winner ms | losers ms (p50 / p95 / p99 / max) |")
-    print("| --- | --- | --- | --- | --- |")
-    for i, r in enumerate(rows, 1):
-        print(f"| {i} | {'yes' if r['correct'] else 'NO'} | {r['statuses']} | "
-              f"{r['winner'].get('max', float('nan')):.0f} | {fmt(r['losers'])} |")
-    all_losers = [x["ms"] for r in rows for x in r["results"] if x["status"] != 302]
-    all_winners = [x["ms"] for r in rows for x in r["results"] if x["status"] == 302]
-    every = all_losers + all_winners
-    print(f"| all | {'yes' if all(r['correct'] for r in rows) else 'NO'} | | {fmt(summary(all_winners))} | "
-          f"{fmt(summary(all_losers))} |")
-    print(f"| floor: {args.clients} x GET /healthz at once, {args.rounds} rounds | | | | "
-          f"{fmt(summary(out['floor_ms']))} |")
-    print(f"\nall booking requests: {fmt(summary(every))} ms; server CPU {out['server_cpu_s']:.2f} s "
-          f"({out['server_cpu_s'] * 1000 / max(1, len(every)):.1f} ms/request), postgres CPU "
-          f"{out['postgres_cpu_s']:.2f} s; load average {load0[0]:.1f} -> {load1[0]:.1f}")
+          f"x{args.workers}, {args.db}; ms from the common release (p50 / p95 / p99 / max); "
+          f"load average {load0[0]:.1f} -> {load1[0]:.1f}")
+    for mode, result in out["modes"].items():
+        rows = result["rounds"]
+        print(f"\nmode {mode} ({MODES[mode]})\n")
+        print("| round | correct | statuses | winner ms | losers ms (p50 / p95 / p99 / max) |")
+        print("| --- | --- | --- | --- | --- |")
+        for i, r in enumerate(rows, 1):
+            print(f"| {i} | {'yes' if r['correct'] else 'NO'} | {r['statuses']} | "
+                  f"{r['winner'].get('max', float('nan')):.0f} | {fmt(r['losers'])} |")
+        all_losers = [x["ms"] for r in rows for x in r["results"] if x["status"] != WON[mode]]
+        all_winners = [x["ms"] for r in rows for x in r["results"] if x["status"] == WON[mode]]
+        every = all_losers + all_winners
+        print(f"| all | {'yes' if all(r['correct'] for r in rows) else 'NO'} | | {fmt(summary(all_winners))} | "
+              f"{fmt(summary(all_losers))} |")
+        print(f"\n{mode}: all booking requests {fmt(summary(every))} ms; server CPU {result['server_cpu_s']:.2f} s "
+              f"({result['server_cpu_s'] * 1000 / max(1, len(every)):.1f} ms/request), postgres CPU "
+              f"{result['postgres_cpu_s']:.2f} s")
+    print(f"\nfloor: {args.clients} x GET /healthz at once, {args.rounds} rounds: {fmt(floor)} ms")
     for name, c in out["serial"].items():
         print(f"one at a time ({args.serial}x): {name}: server CPU {c['cpu_ms']:.1f} ms, "
               f"response {c['wall_ms']:.1f} ms")
@@ -353,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({
             "args": vars(args), "machine": platform.platform(), "cpus": os.cpu_count(),
             "python": sys.version, **out}, indent=1, default=str))
-    return 0 if all(r["correct"] for r in rows) else 1
+    return 0 if all(r["correct"] for m in out["modes"].values() for r in m["rounds"]) else 1
 
 
 if __name__ == "__main__":

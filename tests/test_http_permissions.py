@@ -381,6 +381,7 @@ UNKNOWN_REF = "AAAAAAAAAAAAAAAA"
     ("/consults/{ref}/decline", "post"),
     ("/consults/{ref}/book", "get"),
     ("/consults/{ref}/book", "post"),
+    ("/consults/{ref}/open-slots", "get"),
     ("/consults/{ref}/answer", "get"),
     ("/consults/{ref}/answer", "post"),
     ("/consults/{ref}/acknowledge", "post"),

@@ -190,6 +190,7 @@ SKIPPED = {
     "video.ice_servers": "JSON for the call (ICE server credentials)",
     "admin.audit_export": "a CSV download of stored audit rows",
     "consults.attachment": "a file download (the uploaded file itself)",
+    "consults.open_slots": "JSON for the book and reschedule pages' script (the slots; labels as on the pages)",
     "scheduling.feed": "the iCal feed (text/calendar for calendar apps)",
 }
 # Pages the tour must have seen answered with HTML by someone (all GET endpoints not skipped).

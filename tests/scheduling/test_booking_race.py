@@ -104,6 +104,66 @@ def test_sqlite_ten_threads_booking_one_slot_exactly_one_wins_the_rest_are_told(
     _book_race(race_sqlite_app, 10)
 
 
+HTTP_CLIENTS = {"postgresql": 20, "sqlite": 8}
+
+
+def _json_book_race(app: Flask, n: int) -> None:
+    """n signed-in doctors' pages post the same slot as static/js/book.js does, released at once."""
+    from tests.conftest import login
+    from tests.test_http_consults import token_of
+
+    specialist_id, refs, slot = _world(n)
+    requesters = [db.session.get(User, db.session.scalar(select(Consult.requester_id).where(Consult.ref == r)))
+                  for r in refs]
+    clients, tokens = [], []
+    for user, ref in zip(requesters, refs, strict=True):
+        client = app.test_client()
+        assert login(client, user).status_code == 302
+        page = client.get(f"/consults/{ref}/book")
+        assert page.status_code == 200
+        clients.append(client)
+        tokens.append(token_of(page))
+    db.session.rollback()
+    barrier = threading.Barrier(n)
+    answers: dict[int, tuple[int, dict]] = {}
+
+    def post(i: int) -> None:
+        barrier.wait()
+        r = clients[i].post(f"/consults/{refs[i]}/book", data={"slot": slot.starts_at.isoformat()},
+                            headers={"Accept": "application/json", "X-CSRFToken": tokens[i]})
+        answers[i] = (r.status_code, r.get_json())
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert len(answers) == n
+    statuses = Counter(status for status, _ in answers.values())
+    assert statuses == Counter({200: 1, 409: n - 1}), answers
+    [winner] = [i for i, (status, _) in answers.items() if status == 200]
+    assert answers[winner][1] == {"ok": True, "redirect": f"/consults/{refs[winner]}"}
+    assert all(body == {"error": "conflict", "message":
+                        "That time has just been booked for another consult. Choose another time."}
+               for status, body in answers.values() if status == 409)
+    db.session.rollback()
+    [appt] = db.session.scalars(select(Appointment).where(Appointment.specialist_id == specialist_id))
+    assert appt.consult.ref == refs[winner] and appt.starts_at == slot.starts_at
+    states = dict(db.session.execute(select(Consult.ref, Consult.status)).all())
+    assert states == {ref: ConsultStatus.SCHEDULED if i == winner else ConsultStatus.ACCEPTED
+                      for i, ref in enumerate(refs)}
+
+
+@pytest.mark.postgres
+def test_postgres_doctors_booking_one_slot_from_the_pages_script_exactly_one_wins(race_pg_app):
+    _json_book_race(race_pg_app, HTTP_CLIENTS["postgresql"])
+
+
+def test_sqlite_doctors_booking_one_slot_from_the_pages_script_exactly_one_wins(race_sqlite_app):
+    _json_book_race(race_sqlite_app, HTTP_CLIENTS["sqlite"])
+
+
 class Holder(threading.Thread):
     """Takes the slot for one consult in a transaction it keeps open until release() (then commits
     or rolls back)."""

@@ -387,6 +387,9 @@ def decline(ref: str):
 @bp.route("/<ref>/book", methods=["GET", "POST"])
 @consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def book(ref: str):
+    if request.method == "POST" and wants_json(request):  # the page's script (static/js/book.js)
+        return _slot_json(ref, SlotForm(), N_("Choose a time."), lambda form, when: services.book(me(), ref, when),
+                          N_("The consultation time is booked."))
     consult = services.view_consult(me(), ref)
     if not policy.entitled(me(), consult, policy.Action.BOOK):  # not the requester or the lead
         raise Forbidden(N_("You cannot book a time for this consult now."))
@@ -400,6 +403,10 @@ def book(ref: str):
 @bp.route("/<ref>/reschedule", methods=["GET", "POST"])
 @consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def reschedule(ref: str):
+    if request.method == "POST" and wants_json(request):  # the page's script (static/js/book.js)
+        return _slot_json(ref, RescheduleForm(), N_("Choose a new time."),
+                          lambda form, when: services.reschedule(me(), ref, when, form.reason.data),
+                          N_("The consultation has a new time."))
     consult = services.view_consult(me(), ref)
     if not policy.entitled(me(), consult, policy.Action.RESCHEDULE):  # not the requester or the lead
         raise Forbidden(N_("You cannot reschedule this consult now."))
@@ -434,6 +441,43 @@ def _slot_page(consult, form, template: str, missing: str, act, done: str):
         status = 422
     form.slot.choices = _slot_choices(consult.specialist, me().timezone)
     return render_template(template, consult=consult, form=form), status
+
+
+def _slot_json(ref: str, form, missing: str, act, done: str):
+    """A slot chosen by the page's script (Accept: application/json): {"ok", "redirect"} when booked.
+
+    A refusal is the one error handler's JSON ({"error": code, "message": translated}, its status:
+    409 when the slot was just taken), answered without a template and without listing the open
+    slots (the script asks /open-slots for them), so that the losers of a race on one slot are
+    refused in a few milliseconds each. The service checks who may act (404 / 403, audited as on
+    the page); the consult is not read first to render anything."""
+    if not form.validate():  # the CSRF token (X-CSRFToken) is checked before this by CSRFProtect
+        raise ValidationFailed(str(next(e for errs in form.errors.values() for e in errs)),
+                               fields={name: "invalid" for name in form.errors})
+    when = _parse_slot(form.slot.data)
+    if when is None:
+        raise ValidationFailed(missing, fields={"slot": "required"})
+    try:
+        act(form, when)
+    except DomainError:
+        # The refusal's language is chosen now, from the signed-in user's row: the rollback (which
+        # ends the consult's row lock and the slot's claim at once) expires that row, and reading it
+        # again for the message would cost a loser one more query.
+        current_locale()
+        db.session.rollback()
+        raise
+    flash(translate(done), "success")  # shown on the consult page the script goes to
+    return jsonify({"ok": True, "redirect": url_for(".view", ref=ref)})
+
+
+@bp.get("/<ref>/open-slots")
+@consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
+def open_slots(ref: str):
+    """The times still open, as the book and reschedule pages list them, for their script after a refusal."""
+    _consult, slots = services.open_slots_for(me(), ref)
+    tz = me().timezone
+    return jsonify({"slots": [{"value": s.starts_at.isoformat(), "label": format_local(s.starts_at, tz)}
+                              for s in slots]})
 
 
 # What was filled from the shared notes (the fields in services.FROM_NOTES order).

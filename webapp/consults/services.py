@@ -463,6 +463,16 @@ def book(user: User, ref: str, starts_at: datetime) -> Consult:
     return consult
 
 
+def open_slots_for(user: User, ref: str) -> tuple[Consult, list[scheduling.Slot]]:
+    """The consult and its specialist's open slots, a page's worth, for a party who books or moves its time."""
+    consult = check_visible(user, ref, "open_slots")
+    if not (policy.entitled(user, consult, Action.BOOK) or policy.entitled(user, consult, Action.RESCHEDULE)):
+        raise Forbidden(FORBIDDEN_ACTIONS["book a time for"])  # not the requester or the lead, as on the pages
+    if consult.specialist is None:
+        raise Conflict("A time can be booked once a specialist has accepted, and only once.")
+    return consult, scheduling.open_slots(consult.specialist, days=scheduling.page_days())
+
+
 def reschedule(user: User, ref: str, starts_at: datetime, reason: str) -> Consult:
     """Either party moves the booked time: old blocks freed, new ones taken, in one transaction.
 
