@@ -215,10 +215,24 @@ def register_extensions(app: Flask) -> None:
         # and a sender's chat messages keep their order. Other clients are not held up.
         async_handlers=False,
     )
+    # Every Socket.IO event that Flask-SocketIO runs in a request context matches the transport's
+    # URL against the routes: with no rule for it, Flask keeps a NotFound with its traceback on the
+    # request, a reference cycle of ~70 objects per event (typing, read receipts, joins) that only
+    # the garbage collector frees, in stalls. This rule is never served: the Socket.IO middleware
+    # answers /socket.io/ before Flask sees it.
+    app.add_url_rule("/socket.io/", endpoint="socketio_transport", view_func=_socketio_transport,
+                     strict_slashes=False)  # the test client asks for /socket.io, browsers for /socket.io/
     from .socketlimits import install_socket_limits
 
     remember_server(app, socketio.server)
     install_socket_limits(app, socketio.server)  # oversized polling bodies and WebSocket messages
+
+
+def _socketio_transport() -> Any:
+    """The Socket.IO transport's URL as a route (see register_extensions); never reached in practice."""
+    from flask import abort
+
+    abort(404)
 
 
 def register_namespaces(app: Flask) -> None:

@@ -192,6 +192,7 @@ SKIPPED = {
     "consults.attachment": "a file download (the uploaded file itself)",
     "consults.open_slots": "JSON for the book and reschedule pages' script (the slots; labels as on the pages)",
     "scheduling.feed": "the iCal feed (text/calendar for calendar apps)",
+    "socketio_transport": "the Socket.IO transport's URL (answered by the Socket.IO middleware, never by Flask)",
 }
 # Pages the tour must have seen answered with HTML by someone (all GET endpoints not skipped).
 
