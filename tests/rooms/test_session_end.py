@@ -364,3 +364,30 @@ def test_ending_sessions_needs_no_redis_in_a_single_process(app, make):
     assert not app.config.get("REDIS_URL")
     user = make.rural()
     accounts.end_sessions(user, "logout")  # no socket, no queue: no error
+
+
+def test_the_sweep_checks_consults_a_step_at_a_time_and_yields_between_steps(app, make, monkeypatch):
+    """A busy process's sweep must not hold the event loop for all its rooms at once: it checks
+    SWEEP_CONSULTS_PER_STEP consults, yields, and goes on; what it finds is the same."""
+    from webapp import sessionbus
+    from webapp.realtime import connections
+
+    rural, specialist, outsider = make.rural(), make.specialist(), make.specialist()
+    many = [make.scheduled(rural, specialist) for _ in range(sessionbus.SWEEP_CONSULTS_PER_STEP + 5)]
+    table, tracked = connections("/room", app), []
+    for i, c in enumerate(many):
+        for who in (rural, specialist) + ((outsider,) if i in (3, len(many) - 2) else ()):
+            sid = f"sweep-{c.id}-{who.id}"
+            table.add(sid, c.id, who.id, who.full_name, c.ref)
+            tracked.append(sessionbus.Tracked("/room", sid, who.id, "k"))
+    yields: list[float] = []
+    the_bus = sessionbus.bus(app)
+    monkeypatch.setattr(the_bus, "_sleep", yields.append)
+    try:
+        refused = the_bus._not_entitled(tracked)
+    finally:
+        for t in tracked:
+            table.remove(t.sid)
+    assert sorted(t.sid for t in refused) == sorted(
+        f"sweep-{many[i].id}-{outsider.id}" for i in (3, len(many) - 2))  # one in each step
+    assert yields == [0]  # two steps, one yield between them
