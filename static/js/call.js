@@ -44,8 +44,11 @@
     if (metrics.joinClickedAt !== null) metrics.marks[name] = Math.round(performance.now() - metrics.joinClickedAt);
     (marked[name] || []).splice(0).forEach(function (resolve) { resolve(metrics.marks[name]); });
   }
-  // A promise of a milestone of the join clicked last (ms after the click), e.g. "first_frame":
-  // resolved at once if it has passed, else when it happens (the benchmark waits on it, no polling).
+  // A promise of the next time a milestone is passed (ms after the last click).
+  function next(name) { return new Promise(function (resolve) { (marked[name] = marked[name] || []).push(resolve); }); }
+  // A promise of a milestone of the join clicked last (ms after the click), e.g. "joined" or
+  // "first_frame": resolved at once if it has passed, else when it happens (the benchmark waits on
+  // the page's call state this way, with no polling and whatever the page's language).
   function when(name) {
     return new Promise(function (resolve) {
       if (metrics.joinClickedAt !== null && metrics.marks[name] !== undefined) resolve(metrics.marks[name]);
@@ -64,7 +67,7 @@
                          pcs: function () { var out = {}; peerList().forEach(function (p) { out[p.id] = p.pc; }); return out; },
                          adapt: null, settings: settings,
                          restarter: function () { var p = primary(); return p ? p.restarter : null; },
-                         lastSample: function () { return lastSample; }, when: when };
+                         lastSample: function () { return lastSample; }, when: when, next: next };
 
   function setStatus(text, kind) { statusEl.textContent = text; statusEl.className = "call-status " + (kind || ""); }
   // A signal for one peer; a connection not yet bound to anyone (the join's offer) keeps its
@@ -698,6 +701,7 @@
   async function join() {
     joinBtn.disabled = true;
     metrics.joinClickedAt = performance.now();
+    metrics.marks = {};  // this join's milestones
     loadAdapt();
     if (sends) {
       setStatus(t("Starting camera and microphone…"));
@@ -857,6 +861,7 @@
   function peerGone(peer) {
     var name = peer.name;
     forget(peer);
+    mark("peer_left");
     if (!peerList().length) {
       if (!spare) waitWithSpare();
       setStatus(t("The other doctor left the call. You can wait here; they can rejoin."));
