@@ -627,6 +627,13 @@
     showUnmute();
   });
 
+  // Our own picture: shown at the first remote frame (or a second after the join), so that its
+  // player is not set up while the call is.
+  var selfView = null;  // the camera stream still to show as our picture
+  function showSelf() {
+    if (selfView && selfView === localStream && localVideo.srcObject !== selfView) localVideo.srcObject = selfView;
+    selfView = null;
+  }
   function watchFirstFrame(peer) {
     var video = peer.video;
     if (!video || metrics.firstFrames[peer.id] !== undefined || !video.requestVideoFrameCallback) return;
@@ -634,6 +641,7 @@
       if (metrics.joinClickedAt !== null && metrics.firstFrames[peer.id] === undefined) {
         metrics.firstFrames[peer.id] = performance.now() - metrics.joinClickedAt;
         if (video === remoteVideo && metrics.firstRemoteFrameMs === null) { metrics.firstRemoteFrameMs = metrics.firstFrames[peer.id]; mark("first_frame"); }
+        showSelf();
       }
       video.classList.add("live");
     });
@@ -702,13 +710,15 @@
     joinBtn.disabled = true;
     metrics.joinClickedAt = performance.now();
     metrics.marks = {};  // this join's milestones
-    loadAdapt();
+    // adapt.js (fetched from the server) and the device lists are not needed to set the call up:
+    // they come a second after the join (adaptation starts later anyway, see adaptTick)
+    later(loadAdapt);
     if (sends) {
       setStatus(t("Starting camera and microphone…"));
       try {
         if (!localStream) {
           var wanted = !state.audio_only;
-          localStream = await getMedia(); localVideo.srcObject = localStream; listDevices();
+          localStream = await getMedia(); selfView = localStream; later(showSelf); later(listDevices);
           if (wanted && !localStream.getVideoTracks().length) hasCamera = false;  // nothing to adapt
           localVideo.classList.toggle("no-video", !localStream.getVideoTracks().length);
         }
