@@ -196,3 +196,40 @@ def test_a_batch_before_joining_is_refused(call_client, world):
     rural, _specialist, consult = world
     ack = _signal(call_client(rural), consult, type="candidates", candidates=[_candidate(1)])
     assert ack["ok"] is False and "Join" in ack["message"]
+
+
+def test_a_trainee_whose_leave_to_speak_went_while_their_join_waited_cannot_send_with_it(
+        call_client, team, monkeypatch):
+    """The offer's media is judged again in the turn: a sending offer from a trainee whose leave to
+    speak was withdrawn meanwhile is refused, and nobody receives it."""
+    consult, _requester, lead, _second, trainee = team
+    sending = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 111\r\n"
+                                      "a=sendrecv\r\n"}
+    ld, tr = call_client(lead), call_client(trainee)
+    assert _join(ld, consult)["ok"]
+    consult_id, trainee_id = consult.id, trainee.id
+    with db.engine.begin() as conn:
+        conn.execute(update(ConsultParticipant).where(
+            ConsultParticipant.consult_id == consult_id, ConsultParticipant.user_id == trainee_id,
+        ).values(speech_allowed_at=utcnow()))
+    ld.get_received("/call")
+    real = call_events._join_lock
+
+    class WithdrawnMeanwhile:
+        def __init__(self, lock: threading.Lock) -> None:
+            self.lock = lock
+
+        def __enter__(self) -> None:
+            self.lock.acquire()
+            with db.engine.begin() as conn:
+                conn.execute(update(ConsultParticipant).where(
+                    ConsultParticipant.consult_id == consult_id, ConsultParticipant.user_id == trainee_id,
+                ).values(speech_allowed_at=None))
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    monkeypatch.setattr(call_events, "_join_lock", lambda cid: WithdrawnMeanwhile(real(cid)))
+    ack = _join(tr, consult, offer=sending)
+    assert ack["ok"] is False and ack["status"] == 403
+    assert _events(ld, "signal") == [] and _events(ld, "peer-joined") == []
