@@ -38,9 +38,22 @@
   var theirViewEl = el("call-their-view");
   var metrics = { joinClickedAt: null, firstRemoteFrameMs: null, connectedMs: null, relayed: null, marks: {}, firstFrames: {} };
   metrics.at = {};  // wall-clock milestones (ms since the epoch), comparable between the pages
+  var marked = {};  // milestone name -> callbacks waiting for it (huizhenCall.when)
   function mark(name) {
     metrics.at[name] = performance.timeOrigin + performance.now();
     if (metrics.joinClickedAt !== null) metrics.marks[name] = Math.round(performance.now() - metrics.joinClickedAt);
+    (marked[name] || []).splice(0).forEach(function (resolve) { resolve(metrics.marks[name]); });
+  }
+  // A promise of the next time a milestone is passed (ms after the last click).
+  function next(name) { return new Promise(function (resolve) { (marked[name] = marked[name] || []).push(resolve); }); }
+  // A promise of a milestone of the join clicked last (ms after the click), e.g. "joined" or
+  // "first_frame": resolved at once if it has passed, else when it happens (the benchmark waits on
+  // the page's call state this way, with no polling and whatever the page's language).
+  function when(name) {
+    return new Promise(function (resolve) {
+      if (metrics.joinClickedAt !== null && metrics.marks[name] !== undefined) resolve(metrics.marks[name]);
+      else (marked[name] = marked[name] || []).push(resolve);
+    });
   }
   var statsTimer = null, reportTimer = null, lastBytes = null, lastStatsAt = null;
   function peerList() { return Object.keys(peers).map(function (k) { return peers[k]; }); }
@@ -54,18 +67,54 @@
                          pcs: function () { var out = {}; peerList().forEach(function (p) { out[p.id] = p.pc; }); return out; },
                          adapt: null, settings: settings,
                          restarter: function () { var p = primary(); return p ? p.restarter : null; },
-                         lastSample: function () { return lastSample; } };
+                         lastSample: function () { return lastSample; }, when: when, next: next };
 
   function setStatus(text, kind) { statusEl.textContent = text; statusEl.className = "call-status " + (kind || ""); }
   // A signal for one peer; a connection not yet bound to anyone (the join's offer) keeps its
   // signals until it is.
   function signal(peer, payload) {
     payload.ref = ref;
-    if (payload.sdp) payload.sdp = opusFmtp(payload.sdp);
+    if (payload.sdp) {
+      payload.sdp = opusFmtp(payload.sdp);
+      if (peer) flushCandidates(peer);  // the candidates of an earlier description go before it
+    }
     if (peer && peer.id === null) { peer.outbox.push(payload); return; }
     if (peer) payload.to = peer.id;
     socket.emit("signal", payload);
   }
+  // ICE candidates travel in batches: those a connection gathers within one short tick go in one
+  // "candidates" signal (at most MAX_CANDIDATES, as the server allows), not in a message each; the
+  // end of candidates (null) closes its batch at once.
+  var CANDIDATE_TICK_MS = 10, MAX_CANDIDATES = 32;
+  function queueCandidate(peer, candidate) {
+    if (!peer.candidates) {
+      peer.candidates = [];
+      peer.candidateTimer = setTimeout(function () { flushCandidates(peer); }, CANDIDATE_TICK_MS);
+    }
+    peer.candidates.push(candidate);
+    if (candidate === null || peer.candidates.length >= MAX_CANDIDATES) flushCandidates(peer);
+  }
+  function flushCandidates(peer) {
+    clearTimeout(peer.candidateTimer);
+    var batch = peer.candidates;
+    peer.candidates = null;
+    if (batch && batch.length) signal(peer, { type: "candidates", candidates: batch });
+  }
+  // Batches held for a connection not yet bound to anyone, joined up again (at most MAX_CANDIDATES each).
+  function joinBatches(list) {
+    var out = [];
+    list.forEach(function (payload) {
+      var last = out[out.length - 1];
+      if (payload.type === "candidates" && last && last.type === "candidates" &&
+          last.candidates.length + payload.candidates.length <= MAX_CANDIDATES) last.candidates = last.candidates.concat(payload.candidates);
+      else out.push(payload);
+    });
+    return out;
+  }
+  // Reports that play no part in setting the call up (our media state for the others, the call's
+  // stats record) wait this long after a join or a connection, so as not to compete with it.
+  var REPORT_DELAY_MS = 1000;
+  function later(fn) { setTimeout(function () { if (inCall) fn(); }, REPORT_DELAY_MS); }
   function now() { return performance.now() / 1000; }
 
   // The adaptation logic (static/js/adapt.js, hashed URL in data-adapt-src) is fetched when the
@@ -228,7 +277,8 @@
   // already waiting (or told that the peer came back) recreates its connection and answers.
   function makePeer(id, info, offer) {
     var peer = { id: id, name: "", role: "", polite: true, makingOffer: false, ignoreOffer: false, holdOffer: !offer,
-                 pc: null, restarter: null, reportedConnected: false, tile: null, video: null, outbox: [], lastRecv: null, state: {} };
+                 pc: null, restarter: null, reportedConnected: false, tile: null, video: null, outbox: [], lastRecv: null, state: {},
+                 candidates: null, candidateTimer: null };
     describe(peer, info);
     build(peer, offer);
     return peer;
@@ -247,6 +297,7 @@
   }
   function build(peer, offer) {
     closePc(peer.pc);
+    clearTimeout(peer.candidateTimer); peer.candidates = null;  // the old connection's
     peer.holdOffer = !offer; peer.makingOffer = false; peer.ignoreOffer = false;
     peer.reportedConnected = false; peer.lastRecv = null;
     if (peer.video === remoteVideo) metrics.firstRemoteFrameMs = null;
@@ -264,7 +315,7 @@
         mark("offer_sent");
       } catch (e) { console.warn("negotiation failed", e); } finally { peer.makingOffer = false; }
     };
-    pc.onicecandidate = function (e) { signal(peer, { type: "candidate", candidate: e.candidate ? e.candidate.toJSON() : null }); };
+    pc.onicecandidate = function (e) { if (peer.pc === pc) queueCandidate(peer, e.candidate ? e.candidate.toJSON() : null); };
     pc.ontrack = function (e) {
       mark("track");
       if (peer.id === null) return;  // bound (and given a tile) before its answer can bring tracks
@@ -293,7 +344,10 @@
         if (peerList().every(function (p) { return p.pc.connectionState === "connected"; })) setStatus(t("Connected"), "ok");
         if (!peer.reportedConnected) {
           peer.reportedConnected = true;
-          if (metrics.connectedMs === null) { metrics.connectedMs = performance.now() - metrics.joinClickedAt; reportStats(true); }
+          if (metrics.connectedMs === null) {
+            metrics.connectedMs = performance.now() - metrics.joinClickedAt;
+            later(function () { reportStats(true); });
+          }
         }
       }
     };
@@ -307,10 +361,11 @@
   }
   // A connection made before we know whom it is for takes its person now, and sends what it held.
   function bind(peer, id, info) {
+    flushCandidates(peer);  // (into the outbox) those of the tick under way go with the rest
     peer.id = id;
     peers[id] = peer;
     describe(peer, info);
-    var held = peer.outbox; peer.outbox = [];
+    var held = joinBatches(peer.outbox); peer.outbox = [];
     held.forEach(function (payload) { payload.to = id; socket.emit("signal", payload); });
   }
   function forget(peer) {
@@ -572,6 +627,13 @@
     showUnmute();
   });
 
+  // Our own picture: shown at the first remote frame (or a second after the join), so that its
+  // player is not set up while the call is.
+  var selfView = null;  // the camera stream still to show as our picture
+  function showSelf() {
+    if (selfView && selfView === localStream && localVideo.srcObject !== selfView) localVideo.srcObject = selfView;
+    selfView = null;
+  }
   function watchFirstFrame(peer) {
     var video = peer.video;
     if (!video || metrics.firstFrames[peer.id] !== undefined || !video.requestVideoFrameCallback) return;
@@ -579,6 +641,7 @@
       if (metrics.joinClickedAt !== null && metrics.firstFrames[peer.id] === undefined) {
         metrics.firstFrames[peer.id] = performance.now() - metrics.joinClickedAt;
         if (video === remoteVideo && metrics.firstRemoteFrameMs === null) { metrics.firstRemoteFrameMs = metrics.firstFrames[peer.id]; mark("first_frame"); }
+        showSelf();
       }
       video.classList.add("live");
     });
@@ -646,13 +709,16 @@
   async function join() {
     joinBtn.disabled = true;
     metrics.joinClickedAt = performance.now();
-    loadAdapt();
+    metrics.marks = {};  // this join's milestones
+    // adapt.js (fetched from the server) and the device lists are not needed to set the call up:
+    // they come a second after the join (adaptation starts later anyway, see adaptTick)
+    later(loadAdapt);
     if (sends) {
       setStatus(t("Starting camera and microphone…"));
       try {
         if (!localStream) {
           var wanted = !state.audio_only;
-          localStream = await getMedia(); localVideo.srcObject = localStream; listDevices();
+          localStream = await getMedia(); selfView = localStream; later(showSelf); later(listDevices);
           if (wanted && !localStream.getVideoTracks().length) hasCamera = false;  // nothing to adapt
           localVideo.classList.toggle("no-video", !localStream.getVideoTracks().length);
         }
@@ -743,7 +809,7 @@
       var overtaken = early; early = [];
       overtaken.forEach(function (msg) { if (peers[msg.from]) onSignal(msg); });
       configureAll();
-      sendState();
+      later(sendState);
       if (!anyConnected()) setStatus(others.length ? t("Connecting…") : t("Waiting for the other doctor to join…"));
       clearInterval(statsTimer);
       statsTimer = setInterval(function () { showQuality(); }, 2000);
@@ -805,6 +871,7 @@
   function peerGone(peer) {
     var name = peer.name;
     forget(peer);
+    mark("peer_left");
     if (!peerList().length) {
       if (!spare) waitWithSpare();
       setStatus(t("The other doctor left the call. You can wait here; they can rejoin."));
@@ -838,8 +905,11 @@
           signal(peer, { type: peer.pc.localDescription.type, sdp: peer.pc.localDescription.sdp });
           mark("answer_sent");
         }
-      } else if (msg.type === "candidate") {
-        try { await peer.pc.addIceCandidate(msg.candidate || null); } catch (e) { if (!peer.ignoreOffer) console.warn(e); }
+      } else if (msg.type === "candidate" || msg.type === "candidates") {
+        var list = msg.type === "candidate" ? [msg.candidate] : msg.candidates || [], target = peer.pc;
+        await Promise.all(list.map(function (c) {  // the connection takes them one after the other
+          return target.addIceCandidate(c || null).catch(function (e) { if (!peer.ignoreOffer) console.warn(e); });
+        }));
       } else if (msg.type === "bye") {
         peerGone(peer);
       }

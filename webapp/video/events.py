@@ -122,7 +122,8 @@ def _call_consult(ref: Any) -> Consult:
 
 
 class CallNamespace(Namespace):
-    """Join a call, relay offers/answers/ICE candidates and media state to the other party."""
+    """Join a call, relay offers/answers/ICE candidates (one by one, or a batch in one "candidates"
+    signal) and media state to the other party."""
 
     def on_connect(self, auth: Any = None) -> None:
         accept_connection(NAMESPACE)
@@ -159,40 +160,41 @@ class CallNamespace(Namespace):
             offer = services.validate_signal(offer)
             services.check_media(current_user, consult, offer)
         # No database transaction is held while waiting for the turn: on SQLite the write lock is
-        # taken at BEGIN, and the join holding the turn needs it to commit the call record.
-        turn = _join_lock(consult.id)  # (read before the commit expires the consult)
+        # taken at BEGIN, and the join holding the turn needs it to commit the call record. The
+        # commit expires what was read so far: inside the turn the consult (its participants, the
+        # user) is read again, and the turn decides on that, not on what was true before waiting.
+        consult_id = consult.id
+        turn = _join_lock(consult_id)
         db.session.commit()
         with turn:  # who is there, who offers and the announcement, in one turn
-            present = {m.user_id for m in _members().snapshot(consult.id).members if m.sid != request.sid}
-            services.check_caps(current_user, consult, present)
-            others = sorted(present - {current_user.id})
-            call = services.start_call(current_user, consult, audit="call.joined")  # one commit
+            consult = db.session.get(Consult, consult_id, populate_existing=True)
+            if consult is None:
+                raise NotFound("No such consult.")
+            if offer is not None:  # (a leave to speak may have been withdrawn while waiting)
+                services.check_media(current_user, consult, offer)
+            present = {m.user_id for m in _members().snapshot(consult_id).members if m.sid != request.sid}
+            # caps, membership, the call record and the audit entry: one commit, then no database
+            # round trip until the offer has gone (the joined call carries what the ack needs)
+            joined = services.join_call(current_user, consult, present)
             previous = _members().consult_of(request.sid)
-            if previous is not None and previous != consult.id:
+            if previous is not None and previous != consult_id:
                 leave_room(call_room(previous))
-            join_room(call_room(consult.id))
-            _members().add(request.sid, consult.id, current_user.id)
-            me = services.call_people(consult, [current_user.id])
+            join_room(call_room(consult_id))
+            _members().add(request.sid, consult_id, joined.user_id)
             # Each member's politeness towards the newcomer (perfect negotiation, per pair)
-            emit("peer-resumed" if resume else "peer-joined",
-                 {"user_id": current_user.id, "name": current_user.full_name, **(me[0] if me else {}),
-                  "polite_to": {str(uid): not policy.is_polite(current_user, consult, uid) for uid in others}},
-                 to=call_room(consult.id), skip_sid=request.sid, namespace=NAMESPACE)
+            emit("peer-resumed" if resume else "peer-joined", joined.announcement(),
+                 to=call_room(consult_id), skip_sid=request.sid, namespace=NAMESPACE)
             # The offer sent with a join is for a two-party call: the one other person in it takes it
             # (after peer-joined, so they have reset their connection). With more, the joiner offers
             # to each in turn once it knows who is there.
-            offered_to = others[0] if offer is not None and len(others) == 1 else None
+            offered_to = joined.others[0] if offer is not None and len(joined.others) == 1 else None
             if offered_to is not None:
-                for sid in _user_sids(consult.id, offered_to):
-                    emit("signal", {**offer, "from": current_user.id, "to": offered_to}, to=sid, namespace=NAMESPACE)
-            return {"ok": True, "me": current_user.id, "call_id": call.id,
-                    "ice_servers": services.ice_servers(current_user),
-                    "peers": _members().others(consult.id, request.sid),
-                    "people": services.call_people(consult, others),
-                    "polite": policy.is_polite(current_user, consult),
-                    "polite_to": {str(uid): policy.is_polite(current_user, consult, uid) for uid in others},
-                    "offered_to": offered_to, "hands": services.hands(consult),
-                    "sends": policy.allows(current_user, consult, policy.Action.SEND_MEDIA)}
+                for sid in _user_sids(consult_id, offered_to):
+                    emit("signal", {**offer, "from": joined.user_id, "to": offered_to}, to=sid, namespace=NAMESPACE)
+            return {"ok": True, "me": joined.user_id, "call_id": joined.call_id, "ice_servers": joined.ice_servers,
+                    "peers": _members().others(consult_id, request.sid), "people": joined.people,
+                    "polite": joined.polite, "polite_to": joined.polite_to, "offered_to": offered_to,
+                    "hands": joined.hands, "sends": joined.sends}
 
     @handler
     def on_signal(self, data: dict[str, Any]) -> dict[str, Any]:

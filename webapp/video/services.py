@@ -9,6 +9,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
@@ -26,7 +27,9 @@ from ..models import CallSession, Consult, ConsultStatus, User, utcnow
 from ..validation import text_problem
 
 CALL_STATUSES = (ConsultStatus.ACCEPTED, ConsultStatus.SCHEDULED)
-SIGNAL_TYPES = ("offer", "answer", "candidate", "bye")
+SIGNAL_TYPES = ("offer", "answer", "candidate", "candidates", "bye")
+# A "candidates" signal carries the ICE candidates a page gathered in one short tick (call.js)
+MAX_BATCHED_CANDIDATES = 32
 STATE_KEYS: dict[str, type] = {"muted": bool, "camera": bool, "audio_only": bool, "screen": bool,
                                "reconnecting": bool, "auto_audio": bool,
                                # what this party receives from the other: video height and bitrates
@@ -191,7 +194,7 @@ def check_media(user: User, consult: Consult, signal: dict[str, Any]) -> None:
 
 
 def validate_signal(data: dict[str, Any]) -> dict[str, Any]:
-    """A clean copy of an offer/answer/candidate message, or ValidationFailed."""
+    """A clean copy of an offer/answer/candidate(s)/bye message, or ValidationFailed."""
     kind = data.get("type")
     if kind not in SIGNAL_TYPES:
         raise ValidationFailed("Signal type must be one of %(types)s.", types=", ".join(SIGNAL_TYPES))
@@ -207,23 +210,34 @@ def validate_signal(data: dict[str, Any]) -> dict[str, Any]:
             raise ValidationFailed("The session description contains control characters.")
         return {"type": kind, "sdp": sdp}
     if kind == "candidate":
-        cand = data.get("candidate")
-        if cand is None:  # end of candidates
-            return {"type": kind, "candidate": None}
-        if not isinstance(cand, dict):
-            raise ValidationFailed("An ICE candidate must be an object.")
-        text = cand.get("candidate")
-        mid = cand.get("sdpMid")
-        index = cand.get("sdpMLineIndex")
-        if (not isinstance(text, str) or len(text) > 1024 or (text and not text.startswith("candidate:"))
-                or text_problem(text)):
-            raise ValidationFailed("The ICE candidate is not valid.")
-        if mid is not None and (not isinstance(mid, str) or len(mid) > 64 or text_problem(mid)):
-            raise ValidationFailed("sdpMid must be a short string.")
-        if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 64):
-            raise ValidationFailed("sdpMLineIndex must be a small number.")
-        return {"type": kind, "candidate": {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index}}
+        return {"type": kind, "candidate": _candidate(data.get("candidate"))}
+    if kind == "candidates":
+        batch = data.get("candidates")
+        if not isinstance(batch, list) or not batch:
+            raise ValidationFailed("The ICE candidates must be a list of at least one.")
+        if len(batch) > MAX_BATCHED_CANDIDATES:
+            raise ValidationFailed("At most %(max)s ICE candidates go in one signal.", max=MAX_BATCHED_CANDIDATES)
+        return {"type": kind, "candidates": [_candidate(cand) for cand in batch]}
     return {"type": "bye"}
+
+
+def _candidate(cand: Any) -> dict[str, Any] | None:
+    """A clean copy of one ICE candidate (RTCIceCandidateInit), None for the end of candidates."""
+    if cand is None:  # end of candidates
+        return None
+    if not isinstance(cand, dict):
+        raise ValidationFailed("An ICE candidate must be an object.")
+    text = cand.get("candidate")
+    mid = cand.get("sdpMid")
+    index = cand.get("sdpMLineIndex")
+    if (not isinstance(text, str) or len(text) > 1024 or (text and not text.startswith("candidate:"))
+            or text_problem(text)):
+        raise ValidationFailed("The ICE candidate is not valid.")
+    if mid is not None and (not isinstance(mid, str) or len(mid) > 64 or text_problem(mid)):
+        raise ValidationFailed("sdpMid must be a short string.")
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 64):
+        raise ValidationFailed("sdpMLineIndex must be a small number.")
+    return {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index}
 
 
 def validate_state(data: dict[str, Any]) -> dict[str, bool | int]:
@@ -270,6 +284,15 @@ def _open_call(consult: Consult) -> CallSession | None:
 
 def start_call(user: User, consult: Consult, *, audit: str | None = None) -> CallSession:
     """Open a call record (or reuse the open one), auditing the join in the same commit."""
+    call, created = _open_or_create_call(user, consult, audit=audit)
+    if created or audit:
+        db.session.commit()
+    return call
+
+
+def _open_or_create_call(user: User, consult: Consult, *, audit: str | None) -> tuple[CallSession, bool]:
+    """The open call record (inserted if there is none, in a savepoint) and whether it is new;
+    the audit entry queued. Nothing committed."""
     require_call_party(user, consult)
     call = _open_call(consult)
     created = call is None
@@ -289,9 +312,54 @@ def start_call(user: User, consult: Consult, *, audit: str | None = None) -> Cal
             p.hand_raised_at = p.speech_allowed_at = None
     if audit:
         record(audit, actor=user, consult=consult)
-    if created or audit:
-        db.session.commit()
-    return call
+    assert call is not None
+    return call, created
+
+
+@dataclass(frozen=True)
+class JoinedCall:
+    """What a join tells the others and the joiner, read before its one commit (plain values: the
+    commit expires every ORM object, and nothing here costs a database round trip afterwards)."""
+
+    call_id: int
+    user_id: int
+    name: str
+    me: dict[str, Any]  # the joiner as the others' tiles show them (call_people's shape)
+    others: list[int]  # the other users in the call, by id
+    polite_to: dict[str, bool]  # the joiner's politeness towards each of them (perfect negotiation)
+    polite: bool
+    people: list[dict[str, Any]]  # the others, as call_people gives them
+    hands: list[dict[str, Any]]
+    sends: bool
+    ice_servers: list[dict[str, Any]]
+
+    def announcement(self) -> dict[str, Any]:
+        """peer-joined / peer-resumed for the others: each one's politeness towards the joiner."""
+        return {"user_id": self.user_id, "name": self.name, **self.me,
+                "polite_to": {uid: not polite for uid, polite in self.polite_to.items()}}
+
+
+def join_call(user: User, consult: Consult, present: set[int], *, audit: str = "call.joined") -> JoinedCall:
+    """A join, in its turn (present: the users already in the call): the caps checked, the call
+    record opened (or the open one reused) and the join audited, in one commit.
+
+    Call it with objects read inside the turn (the caller commits before taking the turn, which
+    expires what it read before): the membership, the caps and the participants are judged on
+    what is true now, not on what was true before waiting. Everything the relay and the join's
+    acknowledgement need is read before the commit, so that after it the offer can go at once.
+    """
+    check_caps(user, consult, present)
+    call, _created = _open_or_create_call(user, consult, audit=audit)
+    db.session.flush()  # the new record's id (a reused one has it)
+    others = sorted(present - {user.id})
+    me = call_people(consult, [user.id])
+    joined = JoinedCall(
+        call_id=call.id, user_id=user.id, name=user.full_name, me=me[0] if me else {}, others=others,
+        polite_to={str(uid): policy.is_polite(user, consult, uid) for uid in others},
+        polite=policy.is_polite(user, consult), people=call_people(consult, others), hands=hands(consult),
+        sends=policy.allows(user, consult, Action.SEND_MEDIA), ice_servers=ice_servers(user))
+    db.session.commit()
+    return joined
 
 
 def _number(data: dict[str, Any], key: str, hi: float) -> float | None:
