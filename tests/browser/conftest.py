@@ -35,6 +35,16 @@ def netharness(browser) -> Iterator[SimpleNamespace]:
         atexit.unregister(harness.stop)
 
 
+def collecting_errors(page):
+    """The page, with page.errors listing its uncaught script errors and console errors (failed
+    resource loads left out: a test that provokes a 4xx expects the browser to log it)."""
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.on("console", lambda msg: msg.type == "error" and "Failed to load resource" not in msg.text
+            and page.errors.append(msg.text))
+    return page
+
+
 def signed_in(browser, base: str, email: str, width: int = 1280, height: int = 900):
     """A new context of the browser, at that viewport, with a page signed in through the form."""
     context = browser.new_context(viewport={"width": width, "height": height})

@@ -13,6 +13,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from playwright.sync_api import expect
 
+from tests.browser.conftest import collecting_errors
 from tests.conftest import PASSWORD
 from webapp.extensions import db
 
@@ -26,11 +27,7 @@ BOOK = "form[data-slot-form] button[type=submit]"
 def _doctor_page(browser, base: str, email: str, ref: str, width: int, path: str = "book"):
     context = browser.new_context(viewport={"width": width, "height": 900 if width > 600 else 844})
     context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.on("console", lambda msg: msg.type == "error" and "Failed to load resource" not in msg.text
-            and page.errors.append(msg.text))
+    page = collecting_errors(context.new_page())
     page.goto(f"{base}/login")  # the form, in whichever language the page speaks
     page.fill("#email", email)
     page.fill("#password", PASSWORD)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.conftest import collecting_errors
 from tests.conftest import png_bytes, sign_in_page
 
 pytestmark = pytest.mark.browser
@@ -28,11 +29,7 @@ def editing(browser, live_server, make):
     draft = make.draft(doctor, history="", question="")
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.on("console", lambda msg: msg.type == "error" and "Failed to load resource" not in msg.text
-            and page.errors.append(msg.text))
+    page = collecting_errors(context.new_page())
     sign_in_page(page, live_server.url, doctor.email)
     page.goto(f"{live_server.url}/consults/{draft.ref}/edit")
     expect(page.get_by_role("heading", name="Edit consult request")).to_be_visible()
