@@ -115,7 +115,7 @@ def test_tests_and_development_leave_the_collector_alone(production_app):
     assert settle_garbage_collector(production_app) is False
 
 
-@pytest.mark.parametrize("value", ["10000,20", "a,b,c", "-1,10,10", "", "10000,20,20,5"])
+@pytest.mark.parametrize("value", ["10000,20", "a,b,c", "-1,10,10", "", "10000,20,20,5", "0,10,10"])
 def test_bad_gc_thresholds_are_refused(production_env, value):  # noqa: F811
     with pytest.raises(ValueError):
         parse_thresholds(value)

@@ -28,6 +28,8 @@ def parse_thresholds(value: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
         raise ValueError(f"GC_THRESHOLDS must be three non-negative integers like 10000,20,20, not {value!r}")
     first, second, third = (int(p) for p in parts)
+    if first == 0:  # a first threshold of 0 turns automatic collection off: memory would only grow
+        raise ValueError("GC_THRESHOLDS' first value must be above 0 (0 turns the garbage collector off)")
     return first, second, third
 
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .extensions import db
 
@@ -68,7 +68,8 @@ def run(engine: Engine, work: Callable[[Connection], T]) -> tuple[T, bool]:
     (connection_invalidated) is retried; any other database error is raised. A statement cut
     off with its connection may or may not have committed: the caller's work must be safe to
     run twice (the send's insert skips a client id already stored) and the caller, told it was
-    retried, must treat "already stored" as possibly its own first attempt.
+    retried, must treat "already stored" as possibly its own first attempt. If the second run fails
+    too, its exception carries hot_retried = True for the same reason.
     """
     try:
         with engine.connect() as conn:
@@ -78,5 +79,9 @@ def run(engine: Engine, work: Callable[[Connection], T]) -> tuple[T, bool]:
             raise
         log.warning("a pooled database connection was dead (%s); retrying once on a fresh one",
                     exc.orig.__class__.__name__ if exc.orig is not None else "closed")
-    with engine.connect() as conn:
-        return work(conn), True
+    try:
+        with engine.connect() as conn:
+            return work(conn), True
+    except SQLAlchemyError as exc:  # the caller must still know a first attempt may have committed
+        exc.hot_retried = True  # type: ignore[attr-defined]
+        raise

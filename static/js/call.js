@@ -718,10 +718,14 @@
       try {
         if (!localStream) {
           var wanted = !state.audio_only;
-          localStream = await getMedia(); selfView = localStream; later(showSelf); later(listDevices);
+          localStream = await getMedia(); selfView = localStream;
           if (wanted && !localStream.getVideoTracks().length) hasCamera = false;  // nothing to adapt
           localVideo.classList.toggle("no-video", !localStream.getVideoTracks().length);
         }
+        // each join (also after a refused one, which keeps the stream): the picture and the lists
+        // still to show come a second later, if the call goes on
+        if (selfView) later(showSelf);
+        if (!camSelect.options.length && !micSelect.options.length) later(listDevices);
       } catch (e) {
         setStatus(t("Camera and microphone are not available: %(error)s. Check the browser's permissions.", { error: e.name }), "bad");
         joinBtn.disabled = false;

@@ -194,6 +194,18 @@ def test_reschedule_json_moves_the_time_or_says_why_not(race):
     assert consult(ref).appointment.starts_at.isoformat() == choices[4]
 
 
+@pytest.mark.parametrize("body", [{"slot": "x", "reason": 5}, {"reason": {"a": 1}}, ["not", "an", "object"], 7])
+def test_a_json_body_instead_of_form_fields_is_a_clear_refusal_not_a_500(race, body):
+    """book.js posts form fields; a hand-made JSON body (any types) is read as no choice at all."""
+    assert _post(race, race["slots"][1]).status_code == 200
+    client, ref = race["client"], race["ref"]
+    token = token_of(client.get(f"/consults/{ref}/reschedule"))
+    for path in ("book", "reschedule"):
+        r = client.post(f"/consults/{ref}/{path}", json=body, headers={**JSON, "X-CSRFToken": token})
+        assert r.status_code in (403, 422) and r.get_json()["message"], (path, r.status_code, r.get_data()[:200])
+    assert consult(ref).appointment.starts_at.isoformat() == race["slots"][1]
+
+
 # --- open-slots ---------------------------------------------------------------------------------------
 
 

@@ -666,3 +666,16 @@ def test_socket_events_leave_no_routing_exception_for_the_garbage_collector(app,
             gc.enable()
     assert not [o for o in garbage if isinstance(o, BaseException)]
     assert len(garbage) / 20 < 20, len(garbage) / 20  # werkzeug's matcher leaves 8 (a recursive closure)
+
+
+def test_a_message_owing_a_notification_is_counted_once_against_the_event_limit(app, room, monkeypatch):
+    """The lean path counts the event before asking who is away; the full path it hands over to
+    (the message and its notification in one transaction) does not count it again."""
+    _, _specialist, consult, rural_sock, _ = room
+    monkeypatch.setitem(app.config, "SOCKET_RATE_LIMITS", {**app.config["SOCKET_RATE_LIMITS"],
+                                                           "/room send": "2 per minute"})
+    join(rural_sock, consult.ref)  # the specialist is away: each message may owe him a notification
+    assert send(rural_sock, consult.ref, "away-00001", "first")["ok"] is True
+    assert send(rural_sock, consult.ref, "away-00002", "second")["ok"] is True  # counted once each
+    assert_error(send(rural_sock, consult.ref, "away-00003", "third"), 429, "rate_limited")
+    assert message_count() == 2

@@ -186,3 +186,39 @@ def test_many_senders_at_once_share_one_gap_free_sequence(race_pg_app):
     assert seqs == list(range(1, THREADS * per_thread + 1))
     assert _counter(consult_id) == THREADS * per_thread
     assert db.session.scalar(select(func.count()).select_from(Message)) == THREADS * per_thread
+
+
+def test_a_failing_pool_or_database_leaves_the_message_to_the_full_path_counted_once(race_pg_app, monkeypatch):
+    """An exhausted pool (TimeoutError) is not a DBAPIError: it too hands the message over, charged."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    make = Factory()
+    rural, specialist = make.rural(), make.specialist()
+    consult = make.scheduled(rural, specialist)
+    sender = _sender(rural, consult)
+
+    def exhausted(engine, work):
+        raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
+
+    monkeypatch.setattr(hotdb, "run", exhausted)
+    fast = send.post_message_fast(sender, "pool-0001", "no connection")
+    assert (fast.wire, fast.rate_charged, fast.retried) == (None, True, False)
+
+
+def test_a_retry_that_fails_too_still_says_a_first_attempt_may_have_committed(race_pg_app):
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    engine = hotdb.hot_engine(race_pg_app)
+    calls = []
+
+    def dies(conn):
+        calls.append(1)
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True)
+
+    try:
+        hotdb.run(engine, dies)
+    except DBAPIError as exc:
+        assert getattr(exc, "hot_retried", False) is True
+    else:
+        raise AssertionError("the second failure was swallowed")
+    assert len(calls) == 2

@@ -233,3 +233,26 @@ def test_a_trainee_whose_leave_to_speak_went_while_their_join_waited_cannot_send
     ack = _join(tr, consult, offer=sending)
     assert ack["ok"] is False and ack["status"] == 403
     assert _events(ld, "signal") == [] and _events(ld, "peer-joined") == []
+
+
+def test_a_trainee_left_with_leave_to_speak_from_an_ended_call_cannot_send_into_a_new_one(call_client, team):
+    """A new call clears every leave to speak: a trainee's sending offer that comes with the join
+    opening that call is judged after the clearing, refused, and the new call record rolled back."""
+    consult, requester, _lead, _second, trainee = team
+    sending = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP 111\r\n"
+                                      "a=sendrecv\r\n"}
+    consult_id, trainee_id = consult.id, trainee.id
+    with db.engine.begin() as conn:  # granted in an earlier call, which ended without clearing it
+        conn.execute(update(ConsultParticipant).where(
+            ConsultParticipant.consult_id == consult_id, ConsultParticipant.user_id == trainee_id,
+        ).values(speech_allowed_at=utcnow()))
+    calls_before = db.session.scalar(select(func.count()).select_from(CallSession))
+    tr = call_client(trainee)
+    ack = _join(tr, consult, offer=sending)
+    assert ack["ok"] is False and ack["status"] == 403, ack
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(CallSession)) == calls_before  # rolled back
+    rq = call_client(requester)
+    assert _join(rq, consult)["ok"] and _events(rq, "signal") == []
+    receiving = {**sending, "sdp": sending["sdp"].replace("a=sendrecv", "a=recvonly")}
+    assert _join(tr, consult, offer=receiving)["ok"] is True  # receive-only, as a trainee joins

@@ -388,7 +388,8 @@ def decline(ref: str):
 @consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def book(ref: str):
     if request.method == "POST" and wants_json(request):  # the page's script (static/js/book.js)
-        return _slot_json(ref, SlotForm(), N_("Choose a time."), lambda form, when: services.book(me(), ref, when),
+        return _slot_json(ref, SlotForm(formdata=request.form), N_("Choose a time."),
+                          lambda form, when: services.book(me(), ref, when),
                           N_("The consultation time is booked."))
     consult = services.view_consult(me(), ref)
     if not policy.entitled(me(), consult, policy.Action.BOOK):  # not the requester or the lead
@@ -404,7 +405,7 @@ def book(ref: str):
 @consult_role(Role.RURAL_DOCTOR, Role.SPECIALIST)
 def reschedule(ref: str):
     if request.method == "POST" and wants_json(request):  # the page's script (static/js/book.js)
-        return _slot_json(ref, RescheduleForm(), N_("Choose a new time."),
+        return _slot_json(ref, RescheduleForm(formdata=request.form), N_("Choose a new time."),
                           lambda form, when: services.reschedule(me(), ref, when, form.reason.data),
                           N_("The consultation has a new time."))
     consult = services.view_consult(me(), ref)
@@ -450,7 +451,9 @@ def _slot_json(ref: str, form, missing: str, act, done: str):
     409 when the slot was just taken), answered without a template and without listing the open
     slots (the script asks /open-slots for them), so that the losers of a race on one slot are
     refused in a few milliseconds each. The service checks who may act (404 / 403, audited as on
-    the page); the consult is not read first to render anything."""
+    the page); the consult is not read first to render anything. The form is read from the posted
+    form fields only (book.js sends FormData): a JSON body, which Flask-WTF would otherwise take
+    field by field with any type, is a missing choice, not a 500."""
     if not form.validate():  # the CSRF token (X-CSRFToken) is checked before this by CSRFProtect
         raise ValidationFailed(str(next(e for errs in form.errors.values() for e in errs)),
                                fields={name: "invalid" for name in form.errors})

@@ -164,7 +164,7 @@ class RoomNamespace(Namespace):
                 sender, tried = None, None
             if sender is None:
                 return super().trigger_event("send", sid, data)
-            if tried.wire is not None:
+            if tried is not None and tried.wire is not None:
                 emit("message", tried.wire, to=room_name(sender.consult_id), namespace=NAMESPACE)
                 return {"ok": True, "message": tried.wire, "duplicate": False}
         return self.socketio._handle_event(self._send_counted, "send", self.namespace, sid, data, tried)
@@ -173,8 +173,8 @@ class RoomNamespace(Namespace):
     def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
         return self._store_and_relay(data)
 
-    def _send_counted(self, data: dict[str, Any], tried: send.FastPost) -> dict[str, Any]:
-        """The full path for a send the lean path counted and tried (not counted or tried again)."""
+    def _send_counted(self, data: dict[str, Any], tried: send.FastPost | None) -> dict[str, Any]:
+        """The full path for a send the lean path counted (and tried, unless tried is None): not again."""
         return _counted(lambda ns, payload: ns._store_and_relay(payload, tried))(self, data)
 
     def _store_and_relay(self, data: dict[str, Any], tried: send.FastPost | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import Executable, Integer, bindparam, cast, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .. import hotdb, ratelimit
 from ..auth import sessions
@@ -397,13 +397,17 @@ def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: 
         statement = _claim_statements("postgresql", touch)[0]
         try:
             row, again = hotdb.run(engine, lambda conn: conn.execute(statement, params).first())
-        except DBAPIError:  # the database failed: post_message gives the answer (or the error)
+        except SQLAlchemyError as exc:  # the database failed (or the pool is exhausted): the full path answers
             log.warning("the chat fast path could not store a message; the full path takes it", exc_info=True)
-            return FastPost(None, rate_charged=True)
+            return FastPost(None, rate_charged=True, retried=getattr(exc, "hot_retried", False))
         if row is None:  # refused or retried: nothing stored, no number taken
             return FastPost(None, rate_charged=True, retried=again)
     else:
-        row = _sqlite_send(params, touch)
+        try:
+            row = _sqlite_send(params, touch)
+        except SQLAlchemyError:  # "database is locked" and the like: the full path answers
+            log.warning("the chat fast path could not store a message; the full path takes it", exc_info=True)
+            return FastPost(None, rate_charged=True)
         if row is None:
             return FastPost(None, rate_charged=True)
     message_id, seq, role = row[0], row[1], row[2]
@@ -417,10 +421,11 @@ def send_lean(entry: Entry | None, data: Any, sid: str, namespace: str,
     """The lean send path's part in an app context: (sender, fast path outcome), or (None, None).
 
     (None, None) before anything is counted: not a plain text message on a connection joined to
-    this room, a payload the event handler would refuse, or a message that may owe someone a
-    notification; the ordinary handler then answers it. Otherwise the event is counted against
-    the connection's and the user's limits (a refusal raises, as in realtime.handler) and the
-    fast path runs once; its outcome is the caller's to relay or to hand to the full path.
+    this room, or a payload the event handler would refuse; the ordinary handler then answers it.
+    Otherwise the event is counted against the connection's and the user's limits (a refusal
+    raises, as in realtime.handler) and the fast path runs once; its outcome is the caller's to
+    relay or to hand to the full path. (sender, None): counted but not tried (the message may owe
+    someone a notification, or something failed); the full path takes it without counting again.
     """
     if (entry is None or not entry.token or not isinstance(data, dict) or data.get("ref") != entry.ref
             or data.get("attachment_id") is not None):
@@ -431,13 +436,18 @@ def send_lean(entry: Entry | None, data: Any, sid: str, namespace: str,
         return None, None
     if len(json.dumps(data, default=str)) > current_app.config["SOCKET_MAX_PAYLOAD_BYTES"]:
         return None, None
-    if notifications.chat_notices().may_be_due(entry.consult_id, entry.user_id, present(entry.consult_id)):
-        return None, None
-    ratelimit.check_event(namespace, "send", sid=sid)  # as realtime.handler counts every event
+    # counted before any I/O, as realtime.handler counts every event: a flood is refused cheaply
+    ratelimit.check_event(namespace, "send", sid=sid)
     ratelimit.check_event(namespace, "send", user=ratelimit.hashed(entry.token))
     sender = Sender(entry.user_id, entry.token, entry.name, entry.consult_id)
-    return sender, post_message_fast(sender, data.get("client_id"), data.get("body"), None,
-                                     client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"))
+    try:
+        if notifications.chat_notices().may_be_due(entry.consult_id, entry.user_id, present(entry.consult_id)):
+            return sender, None  # counted, not tried: the full path writes it with its notification
+        return sender, post_message_fast(sender, data.get("client_id"), data.get("body"), None,
+                                         client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"))
+    except Exception:  # counted already: the full path answers, without counting the event again
+        log.exception("the lean chat send failed after counting; the full path takes the message")
+        return sender, None
 
 
 @dataclass(frozen=True)
@@ -461,7 +471,7 @@ def send_message(sender: Sender | None, resolve: Callable[[], tuple[User, Consul
     present(consult_id): the user ids in the room; a message that may owe a party away from the
     room a notification takes post_message, which writes it in the message's transaction.
     tried: the fast path already ran for this send (the lean path, rooms/events.py) and left it
-    undecided; it is not run again.
+    undecided; it is not run again, and its rate_charged and retried carry over.
     """
     charged = retried = False
     if tried is not None:

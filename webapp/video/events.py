@@ -175,7 +175,7 @@ class CallNamespace(Namespace):
             present = {m.user_id for m in _members().snapshot(consult_id).members if m.sid != request.sid}
             # caps, membership, the call record and the audit entry: one commit, then no database
             # round trip until the offer has gone (the joined call carries what the ack needs)
-            joined = services.join_call(current_user, consult, present)
+            joined = services.join_call(current_user, consult, present, offer=offer)
             previous = _members().consult_of(request.sid)
             if previous is not None and previous != consult_id:
                 leave_room(call_room(previous))

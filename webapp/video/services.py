@@ -339,7 +339,8 @@ class JoinedCall:
                 "polite_to": {uid: not polite for uid, polite in self.polite_to.items()}}
 
 
-def join_call(user: User, consult: Consult, present: set[int], *, audit: str = "call.joined") -> JoinedCall:
+def join_call(user: User, consult: Consult, present: set[int], *, audit: str = "call.joined",
+              offer: dict[str, Any] | None = None) -> JoinedCall:
     """A join, in its turn (present: the users already in the call): the caps checked, the call
     record opened (or the open one reused) and the join audited, in one commit.
 
@@ -347,9 +348,13 @@ def join_call(user: User, consult: Consult, present: set[int], *, audit: str = "
     expires what it read before): the membership, the caps and the participants are judged on
     what is true now, not on what was true before waiting. Everything the relay and the join's
     acknowledgement need is read before the commit, so that after it the offer can go at once.
+    offer: the join's offer, checked against the leave to speak as it stands after the call record
+    is opened (a new call clears it); a refused one rolls the new record back with the join.
     """
     check_caps(user, consult, present)
     call, _created = _open_or_create_call(user, consult, audit=audit)
+    if offer is not None:  # a new call clears every leave to speak: the offer is judged after that
+        check_media(user, consult, offer)
     db.session.flush()  # the new record's id (a reused one has it)
     others = sorted(present - {user.id})
     me = call_people(consult, [user.id])
