@@ -274,6 +274,11 @@ def emit(event: str, data: Any, *, to: str, namespace: str, skip_sid: str | None
         return False
 
 
+def server_error_ack() -> dict[str, Any]:
+    """The acknowledgement of an event whose handler failed (logged by the caller); the client retries."""
+    return {"ok": False, "error": "server_error", "message": _("Something went wrong; try again."), "status": 500}
+
+
 def error_ack(exc: DomainError) -> dict[str, Any]:
     """A Socket.IO error acknowledgement for a domain error."""
     ack = {"ok": False, "error": exc.code, "message": exc.message, "status": exc.status}
@@ -366,8 +371,7 @@ def handler(fn: Callable | None = None, *, remove_session: bool = False, authent
         except Exception:
             db.session.rollback()
             log.exception("socket event %s failed", fn.__name__)
-            return {"ok": False, "error": "server_error", "message": _("Something went wrong; try again."),
-                    "status": 500}
+            return server_error_ack()
         finally:
             if remove_session:
                 db.session.remove()

@@ -20,6 +20,7 @@ from ..realtime import (
     forget_connection,
     handler,
     require_user,
+    server_error_ack,
 )
 from ..sessionbus import register_namespace
 from . import access, history, receipts, send
@@ -159,7 +160,10 @@ class RoomNamespace(Namespace):
             except DomainError as refused:  # counted and refused: the ack in the user's language
                 return self.socketio._handle_event(lambda *_, exc=refused: error_ack(exc), "send", self.namespace,
                                                    sid, data)
-            except Exception:
+            except send.LeanSendFailed:  # counted, then failed: as realtime.handler answers a failure
+                log.exception("socket event send failed")
+                return self.socketio._handle_event(lambda *_: server_error_ack(), "send", self.namespace, sid, data)
+            except Exception:  # before anything was counted: the ordinary path answers
                 log.exception("the lean chat send failed; the ordinary path answers")
                 sender, tried = None, None
             if sender is None:

@@ -416,6 +416,10 @@ def post_message_fast(sender: Sender, client_id: Any, body: Any, attachment_id: 
                      "body": body, "created_at": created_at.isoformat()}, rate_charged=True)
 
 
+class LeanSendFailed(RuntimeError):
+    """The lean send failed after counting the event: answered like any failed handler (server_error)."""
+
+
 def send_lean(entry: Entry | None, data: Any, sid: str, namespace: str,
               present: Callable[[int], Iterable[int]]) -> tuple[Sender | None, FastPost | None]:
     """The lean send path's part in an app context: (sender, fast path outcome), or (None, None).
@@ -425,7 +429,8 @@ def send_lean(entry: Entry | None, data: Any, sid: str, namespace: str,
     Otherwise the event is counted against the connection's and the user's limits (a refusal
     raises, as in realtime.handler) and the fast path runs once; its outcome is the caller's to
     relay or to hand to the full path. (sender, None): counted but not tried (the message may owe
-    someone a notification, or something failed); the full path takes it without counting again.
+    someone a notification); the full path takes it without counting again. A failure after the
+    count (not a database error, which the fast path hands over itself) raises LeanSendFailed.
     """
     if (entry is None or not entry.token or not isinstance(data, dict) or data.get("ref") != entry.ref
             or data.get("attachment_id") is not None):
@@ -445,9 +450,8 @@ def send_lean(entry: Entry | None, data: Any, sid: str, namespace: str,
             return sender, None  # counted, not tried: the full path writes it with its notification
         return sender, post_message_fast(sender, data.get("client_id"), data.get("body"), None,
                                          client_seq=data.get("client_seq"), waited_ms=data.get("waited_ms"))
-    except Exception:  # counted already: the full path answers, without counting the event again
-        log.exception("the lean chat send failed after counting; the full path takes the message")
-        return sender, None
+    except Exception as exc:  # counted already: answered as a failed handler is (the client retries)
+        raise LeanSendFailed() from exc
 
 
 @dataclass(frozen=True)
