@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import POSTGRES_URL, Factory, _reset_schema, build_app, postgres_available, require
+from webapp import hotdb
 from webapp.audit.chain import verify
 from webapp.audit.services import record, record_now
 from webapp.consults import services as consults
@@ -78,6 +79,7 @@ def _dispose(app: Flask) -> None:
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+    hotdb.dispose(app)  # the chat's autocommit pool holds connections of the role too
 
 
 @pytest.fixture(scope="module")
