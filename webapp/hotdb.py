@@ -85,3 +85,15 @@ def run(engine: Engine, work: Callable[[Connection], T]) -> tuple[T, bool]:
     except SQLAlchemyError as exc:  # the caller must still know a first attempt may have committed
         exc.hot_retried = True  # type: ignore[attr-defined]
         raise
+
+
+def read(work: Callable[[Connection], T]) -> T:
+    """work(connection) for a read of one statement: on PostgreSQL on the hot engine (one round trip,
+    retried once on a dead connection), elsewhere on a short connection of the app's engine (closed at
+    once: a read left open in the session would block SQLite's write lock for the next send)."""
+    engine = hot_engine()
+    if engine is not None:
+        return run(engine, work)[0]
+    with db.engine.connect() as conn:
+        return work(conn)
+

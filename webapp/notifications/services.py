@@ -213,14 +213,7 @@ class ChatNotices:
     def _read(consult_ids: list[int]) -> list[tuple[int, int]]:
         """(consult id, user id) of the active participants of these consults."""
         statement = policy.participant_pairs(consult_ids)
-        engine = hotdb.hot_engine()
-        if engine is not None:  # PostgreSQL: one autocommit round trip (no ping, no BEGIN)
-            rows, _ = hotdb.run(engine, lambda conn: [tuple(r) for r in conn.execute(statement)])
-            return rows
-        # a connection of its own, closed at once: the chat's fast path opens its own write
-        # transaction next, which a read left open in the session would block on SQLite
-        with db.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(statement)]
+        return hotdb.read(lambda conn: [tuple(r) for r in conn.execute(statement)])
 
     def told(self, consult_id: int, user_id: int, at: datetime) -> None:
         """Remember that the user was told of this consult's chat at that time."""

@@ -121,12 +121,7 @@ def head(sender: Sender | None, resolve: Callable[[], tuple[User, Consult]], con
         params = {"cid": sender.consult_id, "uid": sender.user_id,
                   "session_hash": sessions.hash_key(sender.session_key), "cutoff": sessions.idle_cutoff(utcnow())}
         statement = _head_statement(db.engine.dialect.name)
-        engine = hotdb.hot_engine()
-        if engine is not None:  # PostgreSQL: one round trip on the autocommit pool (no ping, no BEGIN)
-            seq, _ = hotdb.run(engine, lambda conn: conn.execute(statement, params).scalar())
-        else:
-            with db.engine.connect() as conn:
-                seq = conn.execute(statement, params).scalar()
+        seq = hotdb.read(lambda conn: conn.execute(statement, params).scalar())
         if seq is not None:
             return seq
     return last_seq(resolve()[1])
