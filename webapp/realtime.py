@@ -351,7 +351,7 @@ def handler(fn: Callable | None = None, *, remove_session: bool = False, authent
     event = fn.__name__.removeprefix("on_")
 
     @wraps(fn)
-    def wrapped(self, data: Any = None, *extra: Any) -> dict[str, Any]:
+    def wrapped(self, data: Any = None, *extra: Any, **context: Any) -> dict[str, Any]:
         try:
             if not counted:
                 ratelimit.check_event(self.namespace, event, sid=request.sid)  # before any database work
@@ -364,7 +364,7 @@ def handler(fn: Callable | None = None, *, remove_session: bool = False, authent
             check_payload(data)  # no NUL, lone surrogate, non-finite or oversized number anywhere
             if len(json.dumps(data, default=str)) > current_app.config["SOCKET_MAX_PAYLOAD_BYTES"]:
                 raise ValidationFailed("The payload is too large.")
-            return fn(self, data)
+            return fn(self, data, **context)  # context: keywords from our own code, never from a client
         except DomainError as exc:
             db.session.rollback()
             return error_ack(exc)

@@ -30,14 +30,6 @@ NAMESPACE = "/room"
 log = logging.getLogger(__name__)
 
 
-def _counted(fn: Any) -> Any:
-    """handler(counted=True) around fn, named as the send event (its limits were already counted)."""
-    def send_counted(self: Any, data: Any) -> Any:
-        return fn(self, data)
-
-    return handler(send_counted, authenticate=False, counted=True)
-
-
 def room_name(consult_id: int) -> str:
     """The Socket.IO room of one consult."""
     return f"consult:{consult_id}"
@@ -171,15 +163,17 @@ class RoomNamespace(Namespace):
             if tried is not None and tried.wire is not None:
                 emit("message", tried.wire, to=room_name(sender.consult_id), namespace=NAMESPACE)
                 return {"ok": True, "message": tried.wire, "duplicate": False}
-        return self.socketio._handle_event(self._send_counted, "send", self.namespace, sid, data, tried)
+        return self.socketio._handle_event(lambda payload: self._send_counted(payload, tried=tried), "send",
+                                           self.namespace, sid, data)
 
     @handler(authenticate=False)  # the store proves the session (send.post_message_fast)
     def on_send(self, data: dict[str, Any]) -> dict[str, Any]:
         return self._store_and_relay(data)
 
-    def _send_counted(self, data: dict[str, Any], tried: send.FastPost | None) -> dict[str, Any]:
+    @handler(authenticate=False, counted=True)  # the lean path counted it already
+    def _send_counted(self, data: dict[str, Any], tried: send.FastPost | None = None) -> dict[str, Any]:
         """The full path for a send the lean path counted (and tried, unless tried is None): not again."""
-        return _counted(lambda ns, payload: ns._store_and_relay(payload, tried))(self, data)
+        return self._store_and_relay(data, tried)
 
     def _store_and_relay(self, data: dict[str, Any], tried: send.FastPost | None = None) -> dict[str, Any]:
         try:
