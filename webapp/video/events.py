@@ -170,11 +170,10 @@ class CallNamespace(Namespace):
             consult = db.session.get(Consult, consult_id, populate_existing=True)
             if consult is None:
                 raise NotFound("No such consult.")
-            if offer is not None:  # (a leave to speak may have been withdrawn while waiting)
-                services.check_media(current_user, consult, offer)
             present = {m.user_id for m in _members().snapshot(consult_id).members if m.sid != request.sid}
-            # caps, membership, the call record and the audit entry: one commit, then no database
-            # round trip until the offer has gone (the joined call carries what the ack needs)
+            # caps, membership, the call record, the offer's media (a leave to speak may have been
+            # withdrawn while waiting, or cleared by a new call) and the audit entry: one commit, then
+            # no database round trip until the offer has gone (the joined call carries what the ack needs)
             joined = services.join_call(current_user, consult, present, offer=offer)
             previous = _members().consult_of(request.sid)
             if previous is not None and previous != consult_id:
